@@ -1,0 +1,159 @@
+"""The Trainer's hyperparameters: validated once, carried as the Trainer's `custom_config`.
+
+The pipeline builds a `TrainingConfig` (so bad values fail before anything runs) and passes
+`config.to_dict()` as `custom_config`; `run_fn` reads it back with `TrainingConfig.from_dict`.
+
+Example:
+
+>>> config = TrainingConfig(optimizer="gsam", epochs=3, rho_max=0.04, rho_min=0.02)
+>>> TrainingConfig.from_dict(config.to_dict()) == config
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+OPTIMIZERS = ("plain", "sam", "gsam")
+BASE_OPTIMIZERS = ("sgd", "adam")
+MODELS = ("resnet", "mlp")
+LR_SCHEDULES = ("cosine", "constant")
+DEFAULT_GSAM_ALPHA = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """What the Trainer trains, and how.
+
+    Args:
+        model: `"resnet"` (images) or `"mlp"` (tabular features).
+        epochs: passes over the training split.
+        batch_size: examples per step.
+        learning_rate: peak learning rate.
+        lr_schedule: `"cosine"` (to `learning_rate * lr_min_ratio`, with linear warmup) or
+            `"constant"`.
+        lr_min_ratio: final learning rate as a fraction of the peak, for `"cosine"`.
+        warmup_epochs: linear warmup length, in epochs (may be fractional).
+        base_optimizer: `"sgd"` (momentum 0.9) or `"adam"`.
+        optimizer: `"plain"`, `"sam"` (GSAM with alpha 0) or `"gsam"`.
+        rho_max, rho_min: perturbation radius bounds; rho follows the learning rate between
+            them (the GSAM paper's schedule). Equal values give a constant rho.
+        alpha: GSAM's ascent coefficient; `None` means 0.01 for gsam. Must be unset or 0 for sam.
+        adaptive: scale the perturbation by |w| (the paper's adaptive variant).
+        label_key: the integer class label feature.
+        image_key: the PNG-encoded image feature, for `"resnet"`; ignored by `"mlp"`.
+        image_shape: (height, width, channels) of the decoded images.
+        num_classes: number of classes; `None` reads it from the schema's label domain.
+        train_steps_per_epoch, eval_steps: cap the steps (useful on tiny data); `None` means
+            one full pass.
+    """
+
+    model: str = "resnet"
+    epochs: int = 3
+    batch_size: int = 64
+    learning_rate: float = 0.1
+    lr_schedule: str = "cosine"
+    lr_min_ratio: float = 0.01
+    warmup_epochs: float = 0.0
+    base_optimizer: str = "sgd"
+    optimizer: str = "gsam"
+    rho_max: float = 0.04
+    rho_min: float = 0.02
+    alpha: float | None = None
+    adaptive: bool = False
+    label_key: str = "label"
+    image_key: str = "image"
+    image_shape: tuple[int, int, int] = (28, 28, 1)
+    num_classes: int | None = None
+    train_steps_per_epoch: int | None = None
+    eval_steps: int | None = None
+
+    def __post_init__(self):
+        _check_choice("model", self.model, MODELS)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_choice("base_optimizer", self.base_optimizer, BASE_OPTIMIZERS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_int("epochs", self.epochs, minimum=1)
+        _check_int("batch_size", self.batch_size, minimum=1)
+        if self.num_classes is not None:
+            _check_int("num_classes", self.num_classes, minimum=2)
+        for name in ("train_steps_per_epoch", "eval_steps"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1)
+        _check_number("learning_rate", self.learning_rate, low=0, low_inclusive=False)
+        _check_number("lr_min_ratio", self.lr_min_ratio, low=0, high=1)
+        _check_number("warmup_epochs", self.warmup_epochs, low=0)
+        _check_number("rho_max", self.rho_max, low=0)
+        _check_number("rho_min", self.rho_min, low=0)
+        if self.rho_min > self.rho_max:
+            raise ValueError(
+                f"rho_min ({self.rho_min}) must not exceed rho_max ({self.rho_max})."
+            )
+        if self.alpha is not None:
+            _check_number("alpha", self.alpha, low=0)
+            if self.optimizer == "sam" and self.alpha != 0:
+                raise ValueError(
+                    f"alpha must be unset or 0 with optimizer='sam' (SAM is GSAM with alpha 0), "
+                    f"got {self.alpha}; use optimizer='gsam' for alpha > 0."
+                )
+        if not isinstance(self.adaptive, bool):
+            raise ValueError(f"adaptive must be true or false, got {self.adaptive!r}.")
+        for name in ("label_key", "image_key"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}.")
+        shape = self.image_shape
+        if (not isinstance(shape, (tuple, list)) or len(shape) != 3
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+                or shape[2] not in (1, 3, 4)):
+            raise ValueError(
+                f"image_shape must be (height, width, channels) with channels 1, 3 or 4, "
+                f"got {shape!r}."
+            )
+        object.__setattr__(self, "image_shape", tuple(shape))
+
+    @property
+    def effective_alpha(self) -> float:
+        """GSAM's alpha as trained: 0 for sam, the configured value (or 0.01) for gsam."""
+        if self.optimizer == "sam":
+            return 0.0
+        return DEFAULT_GSAM_ALPHA if self.alpha is None else float(self.alpha)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["image_shape"] = list(self.image_shape)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> "TrainingConfig":
+        """Builds a config from `custom_config`; an unknown key is an error that names it."""
+        values = dict(values or {})
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown training config key(s): {', '.join(unknown)}. "
+                f"Known keys: {', '.join(sorted(known))}."
+            )
+        return cls(**values)
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _check_number(name, value, low=None, high=None, low_inclusive=True):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    if low is not None and (value < low or (value == low and not low_inclusive)):
+        bound = ">=" if low_inclusive else ">"
+        raise ValueError(f"{name} must be {bound} {low}, got {value}.")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}.")
