@@ -1,7 +1,8 @@
 """The Trainer's hyperparameters: validated once, carried as the Trainer's `custom_config`.
 
 The pipeline builds a `TrainingConfig` (so bad values fail before anything runs) and passes
-`config.to_dict()` as `custom_config`; `run_fn` reads it back with `TrainingConfig.from_dict`.
+`config.to_custom_config()` as the Trainer's `custom_config`; `run_fn` reads it back with
+`TrainingConfig.from_custom_config`.
 
 Example:
 
@@ -21,6 +22,9 @@ BASE_OPTIMIZERS = ("sgd", "adam")
 MODELS = ("resnet", "mlp")
 LR_SCHEDULES = ("cosine", "constant")
 DEFAULT_GSAM_ALPHA = 0.01
+# The Trainer's custom_config holds the training config under this key, beside the keys that
+# other executors read (e.g. tfx.extensions.google_cloud_ai_platform's `ai_platform_*`).
+CUSTOM_CONFIG_KEY = "training"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +86,9 @@ class TrainingConfig:
         for name in ("train_steps_per_epoch", "eval_steps"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
-        _check_number("learning_rate", self.learning_rate, low=0, low_inclusive=False)
+        _check_number(
+            "learning_rate", self.learning_rate, low=0, low_inclusive=False
+        )
         _check_number("lr_min_ratio", self.lr_min_ratio, low=0, high=1)
         _check_number("warmup_epochs", self.warmup_epochs, low=0)
         _check_number("rho_max", self.rho_max, low=0)
@@ -99,14 +105,26 @@ class TrainingConfig:
                     f"got {self.alpha}; use optimizer='gsam' for alpha > 0."
                 )
         if not isinstance(self.adaptive, bool):
-            raise ValueError(f"adaptive must be true or false, got {self.adaptive!r}.")
+            raise ValueError(
+                f"adaptive must be true or false, got {self.adaptive!r}."
+            )
         for name in ("label_key", "image_key"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}.")
+            if not isinstance(getattr(self, name), str) or not getattr(
+                self, name
+            ):
+                raise ValueError(
+                    f"{name} must be a non-empty string, got {getattr(self, name)!r}."
+                )
         shape = self.image_shape
-        if (not isinstance(shape, (tuple, list)) or len(shape) != 3
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
-                or shape[2] not in (1, 3, 4)):
+        if (
+            not isinstance(shape, (tuple, list))
+            or len(shape) != 3
+            or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d > 0
+                for d in shape
+            )
+            or shape[2] not in (1, 3, 4)
+        ):
             raise ValueError(
                 f"image_shape must be (height, width, channels) with channels 1, 3 or 4, "
                 f"got {shape!r}."
@@ -125,6 +143,22 @@ class TrainingConfig:
         values["image_shape"] = list(self.image_shape)
         return values
 
+    def to_custom_config(self) -> dict[str, Any]:
+        """The Trainer's `custom_config` for this config."""
+        return {CUSTOM_CONFIG_KEY: self.to_dict()}
+
+    @classmethod
+    def from_custom_config(
+        cls, custom_config: dict[str, Any] | None
+    ) -> "TrainingConfig":
+        """Reads the config that `to_custom_config` wrote into the Trainer's `custom_config`."""
+        if not custom_config or CUSTOM_CONFIG_KEY not in custom_config:
+            raise ValueError(
+                f"The Trainer's custom_config has no {CUSTOM_CONFIG_KEY!r} entry; build it with "
+                f"TrainingConfig.to_custom_config()."
+            )
+        return cls.from_dict(custom_config[CUSTOM_CONFIG_KEY])
+
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "TrainingConfig":
         """Builds a config from `custom_config`; an unknown key is an error that names it."""
@@ -141,18 +175,28 @@ class TrainingConfig:
 
 def _check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+        raise ValueError(
+            f"{name} must be one of {', '.join(choices)}, got {value!r}."
+        )
 
 
 def _check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+        raise ValueError(
+            f"{name} must be an integer >= {minimum}, got {value!r}."
+        )
 
 
 def _check_number(name, value, low=None, high=None, low_inclusive=True):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+    ):
         raise ValueError(f"{name} must be a finite number, got {value!r}.")
-    if low is not None and (value < low or (value == low and not low_inclusive)):
+    if low is not None and (
+        value < low or (value == low and not low_inclusive)
+    ):
         bound = ">=" if low_inclusive else ">"
         raise ValueError(f"{name} must be {bound} {low}, got {value}.")
     if high is not None and value > high:

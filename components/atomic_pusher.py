@@ -1,0 +1,71 @@
+"""A filesystem Pusher whose push is all or nothing.
+
+TFX's Pusher copies the model straight into `<base_directory>/<version>/`, so a push that
+dies halfway leaves a partial version folder where model servers look. `AtomicPusher` copies
+into a hidden `.<version>.incomplete` folder beside it (model servers only load numeric
+folders) and renames it into place once the copy is complete. On local filesystems the rename
+is atomic; on object stores (gs://) it is a copy, still never visible under a numeric name
+before the copy is whole.
+
+Example:
+
+    pusher = AtomicPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
+    ).with_id("Pusher")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from absl import logging
+from tfx import v1 as tfx
+from tfx.components.pusher import executor as pusher_executor
+from tfx.dsl.components.base import executor_spec
+from tfx.dsl.io import fileio
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils, proto_utils
+
+
+class AtomicPushExecutor(pusher_executor.Executor):
+    """Pushes to a filesystem destination through a staging folder and a rename."""
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        destination = pusher_pb2.PushDestination()
+        proto_utils.json_to_proto(
+            exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
+        if destination.WhichOneof("destination") != "filesystem":
+            return super().Do(input_dict, output_dict, exec_properties)
+
+        self._log_startup(input_dict, output_dict, exec_properties)
+        model_push = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        if not self.CheckBlessing(input_dict):
+            self._MarkNotPushed(model_push)
+            return
+        model_path = self.GetModelPath(input_dict)
+        base_directory = destination.filesystem.base_directory
+        version = str(int(time.time()))
+        serving_path = os.path.join(base_directory, version)
+        if fileio.exists(serving_path):
+            logging.info("Destination %s already exists, skipping the copy.", serving_path)
+        else:
+            staging = os.path.join(base_directory, f".{version}.incomplete")
+            if fileio.exists(staging):
+                fileio.rmtree(staging)
+            io_utils.copy_dir(model_path, staging)
+            fileio.rename(staging, serving_path)
+            logging.info("Model written to serving path %s.", serving_path)
+        io_utils.copy_dir(model_path, model_push.uri)
+        self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=version)
+
+
+class AtomicPusher(tfx.components.Pusher):
+    """`tfx.components.Pusher`, with all-or-nothing filesystem pushes."""
+
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(AtomicPushExecutor)

@@ -1,0 +1,94 @@
+"""What the Vertex AI and Kubeflow runners share: flags, the pipeline as the image sees it,
+and compilation with KubeflowV2DagRunner (no network needed)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import yaml
+from tfx import v1 as tfx
+
+from pipelines import options, pipeline
+
+# The Dockerfile copies the checkout here, so the embedded sample ships in the image.
+IMAGE_WORKDIR = "/pipeline"
+IMAGE_DATA_ROOT = f"{IMAGE_WORKDIR}/data/fashion_mnist"
+IMAGE_SCHEMA_PATH = f"{IMAGE_DATA_ROOT}/schema.pbtxt"
+# The data components run in the pipeline's own container unless told otherwise.
+BEAM_PIPELINE_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
+
+
+def parser(description: str, output_file: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--output-file", default=output_file,
+                   help="where the compiled pipeline goes (default: %(default)s)")
+    p.add_argument("--image", required=True,
+                   help="the pipeline image, built from the Dockerfile and pushed to a registry")
+    p.add_argument("--pipeline-root", required=True, help="e.g. gs://BUCKET/gsam-tfx")
+    p.add_argument("--serving-model-dir", default=None,
+                   help="where blessed models are pushed (default: PIPELINE_ROOT/serving)")
+    options.add_data_arguments(p, IMAGE_DATA_ROOT)
+    options.add_training_arguments(p)
+    options.add_blessing_arguments(p)
+    options.add_beam_arguments(p, BEAM_PIPELINE_ARGS)
+    submission = p.add_argument_group("submission")
+    submission.add_argument("--submit", action="store_true", help="submit after compiling")
+    submission.add_argument("--wait", action="store_true",
+                            help="with --submit: wait for the run to finish, printing its state")
+    submission.add_argument("--parameter", action="append", default=None, metavar="NAME=VALUE",
+                            help="a runtime parameter value, repeatable")
+    return p
+
+
+def build(args: argparse.Namespace, parser: argparse.ArgumentParser,
+          vertex_training: dict | None = None) -> tfx.dsl.Pipeline:
+    """The pipeline with paths as the containers see them (gs:// or inside the image)."""
+    if "://" not in args.pipeline_root:
+        parser.error(f"--pipeline-root must be a bucket URI such as gs://BUCKET/root, "
+                     f"got {args.pipeline_root!r}")
+    schema = args.schema
+    if schema is None and args.data_root == IMAGE_DATA_ROOT:
+        schema = IMAGE_SCHEMA_PATH
+    data_format = "tfrecord" if args.data_format == "auto" else args.data_format
+    with options.flag_errors(parser):
+        return pipeline.create_pipeline(
+            pipeline_name=args.pipeline_name,
+            pipeline_root=args.pipeline_root,
+            data_root=args.data_root,
+            data_format=data_format,
+            schema_path=schema,
+            serving_model_dir=args.serving_model_dir or f"{args.pipeline_root.rstrip('/')}/serving",
+            training=options.training_config(args, data_format),
+            accuracy_threshold=args.accuracy_threshold,
+            max_accuracy_drop=args.max_accuracy_drop,
+            beam_pipeline_args=args.beam_args or BEAM_PIPELINE_ARGS,
+            vertex_training=vertex_training,
+        )
+
+
+def compile_pipeline(dag: tfx.dsl.Pipeline, image: str, output_file: str) -> str:
+    """Writes the pipeline: a PipelineJob JSON for Vertex AI, or (by the .yaml extension) a
+    PipelineSpec YAML package for Kubeflow Pipelines."""
+    output_file = os.path.abspath(output_file)
+    os.makedirs(os.path.dirname(output_file), exist_ok=True)
+    tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=os.path.dirname(output_file),
+        output_filename=os.path.basename(output_file),
+    ).run(dag)
+    if output_file.endswith((".yaml", ".yml")):
+        _set_default_pipeline_root(output_file, dag.pipeline_info.pipeline_root)
+    return output_file
+
+
+def _set_default_pipeline_root(package_path: str, pipeline_root: str) -> None:
+    """The JSON carries the root in its runtimeConfig; a YAML package keeps it in its spec."""
+    with open(package_path) as file:
+        text = file.read()
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    spec = yaml.safe_load(text)
+    spec["defaultPipelineRoot"] = pipeline_root
+    with open(package_path, "w") as file:
+        file.write(header + yaml.safe_dump(spec, sort_keys=True))
+

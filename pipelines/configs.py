@@ -1,0 +1,34 @@
+"""Defaults of the gsam-tfx pipeline. Runners override them from their command line."""
+
+import os
+
+from trainer.config import TrainingConfig
+
+PIPELINE_NAME = "gsam-tfx"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The embedded Fashion-MNIST sample (10k train, 2k eval), with its curated schema.
+DATA_ROOT = os.path.join(REPO_ROOT, "data", "fashion_mnist")
+SCHEMA_PATH = os.path.join(DATA_ROOT, "schema.pbtxt")
+OUTPUT_DIR = os.path.join(REPO_ROOT, "demo-output")
+
+TRAINING = TrainingConfig(
+    model="resnet",
+    epochs=3,
+    batch_size=64,
+    learning_rate=0.05,
+    lr_schedule="cosine",
+    warmup_epochs=0.5,
+    optimizer="gsam",
+    rho_max=0.04,
+    rho_min=0.02,
+    alpha=0.01,
+)
+
+# Blessing: the candidate needs this eval accuracy, and may trail the last blessed model by
+# at most MAX_ACCURACY_DROP (absolute).
+ACCURACY_THRESHOLD = 0.7
+MAX_ACCURACY_DROP = 0.01
+
+# Beam runs the data components (ExampleGen, StatisticsGen, Evaluator); DirectRunner locally.
+BEAM_PIPELINE_ARGS = ("--direct_running_mode=in_memory",)

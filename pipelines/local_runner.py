@@ -1,0 +1,14 @@
+"""Runs the pipeline on this machine: LocalDagRunner, SQLite ML Metadata, Beam DirectRunner.
+
+    python -m pipelines.local_runner --epochs 3 --optimizer gsam
+    tfx pipeline create --engine local --pipeline_path pipelines/local_runner.py
+"""
+
+import sys
+
+from tfx import v1 as tfx
+
+from pipelines import run_here
+
+if __name__ == "__main__":
+    sys.exit(run_here.run(tfx.orchestration.LocalDagRunner(), __doc__.split("\n\n")[0]))

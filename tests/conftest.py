@@ -1,0 +1,5 @@
+"""Shared test settings."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

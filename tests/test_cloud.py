@@ -1,0 +1,213 @@
+"""Vertex AI JSON, Kubeflow Pipelines YAML, and what a submission would send."""
+
+import json
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipelines import kubeflow_runner, submit, vertex_runner
+from trainer.config import TrainingConfig
+
+IMAGE = "us-docker.pkg.dev/my-project/gsam/gsam-tfx:1"
+ROOT = "gs://my-bucket/gsam-tfx"
+COMPONENTS = {
+    "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ValidationGate",
+    "Trainer", "Evaluator", "Pusher", "latest_blessed_model_resolver-model-resolver",
+    "latest_blessed_model_resolver-model-blessing-resolver",
+}
+COMMON_FLAGS = ["--image", IMAGE, "--pipeline-root", ROOT, "--optimizer", "gsam",
+                "--rho-max", "0.05", "--rho-min", "0.01", "--alpha", "0.02", "--epochs", "7"]
+
+
+def check_spec(spec: pipeline_spec_pb2.PipelineSpec, executor_class="GenericExecutor"):
+    assert set(spec.components) == COMPONENTS
+    executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
+    images = {name: e["container"]["image"] for name, e in executors.items() if "container" in e}
+    assert set(images.values()) == {IMAGE} and len(images) == 8
+    assert executors["Trainer_executor"]["container"]["args"][1].endswith(executor_class)
+    trainer = spec.root.dag.tasks["Trainer"]
+    parameters = {name: value.runtime_value.constant_value.string_value
+                  for name, value in trainer.inputs.parameters.items()}
+    assert parameters["run_fn"] == "trainer.task.run_fn"
+    custom_config = json.loads(parameters["custom_config"])
+    training = TrainingConfig.from_custom_config(custom_config)
+    assert (training.optimizer, training.rho_max, training.rho_min, training.alpha,
+            training.epochs) == ("gsam", 0.05, 0.01, 0.02, 7)
+    return custom_config
+
+
+def test_vertex_json_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
+    output = tmp_path / "pipeline.json"
+    vertex_runner.main(["--output-file", str(output), *COMMON_FLAGS])
+    document = json.loads(output.read_text())
+    job = json_format.ParseDict(document, pipeline_spec_pb2.PipelineJob())
+    spec = json_format.ParseDict(document["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    assert spec.pipeline_info.name == "gsam-tfx"
+    assert job.runtime_config.gcs_output_directory == ROOT
+    check_spec(spec)
+
+
+def test_vertex_training_sends_the_trainer_to_vertex(tmp_path):
+    output = tmp_path / "pipeline.json"
+    vertex_runner.main(["--output-file", str(output), *COMMON_FLAGS, "--vertex-training",
+                        "--project", "my-project", "--region", "europe-west4",
+                        "--accelerator-type", "NVIDIA_L4", "--accelerator-count", "2",
+                        "--workers", "3"])
+    document = json.loads(output.read_text())
+    spec = json_format.ParseDict(document["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    custom_config = check_spec(
+        spec, "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor")
+    assert custom_config["ai_platform_enable_vertex"] is True
+    assert custom_config["ai_platform_vertex_region"] == "europe-west4"
+    pools = custom_config["ai_platform_training_args"]["worker_pool_specs"]
+    assert [pool["replica_count"] for pool in pools] == [1, 2]
+    assert pools[0]["machine_spec"]["accelerator_count"] == 2
+    assert pools[1]["container_spec"]["image_uri"] == IMAGE
+
+
+def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
+    output = tmp_path / "pipeline.yaml"
+    kubeflow_runner.main(["--output-file", str(output), *COMMON_FLAGS])
+    [document] = yaml.safe_load_all(output.read_text())
+    spec = json_format.ParseDict(document, pipeline_spec_pb2.PipelineSpec())
+    assert spec.default_pipeline_root == ROOT
+    check_spec(spec)
+
+
+@pytest.mark.parametrize("runner, argv, message", [
+    (vertex_runner, ["--pipeline-root", "/local/root"], "--pipeline-root must be a bucket URI"),
+    (vertex_runner, ["--vertex-training"], "--vertex-training needs --project"),
+    (vertex_runner, ["--vertex-training", "--project", "p-1234", "--accelerator-count", "2"],
+     "accelerator_type and accelerator_count go together"),
+    (vertex_runner, ["--rho-min", "0.9"], "rho_min (0.9) must not exceed rho_max"),
+    (kubeflow_runner, ["--output-file", "p.json"], "--output-file must end in .yaml"),
+])
+def test_bad_flags_are_named_before_compiling(runner, argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        runner.main(["--output-file", str(tmp_path / "p.json"), *COMMON_FLAGS, *argv])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists()
+
+
+class RecordingAiplatform:
+    """Stands in for google.cloud.aiplatform: records the calls, plays back job states."""
+
+    def __init__(self, states=("PIPELINE_STATE_RUNNING", "PIPELINE_STATE_SUCCEEDED")):
+        self.calls, self.states = [], list(states)
+
+    def init(self, **kwargs):
+        self.calls.append(("init", kwargs))
+
+    def PipelineJob(self, **kwargs):
+        self.calls.append(("PipelineJob", kwargs))
+        platform = self
+
+        class Job:
+            resource_name = "projects/1/locations/europe-west4/pipelineJobs/gsam-tfx-1"
+
+            def submit(self, **kwargs):
+                platform.calls.append(("submit", kwargs))
+
+            @property
+            def state(self):
+                return type("State", (), {"name": platform.states.pop(0)})
+
+        return Job()
+
+
+@pytest.fixture(scope="module")
+def vertex_template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vertex") / "pipeline.json"
+    vertex_runner.main(["--output-file", str(path), *COMMON_FLAGS])
+    return str(path)
+
+
+def test_vertex_submission_sends_project_region_template_and_parameters(vertex_template):
+    platform, log = RecordingAiplatform(), []
+    submit.submit_to_vertex(
+        vertex_template, project="my-project", region="europe-west4", pipeline_root=ROOT,
+        display_name="gsam-tfx", service_account="runner@my-project.iam.gserviceaccount.com",
+        wait=True, poll_seconds=0, aiplatform=platform, log=log.append)
+    assert platform.calls == [
+        ("init", {"project": "my-project", "location": "europe-west4"}),
+        ("PipelineJob", {"display_name": "gsam-tfx", "template_path": vertex_template,
+                         "pipeline_root": ROOT, "parameter_values": {},
+                         "enable_caching": False}),
+        ("submit", {"service_account": "runner@my-project.iam.gserviceaccount.com"}),
+    ]
+    assert log[-1] == "job state: PIPELINE_STATE_SUCCEEDED"
+
+
+def test_a_failed_vertex_job_is_an_error(vertex_template):
+    platform = RecordingAiplatform(states=["PIPELINE_STATE_FAILED"])
+    with pytest.raises(RuntimeError, match="ended PIPELINE_STATE_FAILED"):
+        submit.submit_to_vertex(vertex_template, project="my-project", region="us-central1",
+                                pipeline_root=ROOT, display_name="x", wait=True, poll_seconds=0,
+                                aiplatform=platform, log=lambda message: None)
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (dict(project="My_Project"), "--project must be a Google Cloud project ID"),
+    (dict(project=""), "--project must be a Google Cloud project ID"),
+    (dict(region="us central"), "--region must be a Vertex AI region"),
+    (dict(service_account="runner"), "--service-account must be an email"),
+    (dict(parameter_values={"data_root": "gs://x"}),
+     "--parameter data_root: not declared by"),
+])
+def test_bad_submission_values_fail_before_any_call(vertex_template, arguments, message):
+    platform = RecordingAiplatform()
+    values = dict(project="my-project", region="us-central1", pipeline_root=ROOT,
+                  display_name="x", aiplatform=platform) | arguments
+    with pytest.raises(ValueError, match=message):
+        submit.submit_to_vertex(vertex_template, **values)
+    assert platform.calls == []
+
+
+def test_parameters_are_checked_against_the_template(tmp_path):
+    template = tmp_path / "declared.json"
+    template.write_text(json.dumps({"pipelineSpec": {"root": {"inputDefinitions": {
+        "parameters": {"data_root": {"parameterType": "STRING"}}}}}}))
+    submit.check_parameters(str(template), {"data_root": "gs://bucket/data"})
+    with pytest.raises(ValueError, match=r"--parameter epochs: .* \(declared: data_root\)"):
+        submit.check_parameters(str(template), {"epochs": "3"})
+    assert submit.parse_parameters(["a=1", "b=x=y"]) == {"a": "1", "b": "x=y"}
+    with pytest.raises(ValueError, match="--parameter must be NAME=VALUE"):
+        submit.parse_parameters(["novalue"])
+
+
+class RecordingKfpClient:
+    calls = []
+
+    def __init__(self, host):
+        self.calls.append(("Client", {"host": host}))
+
+    def create_run_from_pipeline_package(self, package_path, **kwargs):
+        self.calls.append(("create_run_from_pipeline_package", {"package": package_path, **kwargs}))
+        return type("Run", (), {"run_id": "run-1"})
+
+    def wait_for_run_completion(self, run_id, timeout):
+        self.calls.append(("wait_for_run_completion", {"run_id": run_id}))
+        return type("Result", (), {"state": "SUCCEEDED"})
+
+
+def test_kubeflow_submission_sends_host_package_and_root(tmp_path):
+    package = tmp_path / "pipeline.yaml"
+    kubeflow_runner.main(["--output-file", str(package), *COMMON_FLAGS])
+    RecordingKfpClient.calls = []
+    submit.submit_to_kubeflow(str(package), host="http://localhost:8080", run_name="gsam-tfx",
+                              pipeline_root=ROOT, experiment_name="exp", wait=True,
+                              kfp_client=RecordingKfpClient, log=lambda message: None)
+    assert RecordingKfpClient.calls == [
+        ("Client", {"host": "http://localhost:8080"}),
+        ("create_run_from_pipeline_package", {
+            "package": str(package), "arguments": {}, "run_name": "gsam-tfx",
+            "experiment_name": "exp", "pipeline_root": ROOT}),
+        ("wait_for_run_completion", {"run_id": "run-1"}),
+    ]
+    RecordingKfpClient.calls = []
+    with pytest.raises(ValueError, match="--host must be the Kubeflow Pipelines URL"):
+        submit.submit_to_kubeflow(str(package), host="localhost:8080", run_name="x",
+                                  pipeline_root=ROOT, kfp_client=RecordingKfpClient)
+    assert RecordingKfpClient.calls == []

@@ -1,0 +1,73 @@
+"""Classifies serialized tf.Examples with an exported (or pushed) model.
+
+    python -m trainer.predict --model demo-output/serving/<version> \\
+        --examples data/fashion_mnist/eval/data.tfrecord --count 5
+"""
+
+import argparse
+import os
+
+import numpy as np
+import tensorflow as tf
+
+DEFAULT_LABELS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "data",
+    "fashion_mnist",
+    "labels.txt",
+)
+
+
+def classify(model_dir: str, serialized_examples: list[bytes]) -> np.ndarray:
+    """Class probabilities, [len(serialized_examples), num_classes], from `serving_default`."""
+    serving = tf.saved_model.load(model_dir).signatures["serving_default"]
+    return serving(examples=tf.constant(serialized_examples))[
+        "probabilities"
+    ].numpy()
+
+
+def read_examples(pattern: str, count: int) -> list[bytes]:
+    files = tf.io.gfile.glob(pattern)
+    if not files:
+        raise FileNotFoundError(f"--examples matches no file: {pattern}")
+    return [
+        record.numpy() for record in tf.data.TFRecordDataset(files).take(count)
+    ]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="SavedModel folder")
+    parser.add_argument(
+        "--examples", required=True, help="TFRecord file(s) of tf.Examples"
+    )
+    parser.add_argument("--count", type=int, default=5)
+    parser.add_argument(
+        "--labels", default=DEFAULT_LABELS, help="class names, one a line"
+    )
+    parser.add_argument("--label-key", default="label")
+    args = parser.parse_args(argv)
+    if not tf.io.gfile.exists(os.path.join(args.model, "saved_model.pb")):
+        parser.error(f"--model is not a SavedModel folder: {args.model}")
+    names = (
+        open(args.labels).read().split("\n")
+        if os.path.exists(args.labels)
+        else []
+    )
+    examples = read_examples(args.examples, args.count)
+    for serialized, probabilities in zip(
+        examples, classify(args.model, examples)
+    ):
+        predicted = int(np.argmax(probabilities))
+        truth = tf.train.Example.FromString(serialized).features.feature[
+            args.label_key
+        ]
+        truth = truth.int64_list.value[0] if truth.int64_list.value else None
+        name = names[predicted] if predicted < len(names) else str(predicted)
+        print(
+            f"predicted {predicted} ({name}) p={probabilities[predicted]:.3f}  label {truth}"
+        )
+
+
+if __name__ == "__main__":
+    main()
