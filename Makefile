@@ -15,3 +15,10 @@ lock:
 
 prune:
 	python3 scripts/provision.py prune
+
+# The whole pipeline on the embedded Fashion-MNIST sample; DEMO_ARGS adds runner flags,
+# e.g. make demo DEMO_ARGS="--optimizer plain".
+DEMO_ARGS ?=
+.PHONY: demo
+demo:
+	$(IN_ENV) python -m pipelines.local_runner $(DEMO_ARGS)

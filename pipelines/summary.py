@@ -29,9 +29,15 @@ class RunSummary:
     blessed: bool | None = None
     why: list[str] = dataclasses.field(default_factory=list)
     pushed_model: str | None = None
+    seconds_per_component: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def render(self, example_file: str | None = None) -> str:
         lines = [f"Run {self.run_id}"]
+        if self.seconds_per_component:
+            training = self.seconds_per_component.get("Trainer", 0.0)
+            other = sum(self.seconds_per_component.values()) - training
+            lines.append(f"  time:           training {training:.0f} s, other components "
+                         f"{other:.0f} s")
         if self.accuracy is None:
             lines.append("  eval accuracy: not evaluated (the run stopped before the Evaluator)")
             return "\n".join(lines)
@@ -66,6 +72,11 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
     [run] = [context for context in store.get_contexts_by_execution(newest.id)
              if context.type == "pipeline_run"]
     summary = RunSummary(run_id=run.name)
+    node_types = {t.id: t.name for t in store.get_execution_types()}
+    for execution in store.get_executions_by_context(run.id):
+        name = node_types[execution.type_id].rsplit(".", 1)[-1]
+        summary.seconds_per_component[name] = (
+            execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
     types = {t.id: t.name for t in store.get_artifact_types()}
     for artifact in store.get_artifacts_by_context(run.id):
         kind = types[artifact.type_id]
@@ -83,7 +94,7 @@ def _read_evaluation(uri: str, summary: RunSummary) -> None:
         if slice_metrics.slice_key.single_slice_keys:
             continue
         for entry in slice_metrics.metric_keys_and_values:
-            if entry.key.name != ACCURACY or entry.key.HasField("is_diff") and entry.key.is_diff:
+            if entry.key.name != ACCURACY or entry.key.is_diff:
                 continue
             value = entry.value.double_value.value
             if entry.key.model_name == "baseline":

@@ -166,13 +166,31 @@ def refusal_message(host: Host, prefix: str = "") -> str:
 
 
 def spec_key(repo: Path = REPO) -> str:
-    """Hash of everything that defines the environment's content."""
+    """Hash of everything that defines the environment's content.
+
+    Of pyproject.toml only the dependency tables count, so editing tool settings (pytest's,
+    say) does not rebuild the environment.
+    """
     digest = hashlib.sha256(LAYOUT_VERSION.encode())
     for name in SPEC_FILES:
         path = repo / name
+        content = path.read_bytes() if path.exists() else b"<missing>"
+        if name == "pyproject.toml" and path.exists():
+            content = _dependency_spec(content)
         digest.update(f"\0{name}\0".encode())
-        digest.update(path.read_bytes() if path.exists() else b"<missing>")
+        digest.update(content)
     return digest.hexdigest()[:16]
+
+
+def _dependency_spec(pyproject: bytes) -> bytes:
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11: the whole file stands for its dependencies.
+        return pyproject
+    project = tomllib.loads(pyproject.decode()).get("project", {})
+    spec = {key: project.get(key) for key in
+            ("requires-python", "dependencies", "optional-dependencies")}
+    return json.dumps(spec, sort_keys=True).encode()
 
 
 def cache_root() -> Path:
@@ -373,9 +391,10 @@ def cmd_prune() -> int:
     strategy, key = _current()
     keep = env_dir(strategy, key).name
     for path in sorted(cache_root().glob("*")):
-        if path.is_dir() and path.name != keep:
-            _log(f"removing {path}")
-            remove_tree(path)
+        if path.name in (keep, f"{keep}.lock"):
+            continue
+        _log(f"removing {path}")
+        remove_tree(path) if path.is_dir() else path.unlink()
     return 0
 
 

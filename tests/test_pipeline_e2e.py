@@ -1,63 +1,15 @@
 """The whole pipeline on LocalDagRunner (SQLite ML Metadata, Beam DirectRunner in memory)."""
 
-import dataclasses
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from ml_metadata import metadata_store
-from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
 
-from pipelines import configs, pipeline, summary
+from pipelines import summary
 from pipelines.options import OutputLayout
-from tests.pipeline_data import write_split_sample
-
-TRAINING = dataclasses.replace(
-    configs.TRAINING, epochs=1, batch_size=32, train_steps_per_epoch=4, optimizer="gsam")
-ALL_NODES = {"ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-             "ValidationGate", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
-
-
-def run_pipeline(data_root, output_dir, accuracy_threshold=0.0, max_accuracy_drop=1.0,
-                 training=TRAINING, runner=None):
-    layout = OutputLayout(str(output_dir))
-    dag = pipeline.create_pipeline(
-        pipeline_name="e2e", pipeline_root=layout.pipeline_root, data_root=str(data_root),
-        schema_path=configs.SCHEMA_PATH, serving_model_dir=layout.serving_model_dir,
-        training=training, accuracy_threshold=accuracy_threshold,
-        max_accuracy_drop=max_accuracy_drop,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            layout.metadata_path),
-        beam_pipeline_args=["--direct_running_mode=in_memory"],
-    )
-    (runner or tfx.orchestration.LocalDagRunner()).run(dag)
-    return layout
-
-
-def executed_nodes(layout):
-    """Node ids with a completed execution, per the metadata store."""
-    config = tfx.orchestration.metadata.sqlite_metadata_connection_config(layout.metadata_path)
-    store = metadata_store.MetadataStore(config)
-    done = set()
-    for context in store.get_contexts_by_type("node"):
-        executions = store.get_executions_by_context(context.id)
-        if any(e.last_known_state == metadata_store_pb2.Execution.COMPLETE for e in executions):
-            done.add(context.name.split(".", 1)[1])
-    return done
-
-
-def versions(layout):
-    if not os.path.isdir(layout.serving_model_dir):
-        return []
-    return sorted(name for name in os.listdir(layout.serving_model_dir) if name.isdigit())
-
-
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    return write_split_sample(tmp_path_factory.mktemp("data"), train=96, eval=64)
-
+from tests.pipeline_support import (
+    ALL_NODES, executed_nodes, run_pipeline, versions, write_split_sample)
 
 @pytest.fixture(scope="module")
 def first_run(sample, tmp_path_factory):

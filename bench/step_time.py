@@ -1,0 +1,300 @@
+"""Training step time and peak memory of plain Keras, SAM and GSAM.
+
+For each model (`bench.models`) and with and without `jit_compile`, times
+Keras's compiled training step (`model.train_function`, the step `fit` runs)
+of three methods on one fixed batch:
+
+- `plain`: the bare model and its optimizer;
+- `sam`: `GSAM(model, rho=0.05, alpha=0)`;
+- `gsam`: `GSAM(model, rho=0.05, alpha=0.01)`.
+
+All configurations of a model live in one process and are timed in
+interleaved rounds (the order rotates every round), so the ratios compare
+steps measured under the same machine load; the reported ratio is the median
+over rounds of the per-round ratio. Peak memory is measured per method in its
+own subprocess: the process's peak resident set size (and, on a GPU,
+TensorFlow's peak device memory) over building, compiling and a few steps.
+
+Targets (the floor is 2.0: two forward-backward passes): GSAM/SAM <= 1.05 and
+GSAM/plain <= 2.05.
+
+Usage:
+
+```
+python -m bench.step_time                 # both models, jit off and on
+python -m bench.step_time --models mlp --jit off --rounds 3 --no-memory
+```
+
+Prints a table and writes JSON to `--output`
+(default `bench/results/step_time.json`).
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench import models  # noqa: E402
+from trainer.gsam import GSAM  # noqa: E402
+
+METHODS = ("plain", "sam", "gsam")
+TARGETS = {"gsam/sam": 1.05, "gsam/plain": 2.05}
+DEFAULT_OUTPUT = os.path.join("bench", "results", "step_time.json")
+
+
+def compiled_model(model_name, method, jit_compile):
+    """The model for `method`, compiled, built and traced on one batch."""
+    model = models.build(model_name)
+    if method != "plain":
+        model = GSAM(model, rho=0.05, alpha=0.0 if method == "sam" else 0.01)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def batch(batch_size):
+    images = tf.random.stateless_normal(
+        (batch_size, *models.INPUT_SHAPE), seed=(1, 2)
+    )
+    labels = tf.random.stateless_uniform(
+        (batch_size,), seed=(3, 4), maxval=models.NUM_CLASSES, dtype=tf.int32
+    )
+    return images, labels
+
+
+def run_steps(model, data, steps):
+    """Seconds per step over `steps` compiled training steps."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_function([data])
+    # Reading a weight waits for every update, also on an asynchronous GPU.
+    model.trainable_variables[0].numpy()
+    return (time.perf_counter() - start) / steps
+
+
+def warm_up(model, data):
+    """Builds the model and traces (and with XLA compiles) its step."""
+    model.train_on_batch(*data)
+    run_steps(model, data, 2)
+
+
+def time_model(model_name, jit_modes, batch_size, steps, rounds):
+    """Per-step seconds of every (method, jit) of a model, round by round."""
+    data = batch(batch_size)
+    configs = [(m, j) for j in jit_modes for m in METHODS]
+    compiled = {}
+    for method, jit in configs:
+        compiled[method, jit] = compiled_model(model_name, method, jit)
+        warm_up(compiled[method, jit], data)
+    seconds = {config: [] for config in configs}
+    for r in range(rounds):
+        order = configs[r % len(configs) :] + configs[: r % len(configs)]
+        for config in order:
+            seconds[config].append(run_steps(compiled[config], data, steps))
+    return seconds
+
+
+def peak_memory(model_name, method, jit, batch_size, steps):
+    """Peak memory of one method, measured in a fresh interpreter."""
+    command = [
+        sys.executable, "-m", "bench.step_time", "--memory-probe",
+        f"{model_name},{method},{int(jit)},{batch_size},{steps}",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"Memory probe {command} failed:\n{result.stderr[-4000:]}"
+        )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def memory_probe(spec):
+    """Runs in the subprocess: prints this process's peak memory as JSON."""
+    model_name, method, jit, batch_size, steps = spec.split(",")
+    gpus = tf.config.list_physical_devices("GPU")
+    data = batch(int(batch_size))
+    model = compiled_model(model_name, method, bool(int(jit)))
+    baseline_mb = _current_rss_mb()
+    if gpus:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+    warm_up(model, data)
+    run_steps(model, data, int(steps))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "peak_rss_mb": peak_mb,
+        "training_rss_mb": peak_mb - baseline_mb,
+        "gpu_peak_mb": None,
+    }
+    if gpus:
+        info = tf.config.experimental.get_memory_info("GPU:0")
+        result["gpu_peak_mb"] = info["peak"] / 2**20
+    print(json.dumps(result))
+
+
+def _current_rss_mb():
+    with open("/proc/self/statm") as statm:
+        resident_pages = int(statm.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def summarize(model_name, jit, seconds, memory):
+    """Median step times, per-round ratios' medians and memory of one row."""
+    per_round = {m: seconds[m, jit] for m in METHODS}
+    row = {
+        "model": model_name,
+        "jit_compile": jit,
+        "step_ms": {
+            m: 1000 * statistics.median(per_round[m]) for m in METHODS
+        },
+        "step_ms_rounds": {
+            m: [1000 * s for s in per_round[m]] for m in METHODS
+        },
+        "ratios": {},
+        "memory": {m: memory.get((model_name, m, jit)) for m in METHODS},
+    }
+    for numerator, denominator in (
+        ("gsam", "plain"), ("gsam", "sam"), ("sam", "plain"),
+    ):  # fmt: skip
+        ratios = [
+            a / b
+            for a, b in zip(per_round[numerator], per_round[denominator])
+        ]
+        row["ratios"][f"{numerator}/{denominator}"] = statistics.median(
+            ratios
+        )
+    row["meets_targets"] = all(
+        row["ratios"][name] <= limit for name, limit in TARGETS.items()
+    )
+    return row
+
+
+def format_table(rows):
+    header = (
+        f"{'model':<9} {'jit':<4} {'plain ms':>9} {'sam ms':>9} "
+        f"{'gsam ms':>9} {'gsam/plain':>10} {'gsam/sam':>9} "
+        f"{'sam/plain':>9}  peak MB plain/sam/gsam"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        ms, ratios = row["step_ms"], row["ratios"]
+        peaks = "/".join(
+            "-" if row["memory"][m] is None else _peak_text(row["memory"][m])
+            for m in METHODS
+        )
+        lines.append(
+            f"{row['model']:<9} {'on' if row['jit_compile'] else 'off':<4} "
+            f"{ms['plain']:>9.1f} {ms['sam']:>9.1f} {ms['gsam']:>9.1f} "
+            f"{ratios['gsam/plain']:>10.3f} {ratios['gsam/sam']:>9.3f} "
+            f"{ratios['sam/plain']:>9.3f}  {peaks}"
+        )
+    limits = ", ".join(f"{k} <= {v}" for k, v in TARGETS.items())
+    lines.append(f"targets: {limits} (ratios: median over rounds)")
+    return "\n".join(lines)
+
+
+def _peak_text(memory):
+    if memory["gpu_peak_mb"] is not None:
+        return f"{memory['gpu_peak_mb']:.0f}"
+    return f"{memory['peak_rss_mb']:.0f}"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--models", default=",".join(models.MODELS),
+        help="comma-separated, from: " + ", ".join(models.MODELS),
+    )  # fmt: skip
+    parser.add_argument("--jit", choices=("both", "off", "on"), default="both")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--steps", type=int, default=2, help="timed steps per round"
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--memory-steps", type=int, default=2,
+        help="steps after warm-up in each memory probe",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the memory probes"
+    )
+    parser.add_argument("--output", default=DEFAULT_OUTPUT)
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    names = args.models.split(",")
+    for name in names:
+        if name not in models.MODELS:
+            parser.error(f"unknown model {name!r}; choose from {models.MODELS}")
+    for flag in ("batch_size", "steps", "rounds", "memory_steps"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    args.models = names
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.memory_probe:
+        memory_probe(args.memory_probe)
+        return
+    jit_modes = {"both": (False, True), "off": (False,), "on": (True,)}[
+        args.jit
+    ]
+    memory = {}
+    if not args.no_memory:
+        for name in args.models:
+            for jit in jit_modes:
+                for method in METHODS:
+                    memory[name, method, jit] = peak_memory(
+                        name, method, jit, args.batch_size, args.memory_steps
+                    )
+    rows = []
+    for name in args.models:
+        seconds = time_model(
+            name, jit_modes, args.batch_size, args.steps, args.rounds
+        )
+        rows.extend(summarize(name, jit, seconds, memory) for jit in jit_modes)
+    gpus = tf.config.list_physical_devices("GPU")
+    report = {
+        "device": "GPU" if gpus else "CPU",
+        "device_details": [
+            tf.config.experimental.get_device_details(gpu) for gpu in gpus
+        ],
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "settings": {
+            "batch_size": args.batch_size,
+            "steps_per_round": args.steps,
+            "rounds": args.rounds,
+            "memory_steps": None if args.no_memory else args.memory_steps,
+            "memory": "peak RSS per method in its own process"
+            + (", and TensorFlow's peak GPU memory" if gpus else ""),
+        },
+        "targets": TARGETS,
+        "rows": rows,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(report, f, indent=2)
+    print(format_table(rows))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

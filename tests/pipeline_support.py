@@ -1,0 +1,70 @@
+"""Small slices of the embedded sample, and running and inspecting pipelines, for tests."""
+
+import dataclasses
+import os
+from pathlib import Path
+
+import tensorflow as tf
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+
+from pipelines import configs, pipeline
+from pipelines.options import OutputLayout
+
+
+def write_split_sample(root: Path, train: int, eval: int, bad_eval_label: int | None = None) -> Path:
+    """Writes `train/` and `eval/` TFRecords with the first examples of each split.
+
+    With `bad_eval_label`, the first eval example gets that label (an anomaly for the schema).
+    """
+    for split, count in (("train", train), ("eval", eval)):
+        source = Path(configs.DATA_ROOT) / split / "data.tfrecord"
+        (root / split).mkdir(parents=True, exist_ok=True)
+        with tf.io.TFRecordWriter(str(root / split / "data.tfrecord")) as writer:
+            for index, record in enumerate(tf.data.TFRecordDataset(str(source)).take(count)):
+                example = tf.train.Example.FromString(record.numpy())
+                if split == "eval" and index == 0 and bad_eval_label is not None:
+                    example.features.feature["label"].int64_list.value[:] = [bad_eval_label]
+                writer.write(example.SerializeToString())
+    return root
+
+
+TRAINING = dataclasses.replace(
+    configs.TRAINING, epochs=1, batch_size=32, train_steps_per_epoch=4, optimizer="gsam")
+ALL_NODES = {"ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+             "ValidationGate", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
+
+
+def run_pipeline(data_root, output_dir, accuracy_threshold=0.0, max_accuracy_drop=1.0,
+                 training=TRAINING, runner=None):
+    layout = OutputLayout(str(output_dir))
+    dag = pipeline.create_pipeline(
+        pipeline_name="e2e", pipeline_root=layout.pipeline_root, data_root=str(data_root),
+        schema_path=configs.SCHEMA_PATH, serving_model_dir=layout.serving_model_dir,
+        training=training, accuracy_threshold=accuracy_threshold,
+        max_accuracy_drop=max_accuracy_drop,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            layout.metadata_path),
+        beam_pipeline_args=["--direct_running_mode=in_memory"],
+    )
+    (runner or tfx.orchestration.LocalDagRunner()).run(dag)
+    return layout
+
+
+def executed_nodes(layout):
+    """Node ids with a completed execution, per the metadata store."""
+    config = tfx.orchestration.metadata.sqlite_metadata_connection_config(layout.metadata_path)
+    store = metadata_store.MetadataStore(config)
+    done = set()
+    for context in store.get_contexts_by_type("node"):
+        executions = store.get_executions_by_context(context.id)
+        if any(e.last_known_state == metadata_store_pb2.Execution.COMPLETE for e in executions):
+            done.add(context.name.split(".", 1)[1])
+    return done
+
+
+def versions(layout):
+    if not os.path.isdir(layout.serving_model_dir):
+        return []
+    return sorted(name for name in os.listdir(layout.serving_model_dir) if name.isdigit())

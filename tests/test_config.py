@@ -1,0 +1,80 @@
+"""TrainingConfig: every validation error names its field; custom_config round trips."""
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from trainer.config import TrainingConfig
+
+FIELDS = [field.name for field in dataclasses.fields(TrainingConfig)]
+
+# (field, bad value, extra valid fields); each message must start with the field's name.
+BAD_VALUES = [
+    ("model", "cnn", {}),
+    ("epochs", 0, {}),
+    ("epochs", 2.0, {}),
+    ("epochs", True, {}),
+    ("batch_size", -1, {}),
+    ("learning_rate", 0.0, {}),
+    ("learning_rate", math.nan, {}),
+    ("learning_rate", "0.1", {}),
+    ("lr_schedule", "step", {}),
+    ("lr_min_ratio", 1.5, {}),
+    ("lr_min_ratio", -0.1, {}),
+    ("warmup_epochs", -1, {}),
+    ("base_optimizer", "rmsprop", {}),
+    ("optimizer", "asam", {}),
+    ("rho_max", -0.1, {}),
+    ("rho_max", math.inf, {}),
+    ("rho_min", -0.1, {}),
+    ("rho_min", 0.5, {"rho_max": 0.1}),
+    ("alpha", -0.1, {}),
+    ("alpha", 0.1, {"optimizer": "sam"}),
+    ("adaptive", "yes", {}),
+    ("label_key", "", {}),
+    ("image_key", None, {}),
+    ("image_shape", (28, 28), {}),
+    ("image_shape", (28, 28, 2), {}),
+    ("image_shape", (28, 0, 1), {}),
+    ("num_classes", 1, {}),
+    ("train_steps_per_epoch", 0, {}),
+    ("eval_steps", 1.5, {}),
+]
+
+
+@pytest.mark.parametrize("field, value, extra", BAD_VALUES)
+def test_every_validation_error_names_its_field(field, value, extra):
+    with pytest.raises(ValueError, match=rf"^{field}\b"):
+        TrainingConfig(**{field: value, **extra})
+
+
+def test_every_field_is_validated():
+    assert sorted({field for field, _, _ in BAD_VALUES}) == sorted(FIELDS)
+
+
+def test_unknown_keys_are_named():
+    with pytest.raises(ValueError, match="Unknown training config key.*: lr, rho"):
+        TrainingConfig.from_dict({"rho": 0.1, "lr": 0.1, "epochs": 2})
+
+
+def test_round_trips_through_json_and_custom_config():
+    config = TrainingConfig(model="mlp", optimizer="sam", epochs=2, image_shape=(32, 32, 3),
+                            num_classes=4, warmup_epochs=0.5, train_steps_per_epoch=7)
+    custom_config = json.loads(json.dumps(config.to_custom_config()))
+    assert TrainingConfig.from_custom_config(custom_config) == config
+    assert TrainingConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert TrainingConfig.from_dict(None) == TrainingConfig()
+
+
+def test_custom_config_without_the_training_entry_is_an_error():
+    with pytest.raises(ValueError, match="custom_config has no 'training' entry"):
+        TrainingConfig.from_custom_config({"epochs": 3})
+
+
+def test_effective_alpha():
+    assert TrainingConfig(optimizer="sam").effective_alpha == 0.0
+    assert TrainingConfig(optimizer="sam", alpha=0).effective_alpha == 0.0
+    assert TrainingConfig(optimizer="gsam").effective_alpha == 0.01
+    assert TrainingConfig(optimizer="gsam", alpha=0.3).effective_alpha == 0.3

@@ -1,0 +1,196 @@
+"""GSAM under tf.distribute.MirroredStrategy on 2 logical CPU devices.
+
+Logical devices must be configured before TensorFlow initializes, so the
+scenarios run once in a fresh interpreter (`python -m
+tests.test_gsam_distributed`), which prints their measurements as JSON; the
+tests check those. The oracle is single-device GSAM, itself checked against
+the official update in test_gsam_reference.py.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LR = 0.1
+
+
+@pytest.fixture(scope="module")
+def measured():
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.test_gsam_distributed"], cwd=ROOT,
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-6000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_each_replica_perturbs_along_its_own_shard_gradient(measured):
+    run = measured["per_replica"]
+    assert run["error_vs_mean_of_shard_steps"] < 1e-6
+    # The oracle can tell the two modes apart.
+    assert run["error_vs_global_batch_step"] > 1e-4
+
+
+def test_sync_perturbation_equals_the_global_batch_step(measured):
+    run = measured["sync_perturbation"]
+    assert run["error_vs_global_batch_step"] < 1e-6
+    assert run["error_vs_mean_of_shard_steps"] > 1e-4
+
+
+def test_replica_weights_stay_identical(measured):
+    for name in ("per_replica", "sync_perturbation", "custom_loop",
+                 "non_finite", "non_finite_loss_scale"):
+        assert measured[name]["replica_spread"] == 0.0, name
+
+
+def test_logs_average_the_replicas(measured):
+    run = measured["per_replica"]
+    assert run["loss"] == pytest.approx(run["mean_of_shard_losses"],
+                                        rel=1e-5)
+
+
+def test_non_finite_shard_skips_the_step_on_every_replica(measured):
+    for name in ("non_finite", "non_finite_loss_scale"):
+        run = measured[name]
+        assert run["weight_change"] == 0.0, name
+        assert run["skipped_steps"] == 1, name
+        assert run["iterations"] == 0, name
+    assert measured["non_finite_loss_scale"]["scale_ratio"] == 0.5
+
+
+def test_custom_loop_under_the_strategy_matches_fit(measured):
+    run = measured["custom_loop"]
+    assert run["error_vs_fit"] < 1e-6
+    assert run["error_vs_train_step"] < 1e-6
+
+
+def _scenarios():
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+
+    from trainer.gsam import GSAM
+    from trainer.gsam import apply_sharpness_aware_gradients
+    from trainer.gsam import sharpness_aware_gradients
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    y = rng.normal(size=(8, 1)).astype("float32")
+    options = dict(rho=0.1, alpha=0.5)
+
+    def build(optimizer=None, **gsam_options):
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([
+            keras.Input((4,)), keras.layers.Dense(5, activation="tanh"),
+            keras.layers.Dense(1)])
+        gsam_model = GSAM(model, **{**options, **gsam_options})
+        gsam_model.compile(optimizer=optimizer or keras.optimizers.SGD(LR),
+                           loss="mse")
+        return gsam_model
+
+    def trained(gsam_model):
+        return [v.numpy() for v in gsam_model.trainable_variables]
+
+    w0 = trained(build())
+
+    def single_device_step(xs, ys):
+        gsam_model = build()
+        history = gsam_model.fit(xs, ys, batch_size=len(xs), verbose=0)
+        weights = trained(gsam_model)
+        return [(a - b) / LR for a, b in zip(w0, weights)], history.history
+
+    first, first_logs = single_device_step(x[:4], y[:4])
+    second, second_logs = single_device_step(x[4:], y[4:])
+    whole, _ = single_device_step(x, y)
+    mean_of_shards = [w - LR * (a + b) / 2
+                      for w, a, b in zip(w0, first, second)]
+    global_step = [w - LR * d for w, d in zip(w0, whole)]
+
+    def error(weights, expected):
+        return float(max(np.abs(a - b).max()
+                         for a, b in zip(weights, expected)))
+
+    def spread(gsam_model):
+        return float(max(
+            np.abs(values[0].numpy() - values[1].numpy()).max()
+            for values in (strategy.experimental_local_results(v.value)
+                           for v in gsam_model.trainable_variables)))
+
+    results = {}
+    for name, sync in (("per_replica", False), ("sync_perturbation", True)):
+        with strategy.scope():
+            gsam_model = build(sync_perturbation=sync)
+        history = gsam_model.fit(x, y, batch_size=8, shuffle=False,
+                                 verbose=0)
+        weights = trained(gsam_model)
+        results[name] = {
+            "error_vs_mean_of_shard_steps": error(weights, mean_of_shards),
+            "error_vs_global_batch_step": error(weights, global_step),
+            "replica_spread": spread(gsam_model),
+            "loss": history.history["loss"][0],
+            "mean_of_shard_losses": (first_logs["loss"][0]
+                                     + second_logs["loss"][0]) / 2,
+        }
+
+    bad_x = x.copy()
+    bad_x[6, 1] = np.nan  # In the second replica's half only.
+    for name, loss_scale in (("non_finite", False),
+                             ("non_finite_loss_scale", True)):
+        with strategy.scope():
+            optimizer = keras.optimizers.SGD(LR, momentum=0.9)
+            if loss_scale:
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            gsam_model = build(optimizer)
+        gsam_model.fit(bad_x, y, batch_size=8, shuffle=False, verbose=0)
+        results[name] = {
+            "weight_change": error(trained(gsam_model), w0),
+            "replica_spread": spread(gsam_model),
+            "skipped_steps": int(gsam_model.skipped_steps.numpy()),
+            "iterations": int(gsam_model.optimizer.iterations.numpy()),
+        }
+        if loss_scale:
+            results[name]["scale_ratio"] = float(
+                optimizer.dynamic_scale.numpy()) / 2.0**15
+
+    with strategy.scope():
+        by_fit, by_function, by_train_step = build(), build(), build()
+        for gsam_model in (by_function, by_train_step):
+            gsam_model.optimizer.build(gsam_model.trainable_variables)
+    by_fit.fit(x, y, batch_size=4, shuffle=False, verbose=0)
+    dataset = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(4))
+
+    def replica_step(batch):
+        step = sharpness_aware_gradients(
+            by_function, *batch, rho=by_function.current_rho(),
+            alpha=by_function.alpha)
+        apply_sharpness_aware_gradients(by_function, step)
+        return step.logs
+
+    @tf.function
+    def loop_step(batch):
+        strategy.run(replica_step, args=(batch,))
+        strategy.run(by_train_step.train_step, args=(batch,))
+
+    for batch in dataset:
+        loop_step(batch)
+    results["custom_loop"] = {
+        "error_vs_fit": error(trained(by_function), trained(by_fit)),
+        "error_vs_train_step": error(trained(by_train_step),
+                                     trained(by_fit)),
+        "replica_spread": max(spread(by_function), spread(by_train_step)),
+    }
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(_scenarios()))

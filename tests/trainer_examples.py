@@ -1,0 +1,89 @@
+"""Tiny tf.Example data for the trainer tests: PNG images, tabular rows, Examples artifacts."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+from tfx.components.util import examples_utils
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_artifacts
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE_DIR = os.path.join(REPO_ROOT, "data", "fashion_mnist")
+SAMPLE_SCHEMA = os.path.join(SAMPLE_DIR, "schema.pbtxt")
+
+TABULAR_SCHEMA = """
+feature { name: "label" type: INT int_domain { min: 0 max: 2 }
+          presence { min_fraction: 1 } shape { dim { size: 1 } } }
+feature { name: "size" type: FLOAT presence { min_fraction: 1 } shape { dim { size: 2 } } }
+feature { name: "count" type: INT presence { min_fraction: 1 } shape { dim { size: 1 } } }
+feature { name: "name" type: BYTES presence { min_fraction: 1 } shape { dim { size: 1 } } }
+"""
+
+
+def image_example(image: np.ndarray, label: int) -> bytes:
+    """A serialized tf.Example with `image` (PNG of the uint8 HxWxC array) and `label`."""
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image": _bytes(tf.io.encode_png(image).numpy()),
+        "label": _int64([label]),
+    })).SerializeToString()
+
+
+def tabular_example(size: list[float], count: int, name: bytes, label: int) -> bytes:
+    """A serialized tf.Example matching `TABULAR_SCHEMA`."""
+    return tf.train.Example(features=tf.train.Features(feature={
+        "size": tf.train.Feature(float_list=tf.train.FloatList(value=size)),
+        "count": _int64([count]),
+        "name": _bytes(name),
+        "label": _int64([label]),
+    })).SerializeToString()
+
+
+def random_images(rng: np.random.Generator, count: int, shape=(28, 28, 1)) -> np.ndarray:
+    return rng.integers(0, 256, size=(count, *shape), dtype=np.uint8)
+
+
+def random_image_examples(rng: np.random.Generator, count: int) -> list[bytes]:
+    """`count` random 28x28x1 images with labels cycling through 0..9."""
+    return [image_example(image, index % 10)
+            for index, image in enumerate(random_images(rng, count))]
+
+
+def random_tabular_examples(rng: np.random.Generator, count: int) -> list[bytes]:
+    return [tabular_example(rng.normal(size=2).tolist(), int(rng.integers(0, 50)), b"x",
+                            index % 3) for index in range(count)]
+
+
+def examples_artifact(root: str, splits: dict[str, list[bytes]]) -> standard_artifacts.Examples:
+    """An Examples artifact laid out as ExampleGen writes it (Split-<name>/*.gz, GZIP)."""
+    artifact = standard_artifacts.Examples()
+    artifact.uri = root
+    artifact.split_names = artifact_utils.encode_split_names(list(splits))
+    examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
+    for split, records in splits.items():
+        os.makedirs(os.path.join(root, f"Split-{split}"))
+        path = os.path.join(root, f"Split-{split}", "data_tfrecord-00000-of-00001.gz")
+        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+            for record in records:
+                writer.write(record)
+    return artifact
+
+
+def schema_artifact(root: str, schema_text: str) -> standard_artifacts.Schema:
+    """A Schema artifact holding `schema.pbtxt` with `schema_text`."""
+    artifact = standard_artifacts.Schema()
+    artifact.uri = root
+    os.makedirs(root)
+    with open(os.path.join(root, "schema.pbtxt"), "w") as f:
+        f.write(schema_text)
+    return artifact
+
+
+def _bytes(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int64(values) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))

@@ -1,0 +1,201 @@
+"""The TFX Trainer entry point: `Trainer(run_fn="trainer.task.run_fn", custom_config=...)`.
+
+`custom_config` is `TrainingConfig(...).to_custom_config()` (trainer/config.py).
+`run_fn` reads the data through the Trainer's DataAccessor, builds the model,
+trains it plainly or with GSAM/SAM, and exports the inner model's serving
+SavedModel to `fn_args.serving_model_dir`.
+
+Steps per epoch, first match wins:
+
+* `TrainArgs(num_steps=N)` (`fn_args.train_steps`) is the TOTAL number of training steps, as
+  everywhere in TFX: each of the `epochs` epochs runs ceil(N / epochs) steps;
+* else `train_steps_per_epoch` from the config;
+* else one pass over the training split, counted before training.
+
+Setting both `TrainArgs.num_steps` and `train_steps_per_epoch` is an error. Validation after
+each epoch runs over the first `EvalArgs(num_steps=...)` (else `eval_steps`) batches of the
+eval split, at most one full pass: the same batches every epoch.
+
+Example (what the pipeline does):
+
+```python
+trainer = tfx.components.Trainer(
+    run_fn="trainer.task.run_fn",
+    examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+    custom_config=TrainingConfig(optimizer="gsam", epochs=3).to_custom_config())
+```
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import keras
+from absl import logging
+
+from trainer import data, export
+from trainer.config import TrainingConfig
+from trainer.gsam import GSAM
+from trainer.model import build_model
+
+SGD_MOMENTUM = 0.9
+
+
+def run_fn(fn_args) -> None:
+    """Trains and exports the model described by `fn_args.custom_config`.
+
+    Args:
+        fn_args: the Trainer's `tfx.components.FnArgs`; reads `custom_config`, `schema_path`,
+            `train_files`, `eval_files`, `train_steps`, `eval_steps`, `data_accessor`,
+            `model_run_dir` (TensorBoard logs, backups) and `serving_model_dir` (export).
+    """
+    config = TrainingConfig.from_custom_config(fn_args.custom_config)
+    schema = data.load_schema(fn_args.schema_path)
+    num_classes = data.resolve_num_classes(config, schema)
+    steps_per_epoch = training_steps_per_epoch(fn_args, config, schema)
+    train_dataset = data.make_dataset(
+        fn_args.train_files,
+        fn_args.data_accessor,
+        schema,
+        config,
+        training=True,
+    )
+    eval_dataset = data.make_dataset(
+        fn_args.eval_files,
+        fn_args.data_accessor,
+        schema,
+        config,
+        training=False,
+        num_batches=eval_batches(fn_args, config, schema),
+    )
+
+    input_shape = data.model_input_shape(config, schema)
+    model = build_model(config, num_classes, input_shape)
+    learning_rate, lr_max, lr_min = learning_rate_schedule(
+        config, steps_per_epoch
+    )
+    trained = model
+    if config.optimizer != "plain":
+        # With a constant learning rate (lr_max == lr_min) GSAM uses rho_max throughout.
+        lr_bounds = (
+            {"lr_max": lr_max, "lr_min": lr_min} if lr_max > lr_min else {}
+        )
+        trained = GSAM(
+            model,
+            rho_max=config.rho_max,
+            rho_min=config.rho_min,
+            alpha=config.effective_alpha,
+            adaptive=config.adaptive,
+            **lr_bounds,
+        )
+        # BackupAndRestore needs a built model.
+        trained.build((None, *input_shape))
+    trained.compile(
+        optimizer=make_optimizer(config, learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
+    )
+    logging.info(
+        "Training %s (%s, %d classes) for %d epochs x %d steps.",
+        config.model,
+        config.optimizer,
+        num_classes,
+        config.epochs,
+        steps_per_epoch,
+    )
+    trained.fit(
+        train_dataset,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=eval_dataset,
+        shuffle=False,  # The DataAccessor's dataset is shuffled already.
+        verbose=2,
+        callbacks=[
+            keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+            keras.callbacks.BackupAndRestore(
+                backup_dir=os.path.join(fn_args.model_run_dir, "backup")
+            ),
+        ],
+    )
+    export.export_serving_model(
+        model, config, schema, fn_args.serving_model_dir
+    )
+
+
+def training_steps_per_epoch(fn_args, config: TrainingConfig, schema) -> int:
+    """Steps per epoch, from `fn_args.train_steps` (total), the config, or the data."""
+    if fn_args.train_steps and config.train_steps_per_epoch:
+        raise ValueError(
+            f"Set either the Trainer's TrainArgs.num_steps ({fn_args.train_steps}, total "
+            f"steps) or train_steps_per_epoch ({config.train_steps_per_epoch}), not both."
+        )
+    if fn_args.train_steps:
+        return math.ceil(fn_args.train_steps / config.epochs)
+    if config.train_steps_per_epoch:
+        return config.train_steps_per_epoch
+    return _batches_in(fn_args.train_files, fn_args, config, schema, "training")
+
+
+def eval_batches(fn_args, config: TrainingConfig, schema) -> int:
+    """Validation batches per epoch: the EvalArgs or config cap, at most one pass."""
+    if fn_args.eval_steps and config.eval_steps:
+        raise ValueError(
+            f"Set either the Trainer's EvalArgs.num_steps ({fn_args.eval_steps}) "
+            f"or eval_steps ({config.eval_steps}), not both."
+        )
+    full_pass = _batches_in(fn_args.eval_files, fn_args, config, schema, "eval")
+    return min(fn_args.eval_steps or config.eval_steps or full_pass, full_pass)
+
+
+def learning_rate_schedule(config: TrainingConfig, steps_per_epoch: int):
+    """The learning rate over training, and its largest and smallest values.
+
+    A linear warmup (`warmup_epochs`) ramps from `learning_rate * lr_min_ratio` up to
+    `learning_rate`; then `"cosine"` decays to `learning_rate * lr_min_ratio` at the last
+    step and `"constant"` stays. The rate thus stays within [lr_min, lr_max], the range
+    GSAM maps onto [rho_min, rho_max].
+
+    Returns:
+        `(learning_rate, lr_max, lr_min)`: a float or a Keras schedule, and two floats.
+    """
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    if warmup_steps >= total_steps:
+        raise ValueError(
+            f"warmup_epochs ({config.warmup_epochs}) must be shorter than training "
+            f"({config.epochs} epochs)."
+        )
+    peak = config.learning_rate
+    floor = peak * config.lr_min_ratio
+    if config.lr_schedule == "constant" and not warmup_steps:
+        return peak, peak, peak
+    # CosineDecay with alpha=1 is flat after its warmup: the "constant" schedule's shape.
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=floor if warmup_steps else peak,
+        decay_steps=total_steps - warmup_steps,
+        alpha=config.lr_min_ratio if config.lr_schedule == "cosine" else 1.0,
+        warmup_target=peak if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+    return schedule, peak, floor
+
+
+def make_optimizer(
+    config: TrainingConfig, learning_rate
+) -> keras.optimizers.Optimizer:
+    """The base optimizer: SGD with momentum 0.9, or Adam."""
+    if config.base_optimizer == "sgd":
+        return keras.optimizers.SGD(
+            learning_rate=learning_rate, momentum=SGD_MOMENTUM
+        )
+    return keras.optimizers.Adam(learning_rate=learning_rate)
+
+
+def _batches_in(file_patterns, fn_args, config, schema, split: str) -> int:
+    num_examples = data.count_examples(
+        file_patterns, fn_args.data_accessor, schema, config.label_key
+    )
+    if num_examples == 0:
+        raise ValueError(f"No {split} examples in {file_patterns}.")
+    return math.ceil(num_examples / config.batch_size)
