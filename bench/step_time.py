@@ -31,6 +31,7 @@ Prints a table and writes JSON to `--output`
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -66,13 +67,15 @@ def compiled_model(model_name, method, jit_compile):
 
 
 def batch(batch_size):
+    """One fixed batch, `(images, labels, None)` as `train_on_batch` passes
+    it to the step (so timing reuses the step traced by the warm-up)."""
     images = tf.random.stateless_normal(
         (batch_size, *models.INPUT_SHAPE), seed=(1, 2)
     )
     labels = tf.random.stateless_uniform(
         (batch_size,), seed=(3, 4), maxval=models.NUM_CLASSES, dtype=tf.int32
     )
-    return images, labels
+    return images, labels, None
 
 
 def run_steps(model, data, steps):
@@ -86,25 +89,34 @@ def run_steps(model, data, steps):
 
 
 def warm_up(model, data):
-    """Builds the model and traces (and with XLA compiles) its step."""
-    model.train_on_batch(*data)
-    run_steps(model, data, 2)
+    """Builds the model, traces (with XLA: compiles) its step and returns
+    the duration of one more step."""
+    model.train_on_batch(data[0], data[1])
+    return run_steps(model, data, 1)
 
 
-def time_model(model_name, jit_modes, batch_size, steps, rounds):
-    """Per-step seconds of every (method, jit) of a model, round by round."""
+def time_model(model_name, jit_modes, batch_size, steps, rounds, min_seconds):
+    """Per-step seconds of every (method, jit) of a model, round by round.
+
+    Each measurement runs at least `steps` steps and at least `min_seconds`.
+    """
     data = batch(batch_size)
     configs = [(m, j) for j in jit_modes for m in METHODS]
-    compiled = {}
-    for method, jit in configs:
-        compiled[method, jit] = compiled_model(model_name, method, jit)
-        warm_up(compiled[method, jit], data)
+    compiled, steps_per_round = {}, {}
+    for config in configs:
+        compiled[config] = compiled_model(model_name, *config)
+        step_seconds = warm_up(compiled[config], data)
+        steps_per_round[config] = max(
+            steps, math.ceil(min_seconds / step_seconds)
+        )
     seconds = {config: [] for config in configs}
     for r in range(rounds):
         order = configs[r % len(configs) :] + configs[: r % len(configs)]
         for config in order:
-            seconds[config].append(run_steps(compiled[config], data, steps))
-    return seconds
+            seconds[config].append(
+                run_steps(compiled[config], data, steps_per_round[config])
+            )
+    return seconds, steps_per_round
 
 
 def peak_memory(model_name, method, jit, batch_size, steps):
@@ -152,12 +164,13 @@ def _current_rss_mb():
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def summarize(model_name, jit, seconds, memory):
+def summarize(model_name, jit, seconds, steps_per_round, memory):
     """Median step times, per-round ratios' medians and memory of one row."""
     per_round = {m: seconds[m, jit] for m in METHODS}
     row = {
         "model": model_name,
         "jit_compile": jit,
+        "steps_per_round": {m: steps_per_round[m, jit] for m in METHODS},
         "step_ms": {
             m: 1000 * statistics.median(per_round[m]) for m in METHODS
         },
@@ -222,8 +235,12 @@ def parse_args(argv=None):
     parser.add_argument("--jit", choices=("both", "off", "on"), default="both")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument(
-        "--steps", type=int, default=2, help="timed steps per round"
+        "--steps", type=int, default=2, help="least timed steps per round"
     )
+    parser.add_argument(
+        "--min-seconds", type=float, default=0.5,
+        help="least duration of one measurement, in seconds",
+    )  # fmt: skip
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--memory-steps", type=int, default=2,
@@ -242,6 +259,8 @@ def parse_args(argv=None):
     for flag in ("batch_size", "steps", "rounds", "memory_steps"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.min_seconds < 0:
+        parser.error("--min-seconds must be >= 0")
     args.models = names
     return args
 
@@ -264,10 +283,18 @@ def main(argv=None):
                     )
     rows = []
     for name in args.models:
-        seconds = time_model(
-            name, jit_modes, args.batch_size, args.steps, args.rounds
+        seconds, steps_per_round = time_model(
+            name,
+            jit_modes,
+            args.batch_size,
+            args.steps,
+            args.rounds,
+            args.min_seconds,
         )
-        rows.extend(summarize(name, jit, seconds, memory) for jit in jit_modes)
+        rows.extend(
+            summarize(name, jit, seconds, steps_per_round, memory)
+            for jit in jit_modes
+        )
     gpus = tf.config.list_physical_devices("GPU")
     report = {
         "device": "GPU" if gpus else "CPU",
@@ -280,7 +307,8 @@ def main(argv=None):
         "keras": keras.__version__,
         "settings": {
             "batch_size": args.batch_size,
-            "steps_per_round": args.steps,
+            "least_steps_per_round": args.steps,
+            "least_seconds_per_measurement": args.min_seconds,
             "rounds": args.rounds,
             "memory_steps": None if args.no_memory else args.memory_steps,
             "memory": "peak RSS per method in its own process"

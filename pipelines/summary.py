@@ -103,10 +103,20 @@ def _read_evaluation(uri: str, summary: RunSummary) -> None:
                 summary.accuracy = value
     validation = tfma.load_validation_result(uri)
     if validation.validation_ok:
-        summary.why.append("accuracy clears the threshold and does not trail the baseline "
-                           "by more than the allowed drop")
+        summary.why.append("every metric threshold passed")
     for per_slice in validation.metric_validations_per_slice:
-        summary.why += [failure.message or str(failure.metric_key) for failure in per_slice.failures]
+        summary.why += [_describe(failure) for failure in per_slice.failures]
+
+
+def _describe(failure) -> str:
+    """A failed threshold of pipeline.eval_config, in words."""
+    key, threshold = failure.metric_key, failure.metric_threshold
+    value = failure.metric_value.double_value.value
+    if key.is_diff:
+        allowed = threshold.change_threshold.absolute.value
+        return (f"{key.name} changed by {value:+.4f} against the baseline; "
+                f"the least allowed is {allowed:+.4f}")
+    return f"{key.name} {value:.4f} is below the threshold {threshold.value_threshold.lower_bound.value:.4f}"
 
 
 def report(output_dir: str, pipeline_name: str, data_root: str | None = None) -> None:

@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts, standard_component_specs
@@ -58,8 +59,10 @@ def test_evaluator_blesses_on_accuracy_against_the_baseline(tmp_path):
         "tf_generic", "serving_default", "probabilities")
     [accuracy] = [m for m in config.metrics_specs[0].metrics
                   if m.class_name == "SparseCategoricalAccuracy"]
-    assert accuracy.threshold.value_threshold.lower_bound.value == 0.8
-    assert accuracy.threshold.change_threshold.absolute.value == -0.02
+    [gate] = accuracy.per_slice_thresholds
+    assert list(gate.slicing_specs) == [tfma.SlicingSpec()], "only the overall slice is gated"
+    assert gate.threshold.value_threshold.lower_bound.value == 0.8
+    assert gate.threshold.change_threshold.absolute.value == -0.02
 
 
 @pytest.mark.parametrize("overrides, message", [

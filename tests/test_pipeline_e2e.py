@@ -43,7 +43,8 @@ def test_an_impossible_threshold_blocks_the_push(sample, first_run):
     run = summary.latest_run(first_run.metadata_path, "e2e")
     assert run.blessed is False and run.pushed_model is None
     assert run.baseline_accuracy is not None
-    assert any("sparse_categorical_accuracy" in reason for reason in run.why), run.why
+    assert any(reason.startswith("sparse_categorical_accuracy ") and
+               reason.endswith("is below the threshold 1.0000") for reason in run.why), run.why
     assert versions(first_run) == before
 
 
