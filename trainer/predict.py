@@ -63,10 +63,16 @@ def main(argv=None) -> None:
             args.label_key
         ]
         truth = truth.int64_list.value[0] if truth.int64_list.value else None
-        name = names[predicted] if predicted < len(names) else str(predicted)
         print(
-            f"predicted {predicted} ({name}) p={probabilities[predicted]:.3f}  label {truth}"
+            f"predicted {_named(predicted, names)} "
+            f"p={probabilities[predicted]:.3f}  label {_named(truth, names)}"
         )
+
+
+def _named(label, names):
+    if label is None or label >= len(names):
+        return str(label)
+    return f"{label} ({names[label]})"
 
 
 if __name__ == "__main__":
