@@ -32,7 +32,9 @@ def build(name, seed=0):
         x = keras.layers.Flatten()(inputs)
         for _ in range(2):
             x = keras.layers.Dense(512, activation="relu")(x)
-        return keras.Model(inputs, keras.layers.Dense(NUM_CLASSES)(x), name=name)
+        return keras.Model(
+            inputs, keras.layers.Dense(NUM_CLASSES)(x), name=name
+        )
     x = _conv_bn(inputs, 16, strides=1)
     x = keras.layers.ReLU()(x)
     for stage, filters in enumerate((16, 32, 64)):

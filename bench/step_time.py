@@ -11,7 +11,9 @@ of three methods on one fixed batch:
 All configurations of a model live in one process and are timed in
 interleaved rounds (the order rotates every round), so the ratios compare
 steps measured under the same machine load; the reported ratio is the median
-over rounds of the per-round ratio. Peak memory is measured per method in its
+over rounds of the per-round ratio. The JSON also holds process CPU time per
+step and its ratios, which other processes' load on a shared CPU barely
+moves. Peak memory is measured per method in its
 own subprocess: the process's peak resident set size (and, on a GPU,
 TensorFlow's peak device memory) over building, compiling and a few steps.
 
@@ -50,11 +52,12 @@ from trainer.gsam import GSAM  # noqa: E402
 
 METHODS = ("plain", "sam", "gsam")
 TARGETS = {"gsam/sam": 1.05, "gsam/plain": 2.05}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join("bench", "results", "step_time.json")
 
 
 def compiled_model(model_name, method, jit_compile):
-    """The model for `method`, compiled, built and traced on one batch."""
+    """The model for `method`, compiled with SGD (momentum 0.9)."""
     model = models.build(model_name)
     if method != "plain":
         model = GSAM(model, rho=0.05, alpha=0.0 if method == "sam" else 0.01)
@@ -79,24 +82,25 @@ def batch(batch_size):
 
 
 def run_steps(model, data, steps):
-    """Seconds per step over `steps` compiled training steps."""
-    start = time.perf_counter()
+    """Wall-clock and process CPU seconds per step over `steps` steps."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         model.train_function([data])
     # Reading a weight waits for every update, also on an asynchronous GPU.
     model.trainable_variables[0].numpy()
-    return (time.perf_counter() - start) / steps
+    wall = (time.perf_counter() - start) / steps
+    return wall, (time.process_time() - start_cpu) / steps
 
 
 def warm_up(model, data):
     """Builds the model, traces (with XLA: compiles) its step and returns
     the duration of one more step."""
     model.train_on_batch(data[0], data[1])
-    return run_steps(model, data, 1)
+    return run_steps(model, data, 1)[0]
 
 
 def time_model(model_name, jit_modes, batch_size, steps, rounds, min_seconds):
-    """Per-step seconds of every (method, jit) of a model, round by round.
+    """Per-step (wall, CPU) seconds of each (method, jit), round by round.
 
     Each measurement runs at least `steps` steps and at least `min_seconds`.
     """
@@ -126,7 +130,7 @@ def peak_memory(model_name, method, jit, batch_size, steps):
         f"{model_name},{method},{int(jit)},{batch_size},{steps}",
     ]  # fmt: skip
     result = subprocess.run(
-        command, capture_output=True, text=True, check=False
+        command, cwd=ROOT, capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
         raise RuntimeError(
@@ -166,30 +170,27 @@ def _current_rss_mb():
 
 def summarize(model_name, jit, seconds, steps_per_round, memory):
     """Median step times, per-round ratios' medians and memory of one row."""
-    per_round = {m: seconds[m, jit] for m in METHODS}
+    wall = {m: [w for w, _ in seconds[m, jit]] for m in METHODS}
+    cpu = {m: [c for _, c in seconds[m, jit]] for m in METHODS}
     row = {
         "model": model_name,
         "jit_compile": jit,
         "steps_per_round": {m: steps_per_round[m, jit] for m in METHODS},
-        "step_ms": {
-            m: 1000 * statistics.median(per_round[m]) for m in METHODS
-        },
-        "step_ms_rounds": {
-            m: [1000 * s for s in per_round[m]] for m in METHODS
-        },
+        "step_ms": {m: 1000 * statistics.median(wall[m]) for m in METHODS},
+        "step_ms_rounds": {m: [1000 * t for t in wall[m]] for m in METHODS},
+        "cpu_ms_rounds": {m: [1000 * t for t in cpu[m]] for m in METHODS},
         "ratios": {},
+        "cpu_time_ratios": {},
         "memory": {m: memory.get((model_name, m, jit)) for m in METHODS},
     }
     for numerator, denominator in (
         ("gsam", "plain"), ("gsam", "sam"), ("sam", "plain"),
     ):  # fmt: skip
-        ratios = [
-            a / b
-            for a, b in zip(per_round[numerator], per_round[denominator])
-        ]
-        row["ratios"][f"{numerator}/{denominator}"] = statistics.median(
-            ratios
-        )
+        name = f"{numerator}/{denominator}"
+        for key, times in (("ratios", wall), ("cpu_time_ratios", cpu)):
+            row[key][name] = statistics.median(
+                a / b for a, b in zip(times[numerator], times[denominator])
+            )
     row["meets_targets"] = all(
         row["ratios"][name] <= limit for name, limit in TARGETS.items()
     )
@@ -200,7 +201,7 @@ def format_table(rows):
     header = (
         f"{'model':<9} {'jit':<4} {'plain ms':>9} {'sam ms':>9} "
         f"{'gsam ms':>9} {'gsam/plain':>10} {'gsam/sam':>9} "
-        f"{'sam/plain':>9}  peak MB plain/sam/gsam"
+        f"{'sam/plain':>9} {'targets':>7}  peak MB plain/sam/gsam"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -213,7 +214,8 @@ def format_table(rows):
             f"{row['model']:<9} {'on' if row['jit_compile'] else 'off':<4} "
             f"{ms['plain']:>9.1f} {ms['sam']:>9.1f} {ms['gsam']:>9.1f} "
             f"{ratios['gsam/plain']:>10.3f} {ratios['gsam/sam']:>9.3f} "
-            f"{ratios['sam/plain']:>9.3f}  {peaks}"
+            f"{ratios['sam/plain']:>9.3f} "
+            f"{'met' if row['meets_targets'] else 'missed':>7}  {peaks}"
         )
     limits = ", ".join(f"{k} <= {v}" for k, v in TARGETS.items())
     lines.append(f"targets: {limits} (ratios: median over rounds)")
@@ -235,13 +237,13 @@ def parse_args(argv=None):
     parser.add_argument("--jit", choices=("both", "off", "on"), default="both")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument(
-        "--steps", type=int, default=2, help="least timed steps per round"
+        "--steps", type=int, default=1, help="least timed steps per round"
     )
     parser.add_argument(
-        "--min-seconds", type=float, default=0.5,
+        "--min-seconds", type=float, default=0.3,
         help="least duration of one measurement, in seconds",
     )  # fmt: skip
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument(
         "--memory-steps", type=int, default=2,
         help="steps after warm-up in each memory probe",

@@ -2,14 +2,16 @@
 hyperparameters, failures, precision, compilation, accumulation, the rho
 schedule tied to the learning rate and argument checks."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
-from trainer.gsam import GSAM
-from trainer.gsam import apply_sharpness_aware_gradients
-from trainer.gsam import sharpness_aware_gradients
+from trainer.gsam import (
+    GSAM,
+    apply_sharpness_aware_gradients,
+    sharpness_aware_gradients,
+)
 
 
 def _data(n=16, features=6, seed=0):
@@ -21,8 +23,10 @@ def _data(n=16, features=6, seed=0):
 
 def _mlp(seed=0, features=6, batch_norm=False, **dense_kwargs):
     keras.utils.set_random_seed(seed)
-    layers = [keras.Input((features,)),
-              keras.layers.Dense(8, activation="tanh", **dense_kwargs)]
+    layers = [
+        keras.Input((features,)),
+        keras.layers.Dense(8, activation="tanh", **dense_kwargs),
+    ]
     if batch_norm:
         layers.append(keras.layers.BatchNormalization(momentum=0.5))
     layers.append(keras.layers.Dense(1))
@@ -55,7 +59,8 @@ def _gradient(model, x, y, weights):
 def _per_batch_logs(key):
     seen = []
     callback = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: seen.append(logs[key]))
+        on_train_batch_end=lambda batch, logs: seen.append(logs[key])
+    )
     return seen, callback
 
 
@@ -64,28 +69,32 @@ def _per_batch_logs(key):
 
 def test_rho_0_alpha_0_is_exactly_the_base_optimizer():
     """Same BatchNorm statistics, dropout seeds and weights as plain Keras."""
+
     def build():
         keras.utils.set_random_seed(7)
-        return keras.Sequential([
-            keras.Input((6,)),
-            keras.layers.Dense(8, kernel_regularizer="l2",
-                               activity_regularizer="l2"),
-            keras.layers.BatchNormalization(momentum=0.5),
-            keras.layers.Dropout(0.5, seed=3),
-            keras.layers.Dense(1),
-        ])
+        return keras.Sequential(
+            [
+                keras.Input((6,)),
+                keras.layers.Dense(
+                    8, kernel_regularizer="l2", activity_regularizer="l2"
+                ),
+                keras.layers.BatchNormalization(momentum=0.5),
+                keras.layers.Dropout(0.5, seed=3),
+                keras.layers.Dense(1),
+            ]
+        )
 
     x, y = _data(32)
     plain = build()
     initial = _values(plain.variables)
-    plain.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                  loss="mse")
+    plain.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
     plain_history = plain.fit(x, y, batch_size=8, shuffle=False, verbose=0)
 
     inner = build()
     gsam_model = GSAM(inner, rho=0.0, alpha=0.0)
-    gsam_model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                       loss="mse")
+    gsam_model.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse"
+    )
     history = gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0)
 
     names = [v.path for v in inner.variables]
@@ -96,16 +105,22 @@ def test_rho_0_alpha_0_is_exactly_the_base_optimizer():
         assert not np.array_equal(before, after)
     # ...and GSAM moved it exactly as plain Keras training did.
     _assert_all_close(_values(inner.variables), _values(plain.variables))
-    np.testing.assert_allclose(history.history["loss"],
-                               plain_history.history["loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        history.history["loss"], plain_history.history["loss"], rtol=1e-6
+    )
 
 
 def test_batch_norm_statistics_update_once_from_the_clean_pass():
     x, y = _data(16, features=4)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((4,)), keras.layers.Dense(3),
-        keras.layers.BatchNormalization(momentum=0.5), keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(3),
+            keras.layers.BatchNormalization(momentum=0.5),
+            keras.layers.Dense(1),
+        ]
+    )
     w0 = model.get_weights()
     rho = 0.5
     _, grads, _ = _gradient(model, x, y, w0)
@@ -113,7 +128,8 @@ def test_batch_norm_statistics_update_once_from_the_clean_pass():
     kernel, bias = w0[0], w0[1]
     clean = x @ kernel + bias
     perturbed = x @ (kernel + rho * grads[0] / length) + (
-        bias + rho * grads[1] / length)
+        bias + rho * grads[1] / length
+    )
 
     gsam_model = GSAM(model, rho=rho, alpha=0.1)
     gsam_model.compile(optimizer="sgd", loss="mse")
@@ -122,23 +138,28 @@ def test_batch_norm_statistics_update_once_from_the_clean_pass():
     bn = model.layers[1]
     once_mean, once_var = 0.5 * clean.mean(0), 0.5 + 0.5 * clean.var(0)
     np.testing.assert_allclose(bn.moving_mean.numpy(), once_mean, atol=1e-6)
-    np.testing.assert_allclose(bn.moving_variance.numpy(), once_var,
-                               atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), once_var, atol=1e-5)
     # What a second update, or the perturbed pass's statistics, would give.
     twice_mean = 0.5 * once_mean + 0.5 * clean.mean(0)
     assert np.abs(bn.moving_mean.numpy() - twice_mean).max() > 1e-3
-    assert np.abs(bn.moving_mean.numpy()
-                  - 0.5 * perturbed.mean(0)).max() > 1e-3
+    assert np.abs(bn.moving_mean.numpy() - 0.5 * perturbed.mean(0)).max() > 1e-3
 
 
 def test_dropout_is_active_with_the_same_mask_in_both_passes():
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((32,)),
-                              keras.layers.Dropout(0.5, seed=1),
-                              keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [
+            keras.Input((32,)),
+            keras.layers.Dropout(0.5, seed=1),
+            keras.layers.Dense(1),
+        ]
+    )
     x, y = _data(8, features=32)
-    inference_loss = float(keras.ops.mean(
-        keras.losses.mean_squared_error(y, model(x, training=False))))
+    inference_loss = float(
+        keras.ops.mean(
+            keras.losses.mean_squared_error(y, model(x, training=False))
+        )
+    )
     gsam_model = GSAM(model, rho=0.0, alpha=0.5)
     gsam_model.compile(optimizer="sgd", loss="mse")
     logs = gsam_model.fit(x, y, batch_size=8, verbose=0).history
@@ -150,8 +171,10 @@ def test_dropout_is_active_with_the_same_mask_in_both_passes():
 
 def test_logs_clean_loss_clean_metrics_and_gsam_statistics():
     x, y = _data(16)
-    model = _mlp(kernel_regularizer=keras.regularizers.L2(0.01),
-                 activity_regularizer=keras.regularizers.L2(0.01))
+    model = _mlp(
+        kernel_regularizer=keras.regularizers.L2(0.01),
+        activity_regularizer=keras.regularizers.L2(0.01),
+    )
     w0 = model.get_weights()
     rho = 0.2
     loss, grads, clone = _gradient(model, x, y, w0)
@@ -160,25 +183,38 @@ def test_logs_clean_loss_clean_metrics_and_gsam_statistics():
     perturbed = [w + rho * g / length for w, g in zip(w0, grads)]
     perturbed_loss, perturbed_grads, _ = _gradient(model, x, y, perturbed)
     cosine = sum(np.sum(a * b) for a, b in zip(grads, perturbed_grads)) / (
-        length * np.sqrt(sum(np.sum(g**2) for g in perturbed_grads)))
+        length * np.sqrt(sum(np.sum(g**2) for g in perturbed_grads))
+    )
 
     gsam_model = GSAM(model, rho=rho, alpha=0.1)
     gsam_model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
-    logs = {k: v[0] for k, v in gsam_model.fit(
-        x, y, batch_size=16, verbose=0).history.items()}
+    logs = {
+        k: v[0]
+        for k, v in gsam_model.fit(
+            x, y, batch_size=16, verbose=0
+        ).history.items()
+    }
 
     expected = {
-        "loss": loss, "mae": mae, "perturbed_loss": perturbed_loss,
-        "surrogate_gap": perturbed_loss - loss, "rho": rho,
-        "grad_norm": length, "grad_cosine": cosine, "skipped_steps": 0.0,
+        "loss": loss,
+        "mae": mae,
+        "perturbed_loss": perturbed_loss,
+        "surrogate_gap": perturbed_loss - loss,
+        "rho": rho,
+        "grad_norm": length,
+        "grad_cosine": cosine,
+        "skipped_steps": 0.0,
     }
     assert sorted(logs) == sorted(expected)
     for key, value in expected.items():
-        np.testing.assert_allclose(logs[key], value, rtol=1e-5, atol=1e-7,
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            logs[key], value, rtol=1e-5, atol=1e-7, err_msg=key
+        )
     # Evaluation reports only what it measures.
     assert sorted(gsam_model.evaluate(x, y, verbose=0, return_dict=True)) == [
-        "loss", "mae"]
+        "loss",
+        "mae",
+    ]
 
 
 def test_class_weight_counts_like_sample_weight():
@@ -188,8 +224,9 @@ def test_class_weight_counts_like_sample_weight():
 
     def train(**fit_kwargs):
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((6,)),
-                                  keras.layers.Dense(1, activation="sigmoid")])
+        model = keras.Sequential(
+            [keras.Input((6,)), keras.layers.Dense(1, activation="sigmoid")]
+        )
         gsam_model = GSAM(model, rho=0.1, alpha=0.2)
         gsam_model.compile(optimizer="sgd", loss="binary_crossentropy")
         gsam_model.fit(x, labels, batch_size=32, verbose=0, **fit_kwargs)
@@ -221,10 +258,18 @@ def test_hyperparameters_change_without_retracing():
     schedule = [0.01, 0.03]
     set_rho = keras.callbacks.LambdaCallback(
         on_train_batch_begin=lambda batch, logs: setattr(
-            gsam_model, "rho", schedule[batch]))
+            gsam_model, "rho", schedule[batch]
+        )
+    )
     seen, record = _per_batch_logs("rho")
-    gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0,
-                   callbacks=[set_rho, record])
+    gsam_model.fit(
+        x,
+        y,
+        batch_size=8,
+        shuffle=False,
+        verbose=0,
+        callbacks=[set_rho, record],
+    )
     np.testing.assert_allclose(seen, schedule, rtol=1e-6)
     traces = TracingGSAM.traces
 
@@ -234,8 +279,9 @@ def test_hyperparameters_change_without_retracing():
     w = model.get_weights()
     _, grads, _ = _gradient(model, x[:8], y[:8], w)
     gsam_model.fit(x[:8], y[:8], batch_size=8, verbose=0)
-    _assert_all_close(model.get_weights(),
-                      [a - 0.1 * g for a, g in zip(w, grads)])
+    _assert_all_close(
+        model.get_weights(), [a - 0.1 * g for a, g in zip(w, grads)]
+    )
     assert TracingGSAM.traces == traces
 
 
@@ -259,7 +305,8 @@ def test_hyperparameter_assignment_is_validated():
 
 def _state(gsam_model):
     return _values(gsam_model.model.variables) + _values(
-        gsam_model.optimizer.variables)
+        gsam_model.optimizer.variables
+    )
 
 
 @pytest.mark.parametrize("loss_scale", [False, True], ids=["sgd", "lso"])
@@ -282,12 +329,16 @@ def test_non_finite_gradient_skips_the_whole_update(loss_scale):
     if loss_scale:
         # Everything stays but the loss scale, which halves.
         assert float(optimizer.dynamic_scale.numpy()) == scale / 2
-        after = [a for a, v in zip(after, _state_variables(gsam_model))
-                 if "dynamic_scale" not in v.path and
-                 "step_counter" not in v.path]
-        before = [b for b, v in zip(before, _state_variables(gsam_model))
-                  if "dynamic_scale" not in v.path and
-                  "step_counter" not in v.path]
+        after = [
+            a
+            for a, v in zip(after, _state_variables(gsam_model))
+            if "dynamic_scale" not in v.path and "step_counter" not in v.path
+        ]
+        before = [
+            b
+            for b, v in zip(before, _state_variables(gsam_model))
+            if "dynamic_scale" not in v.path and "step_counter" not in v.path
+        ]
     for b, a in zip(before, after):
         np.testing.assert_array_equal(a, b)
 
@@ -312,11 +363,13 @@ def test_weights_unchanged_when_a_step_fails_midway():
 
     model = _mlp(batch_norm=True)
     gsam_model = GSAM(model, rho=0.5, alpha=0.1)
-    gsam_model.compile(optimizer="sgd", loss=failing_on_perturbed_pass,
-                       run_eagerly=True)
+    gsam_model.compile(
+        optimizer="sgd", loss=failing_on_perturbed_pass, run_eagerly=True
+    )
     before = _values(model.variables)
     reset = keras.callbacks.LambdaCallback(
-        on_train_batch_begin=lambda batch, logs: calls.update(n=0))
+        on_train_batch_begin=lambda batch, logs: calls.update(n=0)
+    )
     with pytest.raises(RuntimeError, match="perturbed pass failed"):
         gsam_model.fit(x, y, batch_size=16, verbose=0, callbacks=[reset])
     assert calls["n"] == 2
@@ -334,39 +387,53 @@ def global_policy():
 
 
 def _one_step_update(x, y, **compile_kwargs):
-    model = keras.Sequential([
-        keras.Input((6,)), keras.layers.Dense(8, activation="tanh"),
-        keras.layers.Dense(1, dtype="float32")])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="tanh"),
+            keras.layers.Dense(1, dtype="float32"),
+        ]
+    )
     model.set_weights(_mlp_weights())
     gsam_model = GSAM(model, rho=0.05, alpha=0.3)
     gsam_model.compile(loss="mse", **compile_kwargs)
     gsam_model.fit(x, y, batch_size=len(x), verbose=0)
-    return gsam_model, [w - v for w, v in zip(_mlp_weights(),
-                                              model.get_weights())]
+    return gsam_model, [
+        w - keras.ops.convert_to_numpy(keras.ops.cast(v, "float32"))
+        for w, v in zip(_mlp_weights(), model.trainable_variables)
+    ]
 
 
 def _mlp_weights():
     rng = np.random.default_rng(5)
-    return [rng.normal(size=s).astype("float32") * 0.5
-            for s in [(6, 8), (8,), (8, 1), (1,)]]
+    return [
+        rng.normal(size=s).astype("float32") * 0.5
+        for s in [(6, 8), (8,), (8, 1), (1,)]
+    ]
 
 
-@pytest.mark.parametrize("policy, rtol", [("mixed_float16", 1e-2),
-                                          ("mixed_bfloat16", 3e-2)])
-def test_mixed_precision_update_matches_float32(global_policy, policy, rtol):
+@pytest.mark.parametrize(
+    "policy, rtol",
+    [("mixed_float16", 1e-2), ("mixed_bfloat16", 3e-2), ("bfloat16", 5e-2)],
+)
+def test_reduced_precision_update_matches_float32(global_policy, policy, rtol):
     x, y = _data(32)
     _, reference = _one_step_update(x, y, optimizer=keras.optimizers.SGD(0.1))
     global_policy(policy)
     gsam_model, update = _one_step_update(
-        x, y, optimizer=keras.optimizers.SGD(0.1))
+        x, y, optimizer=keras.optimizers.SGD(0.1)
+    )
+    kernel = gsam_model.model.layers[0].kernel
+    assert kernel.dtype == ("bfloat16" if policy == "bfloat16" else "float32")
     if policy == "mixed_float16":
-        assert isinstance(gsam_model.optimizer,
-                          keras.optimizers.LossScaleOptimizer)
+        # The loss scale (2**15) must not leak into the update.
+        assert isinstance(
+            gsam_model.optimizer, keras.optimizers.LossScaleOptimizer
+        )
         assert float(gsam_model.optimizer.dynamic_scale.numpy()) == 2.0**15
     for actual, expected in zip(update, reference):
         scale = np.abs(expected).max()
-        np.testing.assert_allclose(actual / scale, expected / scale,
-                                   atol=rtol)
+        np.testing.assert_allclose(actual / scale, expected / scale, atol=rtol)
 
 
 def test_jit_compile_matches_graph_mode():
@@ -375,8 +442,11 @@ def test_jit_compile_matches_graph_mode():
     def train(jit_compile):
         model = _mlp(batch_norm=True)
         gsam_model = GSAM(model, rho=0.1, alpha=0.2)
-        gsam_model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                           loss="mse", jit_compile=jit_compile)
+        gsam_model.compile(
+            optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+            loss="mse",
+            jit_compile=jit_compile,
+        )
         assert gsam_model.jit_compile is jit_compile
         gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0)
         return _values(model.variables)
@@ -391,8 +461,8 @@ def test_gradient_accumulation_averages_micro_batch_directions():
         model = _mlp()
         gsam_model = GSAM(model, rho=0.1, alpha=0.3)
         gsam_model.compile(
-            optimizer=keras.optimizers.SGD(1.0, **optimizer_kwargs),
-            loss="mse")
+            optimizer=keras.optimizers.SGD(1.0, **optimizer_kwargs), loss="mse"
+        )
         gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0)
         return gsam_model, model.get_weights()
 
@@ -402,8 +472,9 @@ def test_gradient_accumulation_averages_micro_batch_directions():
     gsam_model, accumulated = train(x, y, gradient_accumulation_steps=2)
     # Each micro-batch perturbs on its own (m-sharpness); the optimizer
     # applies the mean of the two directions once.
-    expected = [w - ((w - a) + (w - b)) / 2
-                for w, a, b in zip(w0, first, second)]
+    expected = [
+        w - ((w - a) + (w - b)) / 2 for w, a, b in zip(w0, first, second)
+    ]
     _assert_all_close(accumulated, expected, atol=1e-6)
     assert int(gsam_model.optimizer.iterations.numpy()) == 1
 
@@ -413,11 +484,13 @@ def test_gradient_accumulation_averages_micro_batch_directions():
 
 def _rho_per_step(gsam_model, learning_rate, steps=4):
     x, y = _data(8 * steps)
-    gsam_model.compile(optimizer=keras.optimizers.SGD(learning_rate),
-                       loss="mse")
+    gsam_model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate), loss="mse"
+    )
     seen, record = _per_batch_logs("rho")
-    gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0,
-                   callbacks=[record])
+    gsam_model.fit(
+        x, y, batch_size=8, shuffle=False, verbose=0, callbacks=[record]
+    )
     return np.array(seen)
 
 
@@ -425,15 +498,15 @@ def test_rho_follows_the_learning_rate_schedule_every_step():
     schedule = keras.optimizers.schedules.CosineDecay(0.1, 4, alpha=0.1)
     rho = _rho_per_step(GSAM(_mlp(), rho_max=0.04, rho_min=0.02), schedule)
     lr = np.array([float(schedule(step)) for step in range(4)])
-    np.testing.assert_allclose(rho, 0.02 + 0.02 * (lr - 0.01) / 0.09,
-                               rtol=1e-5)
+    np.testing.assert_allclose(rho, 0.02 + 0.02 * (lr - 0.01) / 0.09, rtol=1e-5)
     assert rho[0] == pytest.approx(0.04) and rho[-1] < rho[1]
 
 
 def test_rho_is_clamped_to_its_bounds():
     schedule = keras.optimizers.schedules.CosineDecay(0.1, 4, alpha=0.1)
-    gsam_model = GSAM(_mlp(), rho_max=0.04, rho_min=0.02, lr_max=0.08,
-                      lr_min=0.05)
+    gsam_model = GSAM(
+        _mlp(), rho_max=0.04, rho_min=0.02, lr_max=0.08, lr_min=0.05
+    )
     rho = _rho_per_step(gsam_model, schedule)
     lr = np.array([float(schedule(step)) for step in range(4)])
     expected = np.clip(0.02 + 0.02 * (lr - 0.05) / 0.03, 0.02, 0.04)
@@ -445,14 +518,20 @@ def test_rho_follows_a_learning_rate_behind_a_loss_scale_optimizer():
     schedule = keras.optimizers.schedules.PolynomialDecay(0.1, 3, 0.01)
     gsam_model = GSAM(_mlp(), rho_max=0.04, rho_min=0.02)
     x, y = _data(32)
-    gsam_model.compile(optimizer=keras.optimizers.LossScaleOptimizer(
-        keras.optimizers.SGD(schedule)), loss="mse")
+    gsam_model.compile(
+        optimizer=keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.SGD(schedule)
+        ),
+        loss="mse",
+    )
     seen, record = _per_batch_logs("rho")
-    gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0,
-                   callbacks=[record])
+    gsam_model.fit(
+        x, y, batch_size=8, shuffle=False, verbose=0, callbacks=[record]
+    )
     lr = np.array([float(schedule(step)) for step in range(4)])
-    np.testing.assert_allclose(seen, 0.02 + 0.02 * (lr - 0.01) / 0.09,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        seen, 0.02 + 0.02 * (lr - 0.01) / 0.09, rtol=1e-5
+    )
 
 
 def test_constant_learning_rate_gives_rho_max():
@@ -464,31 +543,38 @@ def test_schedule_without_bounds_needs_explicit_lr_bounds():
     schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 1, 0.5)
     with pytest.raises(ValueError, match="lr_max"):
         _rho_per_step(GSAM(_mlp(), rho_max=0.04, rho_min=0.02), schedule)
-    rho = _rho_per_step(GSAM(_mlp(), rho_max=0.04, rho_min=0.02, lr_max=0.1,
-                             lr_min=0.0125), schedule)
-    np.testing.assert_allclose(rho, [0.04, 0.04 * 3 / 7 + 0.02 * 4 / 7,
-                                     0.04 / 7 + 0.02 * 6 / 7, 0.02],
-                               rtol=1e-5)
+    rho = _rho_per_step(
+        GSAM(_mlp(), rho_max=0.04, rho_min=0.02, lr_max=0.1, lr_min=0.0125),
+        schedule,
+    )
+    np.testing.assert_allclose(
+        rho,
+        [0.04, 0.04 * 3 / 7 + 0.02 * 4 / 7, 0.04 / 7 + 0.02 * 6 / 7, 0.02],
+        rtol=1e-5,
+    )
 
 
 # Arguments.
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    (dict(rho=-0.1), "rho"),
-    (dict(alpha=-0.01), "alpha"),
-    (dict(rho_max=0.01, rho_min=0.05), "rho_min"),
-    (dict(rho_max=0.04), "rho_min"),
-    (dict(rho_max=0.04, rho_min=0.02, lr_max=0.1, lr_min=0.1), "lr_max"),
-    (dict(rho_max=0.04, rho_min=0.02, lr_max=0.01, lr_min=0.1), "lr_max"),
-    (dict(rho_max=0.04, rho_min=0.02, lr_max=0.1), "lr_min"),
-    (dict(rho=0.05, rho_max=0.04, rho_min=0.02), "rho"),
-    (dict(lr_max=0.1, lr_min=0.01), "lr_max"),
-    (dict(adaptive=True, asam=True), "asam"),
-    (dict(asam=True, asam_eta=-1.0), "asam_eta"),
-    (dict(eps=0.0), "eps"),
-    (dict(adaptve=True), "adaptve"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(rho=-0.1), "rho"),
+        (dict(alpha=-0.01), "alpha"),
+        (dict(rho_max=0.01, rho_min=0.05), "rho_min"),
+        (dict(rho_max=0.04), "rho_min"),
+        (dict(rho_max=0.04, rho_min=0.02, lr_max=0.1, lr_min=0.1), "lr_max"),
+        (dict(rho_max=0.04, rho_min=0.02, lr_max=0.01, lr_min=0.1), "lr_max"),
+        (dict(rho_max=0.04, rho_min=0.02, lr_max=0.1), "lr_min"),
+        (dict(rho=0.05, rho_max=0.04, rho_min=0.02), "rho"),
+        (dict(lr_max=0.1, lr_min=0.01), "lr_max"),
+        (dict(adaptive=True, asam=True), "asam"),
+        (dict(asam=True, asam_eta=-1.0), "asam_eta"),
+        (dict(eps=0.0), "eps"),
+        (dict(adaptve=True), "adaptve"),
+    ],
+)
 def test_bad_arguments_raise_value_errors_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         GSAM(_mlp(), **kwargs)
@@ -507,9 +593,9 @@ def test_custom_loop_reuses_the_training_step():
 
     def compiled():
         gsam_model = GSAM(_mlp(batch_norm=True), rho=0.1, alpha=0.2)
-        gsam_model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-                           loss="mse")
-        gsam_model.optimizer.build(gsam_model.trainable_variables)
+        gsam_model.compile(
+            optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse"
+        )
         return gsam_model
 
     by_fit = compiled()
@@ -522,22 +608,28 @@ def test_custom_loop_reuses_the_training_step():
     def step(x, y):
         def replica_step(x, y):
             out = sharpness_aware_gradients(
-                by_loop, x, y, rho=by_loop.current_rho(),
-                alpha=by_loop.alpha)
+                by_loop, x, y, rho=by_loop.current_rho(), alpha=by_loop.alpha
+            )
             apply_sharpness_aware_gradients(by_loop, out)
             return out.logs
 
         return strategy.run(replica_step, args=(x, y))
 
     for start in (0, 8):
-        logs = step(x[start:start + 8], y[start:start + 8])
-    assert set(logs) == {"loss", "perturbed_loss", "surrogate_gap", "rho",
-                         "grad_norm", "grad_cosine"}
-    _assert_all_close(_values(by_loop.model.variables),
-                      _values(by_fit.model.variables))
+        logs = step(x[start : start + 8], y[start : start + 8])
+    assert set(logs) == {
+        "loss",
+        "perturbed_loss",
+        "surrogate_gap",
+        "rho",
+        "grad_norm",
+        "grad_cosine",
+    }
+    _assert_all_close(
+        _values(by_loop.model.variables), _values(by_fit.model.variables)
+    )
 
 
 def test_gradients_need_a_compiled_model():
     with pytest.raises(ValueError, match="compiled"):
-        sharpness_aware_gradients(GSAM(_mlp()), *_data(4), rho=0.1,
-                                  alpha=0.1)
+        sharpness_aware_gradients(GSAM(_mlp()), *_data(4), rho=0.1, alpha=0.1)

@@ -21,9 +21,13 @@ LR = 0.1
 @pytest.fixture(scope="module")
 def measured():
     result = subprocess.run(
-        [sys.executable, "-m", "tests.test_gsam_distributed"], cwd=ROOT,
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        [sys.executable, "-m", "tests.test_gsam_distributed"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert result.returncode == 0, result.stderr[-6000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -42,15 +46,19 @@ def test_sync_perturbation_equals_the_global_batch_step(measured):
 
 
 def test_replica_weights_stay_identical(measured):
-    for name in ("per_replica", "sync_perturbation", "custom_loop",
-                 "non_finite", "non_finite_loss_scale"):
+    for name in (
+        "per_replica",
+        "sync_perturbation",
+        "custom_loop",
+        "non_finite",
+        "non_finite_loss_scale",
+    ):
         assert measured[name]["replica_spread"] == 0.0, name
 
 
 def test_logs_average_the_replicas(measured):
     run = measured["per_replica"]
-    assert run["loss"] == pytest.approx(run["mean_of_shard_losses"],
-                                        rel=1e-5)
+    assert run["loss"] == pytest.approx(run["mean_of_shard_losses"], rel=1e-5)
 
 
 def test_non_finite_shard_skips_the_step_on_every_replica(measured):
@@ -74,12 +82,15 @@ def _scenarios():
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
+    )
     import keras
 
-    from trainer.gsam import GSAM
-    from trainer.gsam import apply_sharpness_aware_gradients
-    from trainer.gsam import sharpness_aware_gradients
+    from trainer.gsam import (
+        GSAM,
+        apply_sharpness_aware_gradients,
+        sharpness_aware_gradients,
+    )
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     rng = np.random.default_rng(0)
@@ -89,12 +100,17 @@ def _scenarios():
 
     def build(optimizer=None, **gsam_options):
         keras.utils.set_random_seed(1)
-        model = keras.Sequential([
-            keras.Input((4,)), keras.layers.Dense(5, activation="tanh"),
-            keras.layers.Dense(1)])
+        model = keras.Sequential(
+            [
+                keras.Input((4,)),
+                keras.layers.Dense(5, activation="tanh"),
+                keras.layers.Dense(1),
+            ]
+        )
         gsam_model = GSAM(model, **{**options, **gsam_options})
-        gsam_model.compile(optimizer=optimizer or keras.optimizers.SGD(LR),
-                           loss="mse")
+        gsam_model.compile(
+            optimizer=optimizer or keras.optimizers.SGD(LR), loss="mse"
+        )
         return gsam_model
 
     def trained(gsam_model):
@@ -111,40 +127,50 @@ def _scenarios():
     first, first_logs = single_device_step(x[:4], y[:4])
     second, second_logs = single_device_step(x[4:], y[4:])
     whole, _ = single_device_step(x, y)
-    mean_of_shards = [w - LR * (a + b) / 2
-                      for w, a, b in zip(w0, first, second)]
+    mean_of_shards = [
+        w - LR * (a + b) / 2 for w, a, b in zip(w0, first, second)
+    ]
     global_step = [w - LR * d for w, d in zip(w0, whole)]
 
     def error(weights, expected):
-        return float(max(np.abs(a - b).max()
-                         for a, b in zip(weights, expected)))
+        return float(
+            max(np.abs(a - b).max() for a, b in zip(weights, expected))
+        )
 
     def spread(gsam_model):
-        return float(max(
-            np.abs(values[0].numpy() - values[1].numpy()).max()
-            for values in (strategy.experimental_local_results(v.value)
-                           for v in gsam_model.trainable_variables)))
+        return float(
+            max(
+                np.abs(values[0].numpy() - values[1].numpy()).max()
+                for values in (
+                    strategy.experimental_local_results(v.value)
+                    for v in gsam_model.trainable_variables
+                )
+            )
+        )
 
     results = {}
     for name, sync in (("per_replica", False), ("sync_perturbation", True)):
         with strategy.scope():
             gsam_model = build(sync_perturbation=sync)
-        history = gsam_model.fit(x, y, batch_size=8, shuffle=False,
-                                 verbose=0)
+        history = gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0)
         weights = trained(gsam_model)
         results[name] = {
             "error_vs_mean_of_shard_steps": error(weights, mean_of_shards),
             "error_vs_global_batch_step": error(weights, global_step),
             "replica_spread": spread(gsam_model),
             "loss": history.history["loss"][0],
-            "mean_of_shard_losses": (first_logs["loss"][0]
-                                     + second_logs["loss"][0]) / 2,
+            "mean_of_shard_losses": (
+                first_logs["loss"][0] + second_logs["loss"][0]
+            )
+            / 2,
         }
 
     bad_x = x.copy()
     bad_x[6, 1] = np.nan  # In the second replica's half only.
-    for name, loss_scale in (("non_finite", False),
-                             ("non_finite_loss_scale", True)):
+    for name, loss_scale in (
+        ("non_finite", False),
+        ("non_finite_loss_scale", True),
+    ):
         with strategy.scope():
             optimizer = keras.optimizers.SGD(LR, momentum=0.9)
             if loss_scale:
@@ -158,8 +184,9 @@ def _scenarios():
             "iterations": int(gsam_model.optimizer.iterations.numpy()),
         }
         if loss_scale:
-            results[name]["scale_ratio"] = float(
-                optimizer.dynamic_scale.numpy()) / 2.0**15
+            results[name]["scale_ratio"] = (
+                float(optimizer.dynamic_scale.numpy()) / 2.0**15
+            )
 
     with strategy.scope():
         by_fit, by_function, by_train_step = build(), build(), build()
@@ -167,12 +194,16 @@ def _scenarios():
             gsam_model.optimizer.build(gsam_model.trainable_variables)
     by_fit.fit(x, y, batch_size=4, shuffle=False, verbose=0)
     dataset = strategy.experimental_distribute_dataset(
-        tf.data.Dataset.from_tensor_slices((x, y)).batch(4))
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    )
 
     def replica_step(batch):
         step = sharpness_aware_gradients(
-            by_function, *batch, rho=by_function.current_rho(),
-            alpha=by_function.alpha)
+            by_function,
+            *batch,
+            rho=by_function.current_rho(),
+            alpha=by_function.alpha,
+        )
         apply_sharpness_aware_gradients(by_function, step)
         return step.logs
 
@@ -185,8 +216,7 @@ def _scenarios():
         loop_step(batch)
     results["custom_loop"] = {
         "error_vs_fit": error(trained(by_function), trained(by_fit)),
-        "error_vs_train_step": error(trained(by_train_step),
-                                     trained(by_fit)),
+        "error_vs_train_step": error(trained(by_train_step), trained(by_fit)),
         "replica_spread": max(spread(by_function), spread(by_train_step)),
     }
     return results

@@ -6,43 +6,10 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from tfx.components.trainer import executor as trainer_executor
-from tfx.proto import trainer_pb2
-from tfx.types import standard_artifacts, standard_component_specs as specs
-from tfx.utils import json_utils, proto_utils
 
 from tests import trainer_examples
 from trainer import task
 from trainer.config import TrainingConfig
-
-
-def run_trainer(tmp_path, config, splits, schema_text, train_steps=0, eval_steps=0):
-    """Runs the Trainer executor with `run_fn="trainer.task.run_fn"`; returns the model dirs."""
-    model = standard_artifacts.Model()
-    model.uri = str(tmp_path / "model")
-    model_run = standard_artifacts.ModelRun()
-    model_run.uri = str(tmp_path / "model_run")
-    input_dict = {
-        specs.EXAMPLES_KEY: [trainer_examples.examples_artifact(str(tmp_path / "examples"),
-                                                                splits)],
-        specs.SCHEMA_KEY: [trainer_examples.schema_artifact(str(tmp_path / "schema"),
-                                                            schema_text)],
-    }
-    exec_properties = {
-        specs.RUN_FN_KEY: "trainer.task.run_fn",
-        specs.TRAIN_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.TrainArgs(num_steps=train_steps)),
-        specs.EVAL_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.EvalArgs(num_steps=eval_steps)),
-        specs.CUSTOM_CONFIG_KEY: json_utils.dumps(config.to_custom_config()),
-    }
-    trainer_executor.GenericExecutor().Do(
-        input_dict, {specs.MODEL_KEY: [model], specs.MODEL_RUN_KEY: [model_run]},
-        exec_properties)
-    return os.path.join(model.uri, "Format-Serving"), model_run.uri
-
-
-def serve(serving_dir, examples):
-    signature = tf.saved_model.load(serving_dir).signatures["serving_default"]
-    return signature(examples=tf.constant(examples))["probabilities"].numpy()
 
 
 def assert_probabilities(probabilities, count, num_classes):
@@ -60,10 +27,10 @@ def test_plain_training_exports_serving_model_and_tensorboard_logs(tmp_path):
     splits = image_splits(np.random.default_rng(0))
     config = TrainingConfig(optimizer="plain", epochs=1, batch_size=16)
     with open(trainer_examples.SAMPLE_SCHEMA) as f:
-        serving_dir, run_dir = run_trainer(tmp_path, config, splits, f.read())
+        serving_dir, run_dir = trainer_examples.run_trainer(tmp_path, config, splits, f.read())
 
     assert tf.io.gfile.exists(os.path.join(serving_dir, "saved_model.pb"))
-    assert_probabilities(serve(serving_dir, splits["eval"][:5]), 5, 10)
+    assert_probabilities(trainer_examples.serve(serving_dir, splits["eval"][:5]), 5, 10)
     assert glob.glob(os.path.join(run_dir, "train", "events.out.tfevents.*"))
     assert glob.glob(os.path.join(run_dir, "validation", "events.out.tfevents.*"))
     assert not os.path.exists(os.path.join(run_dir, "backup"))  # removed after success
@@ -75,7 +42,8 @@ def test_gsam_training_logs_gsam_metrics_and_exports_inner_model(tmp_path, capsy
     config = TrainingConfig(optimizer="gsam", epochs=2, batch_size=16, warmup_epochs=0.5)
     with open(trainer_examples.SAMPLE_SCHEMA) as f:
         # TrainArgs.num_steps is the total: 2 epochs x 2 steps.
-        serving_dir, _ = run_trainer(tmp_path, config, splits, f.read(), train_steps=4)
+        serving_dir, _ = trainer_examples.run_trainer(
+            tmp_path, config, splits, f.read(), train_steps=4)
 
     output = capsys.readouterr().out
     assert "Epoch 2/2" in output and "2/2 - " in output
@@ -83,7 +51,7 @@ def test_gsam_training_logs_gsam_metrics_and_exports_inner_model(tmp_path, capsy
         assert name in output
     signature = tf.saved_model.load(serving_dir).signatures["serving_default"]
     assert set(signature.structured_input_signature[1]) == {"examples"}
-    assert_probabilities(serve(serving_dir, splits["eval"]), 16, 10)
+    assert_probabilities(trainer_examples.serve(serving_dir, splits["eval"]), 16, 10)
 
 
 def test_sam_training_of_mlp_on_tabular_features(tmp_path):
@@ -92,9 +60,10 @@ def test_sam_training_of_mlp_on_tabular_features(tmp_path):
               "eval": trainer_examples.random_tabular_examples(rng, 8)}
     config = TrainingConfig(model="mlp", optimizer="sam", base_optimizer="adam", epochs=1,
                             batch_size=16, learning_rate=0.01, lr_schedule="constant")
-    serving_dir, _ = run_trainer(tmp_path, config, splits, trainer_examples.TABULAR_SCHEMA)
+    serving_dir, _ = trainer_examples.run_trainer(
+        tmp_path, config, splits, trainer_examples.TABULAR_SCHEMA)
 
-    assert_probabilities(serve(serving_dir, splits["eval"]), 8, 3)
+    assert_probabilities(trainer_examples.serve(serving_dir, splits["eval"]), 8, 3)
 
 
 def test_total_train_steps_and_steps_per_epoch_conflict(tmp_path):
@@ -102,7 +71,7 @@ def test_total_train_steps_and_steps_per_epoch_conflict(tmp_path):
     config = TrainingConfig(optimizer="plain", train_steps_per_epoch=2)
     with open(trainer_examples.SAMPLE_SCHEMA) as f, pytest.raises(
             ValueError, match="TrainArgs.num_steps .*train_steps_per_epoch"):
-        run_trainer(tmp_path, config, splits, f.read(), train_steps=4)
+        trainer_examples.run_trainer(tmp_path, config, splits, f.read(), train_steps=4)
 
 
 class FakeFnArgs:

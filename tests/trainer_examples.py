@@ -6,9 +6,12 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from tfx.components.trainer import executor as trainer_executor
 from tfx.components.util import examples_utils
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, trainer_pb2
 from tfx.types import artifact_utils, standard_artifacts
+from tfx.types import standard_component_specs as specs
+from tfx.utils import json_utils, proto_utils
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DIR = os.path.join(REPO_ROOT, "data", "fashion_mnist")
@@ -56,18 +59,23 @@ def random_tabular_examples(rng: np.random.Generator, count: int) -> list[bytes]
                             index % 3) for index in range(count)]
 
 
-def examples_artifact(root: str, splits: dict[str, list[bytes]]) -> standard_artifacts.Examples:
-    """An Examples artifact laid out as ExampleGen writes it (Split-<name>/*.gz, GZIP)."""
+def examples_artifact(root: str, splits: dict[str, list[bytes]] | list[str]
+                      ) -> standard_artifacts.Examples:
+    """An Examples artifact laid out as ExampleGen writes it (Split-<name>/*.gz, GZIP).
+
+    `splits` maps split names to the records to write, or names the splits already at `root`.
+    """
     artifact = standard_artifacts.Examples()
     artifact.uri = root
     artifact.split_names = artifact_utils.encode_split_names(list(splits))
     examples_utils.set_payload_format(artifact, example_gen_pb2.FORMAT_TF_EXAMPLE)
-    for split, records in splits.items():
-        os.makedirs(os.path.join(root, f"Split-{split}"))
-        path = os.path.join(root, f"Split-{split}", "data_tfrecord-00000-of-00001.gz")
-        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
-            for record in records:
-                writer.write(record)
+    if isinstance(splits, dict):
+        for split, records in splits.items():
+            os.makedirs(os.path.join(root, f"Split-{split}"))
+            path = os.path.join(root, f"Split-{split}", "data_tfrecord-00000-of-00001.gz")
+            with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+                for record in records:
+                    writer.write(record)
     return artifact
 
 
@@ -75,7 +83,7 @@ def schema_artifact(root: str, schema_text: str) -> standard_artifacts.Schema:
     """A Schema artifact holding `schema.pbtxt` with `schema_text`."""
     artifact = standard_artifacts.Schema()
     artifact.uri = root
-    os.makedirs(root)
+    os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "schema.pbtxt"), "w") as f:
         f.write(schema_text)
     return artifact
@@ -87,3 +95,37 @@ def _bytes(value: bytes) -> tf.train.Feature:
 
 def _int64(values) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def run_trainer(tmp_path, config, splits, schema_text, train_steps=0, eval_steps=0,
+                examples_root=None):
+    """Runs the Trainer executor with `run_fn="trainer.task.run_fn"`; returns the model dirs.
+
+    `splits` as for `examples_artifact`; the examples go to (or, given the split names, are
+    read from) `examples_root`, by default tmp_path/examples.
+    """
+    model = standard_artifacts.Model()
+    model.uri = str(tmp_path / "model")
+    model_run = standard_artifacts.ModelRun()
+    model_run.uri = str(tmp_path / "model_run")
+    input_dict = {
+        specs.EXAMPLES_KEY: [examples_artifact(str(examples_root or tmp_path / "examples"), splits)],
+        specs.SCHEMA_KEY: [schema_artifact(str(tmp_path / "schema"), schema_text)],
+    }
+    exec_properties = {
+        specs.RUN_FN_KEY: "trainer.task.run_fn",
+        specs.TRAIN_ARGS_KEY: proto_utils.proto_to_json(
+            trainer_pb2.TrainArgs(num_steps=train_steps)),
+        specs.EVAL_ARGS_KEY: proto_utils.proto_to_json(
+            trainer_pb2.EvalArgs(num_steps=eval_steps)),
+        specs.CUSTOM_CONFIG_KEY: json_utils.dumps(config.to_custom_config()),
+    }
+    trainer_executor.GenericExecutor().Do(
+        input_dict, {specs.MODEL_KEY: [model], specs.MODEL_RUN_KEY: [model_run]},
+        exec_properties)
+    return os.path.join(model.uri, "Format-Serving"), model_run.uri
+
+
+def serve(serving_dir, examples):
+    signature = tf.saved_model.load(serving_dir).signatures["serving_default"]
+    return signature(examples=tf.constant(examples))["probabilities"].numpy()

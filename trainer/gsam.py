@@ -51,8 +51,8 @@ class SharpnessAwareGradients(
         directions: one tensor (or `None`) per `model.trainable_variables`
             entry: the descent direction `d`, in the units the optimizer
             expects from this replica (scaled like the loss by the
-            optimizer's loss scale and by `1 / num_replicas`), ready for
-            `model.optimizer.apply(directions, model.trainable_variables)`.
+            optimizer's loss scale and by `1 / num_replicas`); apply it
+            with `apply_sharpness_aware_gradients`.
         y_pred: predictions of the clean pass, for metrics.
         state_updates: `(variable, new_value)` pairs of the clean pass:
             BatchNormalization statistics, dropout seeds, loss metrics. The
@@ -122,7 +122,11 @@ def sharpness_aware_gradients(
     def train_step(x, y):
         def replica_step(x, y):
             step = sharpness_aware_gradients(
-                gsam_model, x, y, rho=0.05, alpha=0.01
+                gsam_model,
+                x,
+                y,
+                rho=gsam_model.current_rho(),
+                alpha=gsam_model.alpha,
             )
             apply_sharpness_aware_gradients(gsam_model, step)
             return step.logs
@@ -330,13 +334,16 @@ class GSAM(keras.Model):
     follows the learning rate at every step, as in the paper (`rho_max`,
     `rho_min`):
 
-        rho_t = rho_min + (rho_max - rho_min) * (lr_t - lr_min) / (lr_max - lr_min)
+        rho_t = rho_min + (rho_max - rho_min) * (lr_t - lr_min)
+                          / (lr_max - lr_min)
 
     clamped to `[rho_min, rho_max]`. `lr_max` and `lr_min` are absolute
     learning rates; by default they come from the optimizer's schedule
     (`CosineDecay`, `CosineDecayRestarts`, `PolynomialDecay`,
     `PiecewiseConstantDecay`). With a constant learning rate, rho_t is
-    `rho_max`.
+    `rho_max`; a learning rate that callbacks change (e.g.
+    `LearningRateScheduler`) is followed only with explicit `lr_max` and
+    `lr_min`.
 
     `rho`, `rho_max`, `rho_min` and `alpha` live in non-trainable variables:
     assigning `gsam_model.rho = 0.1` (or `.alpha`, ...) takes effect at the
@@ -388,6 +395,17 @@ class GSAM(keras.Model):
             all-reduces.
         eps: added to every norm before dividing, > 0.
         **kwargs: `name`, `trainable`, `dtype` as for any Keras model.
+
+    Example, rho following a cosine learning rate from 0.04 down to 0.02:
+
+    ```python
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, 100, alpha=0.01)
+    gsam_model = GSAM(model, rho_max=0.04, rho_min=0.02, alpha=0.01)
+    gsam_model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
+    gsam_model.fit(keras.random.normal((32, 8)), keras.random.normal((32, 1)),
+                   epochs=2, verbose=0)
+    ```
     """
 
     rho = _LiveHyperparameter()
@@ -523,7 +541,7 @@ class GSAM(keras.Model):
             self.model.build(input_shape)
 
     def current_rho(self):
-        """rho for the next step: constant, or from the current learning rate."""
+        """rho for the next step: constant, or from the learning rate."""
         if self._rho is not None:
             return ops.convert_to_tensor(self._rho)
         bounds = self._learning_rate_bounds()

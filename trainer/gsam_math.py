@@ -34,7 +34,7 @@ def global_norm(tensors):
 
 
 def inner_product(xs, ys):
-    """Sum over pairs of `sum(x * y)` in float32; pairs with a `None` count 0."""
+    """Sum of `sum(x * y)` over the pairs, in float32; `None` pairs count 0."""
     products = [
         tf.reduce_sum(_f32(x) * _f32(y))
         for x, y in zip(xs, ys)
@@ -130,9 +130,11 @@ def gsam_direction(grads, perturbed_grads, alpha, minimize_fp=True, eps=1e-12):
         c = inner / tf.square(global_norm(grads) + eps)
         scale_g, scale_g_p = 1.0 - alpha * c, alpha
     return [
-        None
-        if g is None or g_p is None
-        else _like(scale_g_p * _f32(g_p) + scale_g * _f32(g), g)
+        (
+            None
+            if g is None or g_p is None
+            else _like(scale_g_p * _f32(g_p) + scale_g * _f32(g), g)
+        )
         for g, g_p in zip(grads, perturbed_grads)
     ]
 

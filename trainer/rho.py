@@ -33,8 +33,8 @@ def rho_from_learning_rate(learning_rate, rho_max, rho_min, lr_max, lr_min):
     """The GSAM paper's rho for the current learning rate.
 
     `rho_t = rho_min + (rho_max - rho_min) * (lr_t - lr_min) / (lr_max -
-    lr_min)`, clamped to `[rho_min, rho_max]`. When `lr_max == lr_min` (a
-    constant learning rate) rho is `rho_max`, as in big_vision.
+    lr_min)`, clamped to `[rho_min, rho_max]`. When `lr_max == lr_min` rho
+    is `rho_max`, as in big_vision.
 
     Args:
         learning_rate: the current learning rate `lr_t`, a scalar.

@@ -28,13 +28,16 @@ trainer = tfx.components.Trainer(
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import tempfile
 
 import keras
+import tensorflow as tf
 from absl import logging
 
-from trainer import data, export
+from trainer import data, export, multi_worker
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
 from trainer.model import build_model
@@ -51,9 +54,87 @@ def run_fn(fn_args) -> None:
             `model_run_dir` (TensorBoard logs, backups) and `serving_model_dir` (export).
     """
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
+    # MultiWorkerMirroredStrategy must exist before the first TensorFlow op.
+    workers = multi_worker.cluster_workers()
+    strategy = distribution_strategy(workers)
     schema = data.load_schema(fn_args.schema_path)
     num_classes = data.resolve_num_classes(config, schema)
     steps_per_epoch = training_steps_per_epoch(fn_args, config, schema)
+    input_shape = data.model_input_shape(config, schema)
+    learning_rate, lr_max, lr_min = learning_rate_schedule(
+        config, steps_per_epoch
+    )
+    with strategy.scope():
+        model = build_model(config, num_classes, input_shape)
+        trained = wrap_for_training(model, config, input_shape, lr_max, lr_min)
+        trained.compile(
+            optimizer=make_optimizer(config, learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy()],
+        )
+    logging.info(
+        "Training %s (%s, %d classes) for %d epochs x %d steps on %d "
+        "replica(s), %d worker(s).",
+        config.model,
+        config.optimizer,
+        num_classes,
+        config.epochs,
+        steps_per_epoch,
+        strategy.num_replicas_in_sync,
+        max(workers, 1),
+    )
+    if workers > 1:
+        _fit_multi_worker(trained, fn_args, config, schema, strategy,
+                          steps_per_epoch)
+    else:
+        _fit(trained, fn_args, config, schema, steps_per_epoch)
+    if multi_worker.is_chief():
+        export.export_serving_model(
+            model, config, schema, fn_args.serving_model_dir
+        )
+    else:
+        # Every worker takes part in saving a distributed model; only the
+        # chief's copy is kept.
+        with tempfile.TemporaryDirectory() as scratch:
+            export.export_serving_model(
+                model, config, schema, os.path.join(scratch, "model")
+            )
+    if workers > 1:
+        # The workers share the output folder, and the Trainer executor of
+        # each checks the export: none may return before the chief's is there.
+        multi_worker.barrier(strategy)
+
+
+def distribution_strategy(workers: int) -> tf.distribute.Strategy:
+    """Several workers: the multi-worker loop; several GPUs: MirroredStrategy."""
+    if workers > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def wrap_for_training(model, config: TrainingConfig, input_shape, lr_max,
+                      lr_min):
+    """The model itself for plain training, else the GSAM wrapper (SAM: alpha 0)."""
+    if config.optimizer == "plain":
+        return model
+    # With a constant learning rate (lr_max == lr_min) GSAM uses rho_max.
+    lr_bounds = {"lr_max": lr_max, "lr_min": lr_min} if lr_max > lr_min else {}
+    trained = GSAM(
+        model,
+        rho_max=config.rho_max,
+        rho_min=config.rho_min,
+        alpha=config.effective_alpha,
+        adaptive=config.adaptive,
+        **lr_bounds,
+    )
+    # BackupAndRestore needs a built model.
+    trained.build((None, *input_shape))
+    return trained
+
+
+def _fit(trained, fn_args, config, schema, steps_per_epoch):
     train_dataset = data.make_dataset(
         fn_args.train_files,
         fn_args.data_accessor,
@@ -69,41 +150,6 @@ def run_fn(fn_args) -> None:
         training=False,
         num_batches=eval_batches(fn_args, config, schema),
     )
-
-    input_shape = data.model_input_shape(config, schema)
-    model = build_model(config, num_classes, input_shape)
-    learning_rate, lr_max, lr_min = learning_rate_schedule(
-        config, steps_per_epoch
-    )
-    trained = model
-    if config.optimizer != "plain":
-        # With a constant learning rate (lr_max == lr_min) GSAM uses rho_max throughout.
-        lr_bounds = (
-            {"lr_max": lr_max, "lr_min": lr_min} if lr_max > lr_min else {}
-        )
-        trained = GSAM(
-            model,
-            rho_max=config.rho_max,
-            rho_min=config.rho_min,
-            alpha=config.effective_alpha,
-            adaptive=config.adaptive,
-            **lr_bounds,
-        )
-        # BackupAndRestore needs a built model.
-        trained.build((None, *input_shape))
-    trained.compile(
-        optimizer=make_optimizer(config, learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[keras.metrics.SparseCategoricalAccuracy()],
-    )
-    logging.info(
-        "Training %s (%s, %d classes) for %d epochs x %d steps.",
-        config.model,
-        config.optimizer,
-        num_classes,
-        config.epochs,
-        steps_per_epoch,
-    )
     trained.fit(
         train_dataset,
         epochs=config.epochs,
@@ -118,9 +164,43 @@ def run_fn(fn_args) -> None:
             ),
         ],
     )
-    export.export_serving_model(
-        model, config, schema, fn_args.serving_model_dir
+
+
+def _fit_multi_worker(trained, fn_args, config, schema, strategy,
+                      steps_per_epoch):
+    """The distributed custom loop; the Evaluator does the evaluation."""
+
+    def dataset_fn(context):
+        per_replica = dataclasses.replace(
+            config, batch_size=context.get_per_replica_batch_size(
+                config.batch_size)
+        )
+        dataset = data.make_dataset(
+            fn_args.train_files,
+            fn_args.data_accessor,
+            schema,
+            per_replica,
+            training=True,
+        )
+        return dataset.shard(
+            context.num_input_pipelines, context.input_pipeline_id
+        )
+
+    history = multi_worker.fit(
+        trained,
+        dataset_fn,
+        strategy=strategy,
+        epochs=config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        log=logging.info,
     )
+    if multi_worker.is_chief():
+        with tf.summary.create_file_writer(
+            os.path.join(fn_args.model_run_dir, "train")
+        ).as_default():
+            for epoch, logs in enumerate(history):
+                for name, value in logs.items():
+                    tf.summary.scalar(f"epoch_{name}", value, step=epoch)
 
 
 def training_steps_per_epoch(fn_args, config: TrainingConfig, schema) -> int:

@@ -1,0 +1,75 @@
+"""One worker of tests/test_multi_worker.py.
+
+    TF_CONFIG=... python -m tests.multi_worker_process loop OUTPUT.npz   # trainer.multi_worker.fit
+    TF_CONFIG=... python -m tests.multi_worker_process run_fn OUTPUT_DIR  # the TFX Trainer's run_fn
+"""
+
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+from absl import logging
+import tensorflow as tf
+
+from tests import trainer_examples
+from trainer import multi_worker
+from trainer.config import TrainingConfig
+from trainer.gsam import GSAM
+
+LEARNING_RATE, RHO, ALPHA = 0.1, 0.05, 0.3
+BATCH, STEPS, WORKERS = 8, 3, 2
+
+
+def build_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
+        keras.layers.ReLU(), keras.layers.Dense(3),
+    ])
+
+
+def compile_gsam(model: keras.Model) -> GSAM:
+    gsam = GSAM(model, rho=RHO, alpha=ALPHA)
+    gsam.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE),
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return gsam
+
+
+def shard(index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Worker `index`'s examples, STEPS batches of BATCH; the shards differ."""
+    random = np.random.RandomState(100 + index)
+    x = random.randn(STEPS * BATCH, 4).astype("float32")
+    y = random.randint(0, 3, STEPS * BATCH).astype("int64")
+    return x, y
+
+
+def train_with_the_loop(output_path: str) -> None:
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        gsam = compile_gsam(build_model())
+
+    def dataset_fn(context):
+        return tf.data.Dataset.from_tensor_slices(shard(context.input_pipeline_id)).batch(
+            BATCH).repeat()
+
+    history = multi_worker.fit(gsam, dataset_fn, strategy=strategy, epochs=1,
+                               steps_per_epoch=STEPS)
+    np.savez(output_path, loss=history[-1]["loss"],
+             *[variable.numpy() for variable in gsam.model.weights])
+
+
+def train_with_run_fn(output_dir: str) -> None:
+    """The Trainer executor, as every worker of a Vertex job runs it: same examples (which the
+    test wrote, as no TF op may run before run_fn's MultiWorkerMirroredStrategy exists), same
+    output folder."""
+    logging.set_verbosity(logging.INFO)
+    config = TrainingConfig(optimizer="gsam", epochs=2, batch_size=16, train_steps_per_epoch=2)
+    output = Path(output_dir)
+    with open(trainer_examples.SAMPLE_SCHEMA) as schema:
+        trainer_examples.run_trainer(output, config, ["train", "eval"], schema.read(),
+                                     examples_root=output.parent / "examples")
+
+
+if __name__ == "__main__":
+    {"loop": train_with_the_loop, "run_fn": train_with_run_fn}[sys.argv[1]](sys.argv[2])
