@@ -1,11 +1,27 @@
-# Every target runs inside the gsam-tfx environment (TFX 1.21), which scripts/in-env builds
-# on first use and caches outside the checkout. See README.md.
+# Every target runs inside the gsam-tfx environment (TFX 1.21), which scripts/in-env builds on
+# first use and caches outside the checkout. See README.md.
 IN_ENV := scripts/in-env
-PYTEST_ARGS ?=
+export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test env lock prune
+# make demo DEMO_ARGS="--optimizer plain" passes flags to pipelines.local_runner.
+DEMO_ARGS ?=
+# make test PYTEST_ARGS="-k gsam -x" passes flags to pytest.
+PYTEST_ARGS ?=
+# make bench BENCH_ARGS="--models mlp" passes flags to bench.step_time.
+BENCH_ARGS ?=
+
+.PHONY: demo test bench env lock prune
+
+# The whole pipeline on the embedded Fashion-MNIST sample, then a summary of the run.
+demo:
+	$(IN_ENV) python -m pipelines.local_runner $(DEMO_ARGS)
+
 test:
 	$(IN_ENV) python -m pytest $(PYTEST_ARGS)
+
+# Step time and peak memory of plain Keras, SAM and GSAM; a table, and bench/results/*.json.
+bench:
+	$(IN_ENV) python -m bench.step_time $(BENCH_ARGS)
 
 env:
 	python3 scripts/provision.py build
@@ -15,10 +31,3 @@ lock:
 
 prune:
 	python3 scripts/provision.py prune
-
-# The whole pipeline on the embedded Fashion-MNIST sample; DEMO_ARGS adds runner flags,
-# e.g. make demo DEMO_ARGS="--optimizer plain".
-DEMO_ARGS ?=
-.PHONY: demo
-demo:
-	$(IN_ENV) python -m pipelines.local_runner $(DEMO_ARGS)
