@@ -63,7 +63,7 @@ def compiled_model(model_name, method, jit_compile):
         model = GSAM(model, rho=0.05, alpha=0.0 if method == "sam" else 0.01)
     model.compile(
         optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
         jit_compile=jit_compile,
     )
     return model
