@@ -1,6 +1,6 @@
 """Runs the pipeline with BeamDagRunner: each component is a step of one Beam pipeline.
 
-    python -m pipelines.beam_runner --epochs 3 --optimizer gsam
+    python -m pipelines.beam_runner --epochs 10 --optimizer gsam
     tfx pipeline create --engine beam --pipeline_path pipelines/beam_runner.py
 
 Same flags as pipelines.local_runner. The components' own Beam work (statistics,

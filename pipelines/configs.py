@@ -14,7 +14,7 @@ OUTPUT_DIR = os.path.join(REPO_ROOT, "demo-output")
 
 TRAINING = TrainingConfig(
     model="resnet",
-    epochs=3,
+    epochs=10,
     batch_size=64,
     learning_rate=0.05,
     lr_schedule="cosine",
