@@ -26,6 +26,8 @@ TRAINING_FLAGS = {
     "--rho-min": "rho_min",
     "--alpha": "alpha",
     "--train-steps-per-epoch": "train_steps_per_epoch",
+    "--label-key": "label_key",
+    "--num-classes": "num_classes",
 }
 # Other flags named in error messages by the value they set.
 OTHER_FLAGS = {
@@ -99,6 +101,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--adaptive", action="store_true", help="|w|-scaled perturbation")
     group.add_argument("--train-steps-per-epoch", type=int, default=None,
                        help="cap the steps of an epoch (default: one pass over the data)")
+    group.add_argument("--label-key", default=defaults.label_key,
+                       help="the integer class label feature (default: %(default)s)")
+    group.add_argument("--num-classes", type=int, default=None,
+                       help="default: from the schema's label domain (an inferred schema, as "
+                            "for CSV, has none)")
 
 
 def add_blessing_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,9 +5,12 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import numpy as np
+import tensorflow as tf
+from tfx import v1 as tfx
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
-from pipelines import configs, summary
+from pipelines import configs, run_here, summary
 from pipelines.options import OutputLayout
 from tests.pipeline_support import ALL_NODES, executed_nodes, run_pipeline, versions
 
@@ -45,3 +48,33 @@ def test_tfx_cli_creates_and_runs_the_local_pipeline(sample, tmp_path):
     assert run.blessed is True
     [version] = versions(layout)
     assert run.pushed_model == os.path.join(layout.serving_model_dir, version)
+
+
+def test_csv_data_trains_the_mlp_through_the_local_runner(tmp_path, capsys):
+    """Tabular CSV: CsvExampleGen, an inferred schema, the MLP, flags only."""
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(150, 2))
+    labels = (features[:, 0] > 0).astype(int) + (features[:, 1] > 1).astype(int)
+    (tmp_path / "csv").mkdir()
+    with open(tmp_path / "csv" / "rows.csv", "w") as file:
+        file.write("width,height,label\n")
+        file.writelines(f"{w:.4f},{h:.4f},{label}\n" for (w, h), label in zip(features, labels))
+    layout = OutputLayout(str(tmp_path / "out"))
+    run_here.run(tfx.orchestration.LocalDagRunner(), "test", [
+        "--data-root", str(tmp_path / "csv"), "--output-dir", layout.output_dir,
+        "--pipeline-name", "csv-e2e", "--num-classes", "3", "--epochs", "2",
+        "--batch-size", "16", "--learning-rate", "0.01", "--accuracy-threshold", "0"])
+    assert "CsvExampleGen" in executed_nodes(layout) and "SchemaGen" in executed_nodes(layout)
+    run = summary.latest_run(layout.metadata_path, "csv-e2e")
+    [version] = versions(layout)
+    assert run.pushed_model == os.path.join(layout.serving_model_dir, version)
+    assert f"pushed model:   {run.pushed_model}" in capsys.readouterr().out
+    row = tf.train.Example(features=tf.train.Features(feature={
+        "width": tf.train.Feature(float_list=tf.train.FloatList(value=[0.5])),
+        "height": tf.train.Feature(float_list=tf.train.FloatList(value=[2.0])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[2])),
+    })).SerializeToString()
+    probabilities = tf.saved_model.load(run.pushed_model).signatures["serving_default"](
+        examples=tf.constant([row]))["probabilities"].numpy()
+    assert probabilities.shape == (1, 3)
+    np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-5)
