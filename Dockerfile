@@ -4,8 +4,9 @@
 #   docker build -t gsam-tfx .                                           # CPU
 #   docker build --build-arg TF_PACKAGE='tensorflow[and-cuda]' -t gsam-tfx-gpu .
 #
-# It installs with the same scripts as the Debian 13 environment that `make test` builds,
-# so CI exercises these steps on every run.
+# It installs with the same scripts as the Debian 13 environment that `make test` builds on
+# hosts older than glibc 2.39, and tests/test_image_recipe.py runs its Python step on every
+# `make test`.
 FROM debian:trixie-slim
 
 ARG TF_PACKAGE=""

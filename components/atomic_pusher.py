@@ -2,10 +2,11 @@
 
 TFX's Pusher copies the model straight into `<base_directory>/<version>/`, so a push that
 dies halfway leaves a partial version folder where model servers look. `AtomicPusher` copies
-into a hidden `.<version>.incomplete` folder beside it (model servers only load numeric
-folders) and renames it into place once the copy is complete. On local filesystems the rename
-is atomic; on object stores (gs://) it is a copy, still never visible under a numeric name
-before the copy is whole.
+into a hidden staging folder beside it (model servers only load numeric folders), renames it
+into place once the copy is complete, and removes the staging folder if the copy fails. The
+version is the push time in seconds, moved on to the next free number if another push took
+it. On local filesystems the rename is atomic; on object stores (gs://) a rename copies object
+by object, so there it only narrows the window in which a partial version is visible.
 
 Example:
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 
 from absl import logging
 from tfx import v1 as tfx
@@ -50,19 +52,20 @@ class AtomicPushExecutor(pusher_executor.Executor):
             return
         model_path = self.GetModelPath(input_dict)
         base_directory = destination.filesystem.base_directory
-        version = str(int(time.time()))
-        serving_path = os.path.join(base_directory, version)
-        if fileio.exists(serving_path):
-            logging.info("Destination %s already exists, skipping the copy.", serving_path)
-        else:
-            staging = os.path.join(base_directory, f".{version}.incomplete")
-            if fileio.exists(staging):
-                fileio.rmtree(staging)
+        version = int(time.time())
+        while fileio.exists(os.path.join(base_directory, str(version))):
+            version += 1  # another push took this second: never overwrite or reuse it
+        serving_path = os.path.join(base_directory, str(version))
+        staging = os.path.join(base_directory, f".{version}.{uuid.uuid4().hex}.incomplete")
+        try:
             io_utils.copy_dir(model_path, staging)
             fileio.rename(staging, serving_path)
-            logging.info("Model written to serving path %s.", serving_path)
+        finally:
+            if fileio.exists(staging):
+                fileio.rmtree(staging)
+        logging.info("Model written to serving path %s.", serving_path)
         io_utils.copy_dir(model_path, model_push.uri)
-        self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=version)
+        self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))
 
 
 class AtomicPusher(tfx.components.Pusher):

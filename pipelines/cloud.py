@@ -28,7 +28,9 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
     p.add_argument("--pipeline-root", required=True, help="e.g. gs://BUCKET/gsam-tfx")
     p.add_argument("--serving-model-dir", default=None,
                    help="where blessed models are pushed (default: PIPELINE_ROOT/serving)")
-    options.add_data_arguments(p, IMAGE_DATA_ROOT)
+    options.add_data_arguments(p, IMAGE_DATA_ROOT, auto_format=(
+        "TFRecord for the image's sample; other data roots, which the runner cannot look "
+        "into when compiling, need tfrecord or csv"))
     options.add_training_arguments(p)
     options.add_blessing_arguments(p)
     options.add_beam_arguments(p, BEAM_PIPELINE_ARGS)
@@ -50,7 +52,12 @@ def build(args: argparse.Namespace, parser: argparse.ArgumentParser,
     schema = args.schema
     if schema is None and args.data_root == IMAGE_DATA_ROOT:
         schema = IMAGE_SCHEMA_PATH
-    data_format = "tfrecord" if args.data_format == "auto" else args.data_format
+    data_format = args.data_format
+    if data_format == "auto":
+        if args.data_root != IMAGE_DATA_ROOT:
+            parser.error(f"--data-format must be tfrecord or csv for --data-root "
+                         f"{args.data_root}: it is not inspected when compiling")
+        data_format = "tfrecord"
     with options.flag_errors(parser):
         return pipeline.create_pipeline(
             pipeline_name=args.pipeline_name,

@@ -70,14 +70,16 @@ class OutputLayout:
         return os.path.join(self.output_dir, "serving")
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, data_root: str) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, data_root: str,
+                       auto_format: str = "CSV if the folder holds .csv files, else TFRecord"
+                       ) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data-root", default=data_root,
                        help="folder of TFRecord (tf.Example) or CSV files, with train/ and eval/ "
                             "split folders (default: the embedded Fashion-MNIST sample, "
                             "%(default)s)")
     group.add_argument("--data-format", choices=("auto",) + pipeline.DATA_FORMATS, default="auto",
-                       help="auto: CSV if the folder holds .csv files, else TFRecord")
+                       help=f"auto: {auto_format}")
     group.add_argument("--schema", default=None,
                        help="curated schema.pbtxt (default: the sample's own for the sample, "
                             "else inferred by SchemaGen)")

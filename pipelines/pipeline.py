@@ -26,13 +26,13 @@ from tfx.dsl.io import fileio
 
 from components.atomic_pusher import AtomicPusher
 from components.validation_gate import ValidationGate
+from trainer import export
 from trainer.config import TrainingConfig
 
 RUN_FN = "trainer.task.run_fn"
 DATA_FORMATS = ("tfrecord", "csv")
 # Folders that, when both exist under the data root, are the train and eval splits.
 SPLIT_FOLDERS = ("train", "eval")
-PREDICTION_KEY = "probabilities"
 
 
 def create_pipeline(
@@ -67,7 +67,7 @@ def create_pipeline(
         accuracy_threshold: the eval accuracy a model needs to be blessed.
         max_accuracy_drop: how far (absolute) the candidate may trail the last blessed model.
         vertex_training: when set, the Trainer runs as a Vertex AI Training job: a dict of
-            `tfx.extensions.google_cloud_ai_platform` settings (see `pipelines/vertex.py`).
+            `tfx.extensions.google_cloud_ai_platform` settings (see `pipelines/vertex_training.py`).
     """
     if not isinstance(training, TrainingConfig):
         raise ValueError(f"training must be a TrainingConfig, got {type(training).__name__}.")
@@ -145,9 +145,9 @@ def eval_config(label_key: str, accuracy_threshold: float,
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             model_type="tf_generic",
-            signature_name="serving_default",
+            signature_name=export.SIGNATURE_NAME,
             label_key=label_key,
-            prediction_key=PREDICTION_KEY,
+            prediction_key=export.OUTPUT_KEY,
         )],
         slicing_specs=[overall, tfma.SlicingSpec(feature_keys=[label_key])],
         metrics_specs=[tfma.MetricsSpec(metrics=[

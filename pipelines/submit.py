@@ -41,9 +41,10 @@ def declared_parameters(template_path: str) -> set[str]:
 
 
 def check_parameters(template_path: str, values: dict[str, Any]) -> None:
-    unknown = sorted(set(values) - declared_parameters(template_path))
+    declared = declared_parameters(template_path)
+    unknown = sorted(set(values) - declared)
     if unknown:
-        declared = ", ".join(sorted(declared_parameters(template_path))) or "none"
+        declared = ", ".join(sorted(declared)) or "none"
         raise ValueError(f"--parameter {', '.join(unknown)}: not declared by {template_path} "
                          f"(declared: {declared}).")
 

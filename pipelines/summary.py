@@ -127,8 +127,10 @@ def report(output_dir: str, pipeline_name: str, data_root: str | None = None) ->
     except (FileNotFoundError, LookupError) as error:
         print(f"No run summary: {error}")
         return
-    examples = sorted(tfx.dsl.io.fileio.glob(os.path.join(data_root, "eval", "*"))) if data_root else []
-    print(run.render(examples[0] if examples else None))
+    # The classify hint needs TFRecord files of tf.Examples, as in the sample's eval/ folder.
+    examples = [path for path in tfx.dsl.io.fileio.glob(os.path.join(data_root, "eval", "*"))
+                if not path.endswith(".csv")] if data_root else []
+    print(run.render(min(examples) if examples else None))
 
 
 def main(argv=None) -> None:

@@ -21,11 +21,17 @@ case $mode in deps|project) ;; *) echo "$0: mode must be 'deps' or 'project', go
 python3 -m venv "$venv"
 pip=("$venv/bin/pip" install --no-cache-dir --disable-pip-version-check)
 "${pip[@]}" --upgrade pip
+# pyproject.toml is read with tomllib, which Python 3.10 lacks.
+"$venv/bin/python" -c "import tomllib" 2>/dev/null || "${pip[@]}" tomli
 
 requirements=$(mktemp)
 trap 'rm -f "$requirements"' EXIT
 "$venv/bin/python" - "$src/pyproject.toml" "$mode" >"$requirements" <<'PY'
-import os, sys, tomllib
+import os, sys
+try:
+    import tomllib
+except ImportError:
+    import tomli as tomllib
 pyproject, mode = sys.argv[1:]
 tf_package = os.environ.get("GSAM_TF_PACKAGE")
 if mode == "project":

@@ -60,15 +60,15 @@ def train_with_the_loop(output_path: str) -> None:
 
 
 def train_with_run_fn(output_dir: str) -> None:
-    """The Trainer executor, as every worker of a Vertex job runs it: same examples (which the
-    test wrote, as no TF op may run before run_fn's MultiWorkerMirroredStrategy exists), same
-    output folder."""
+    """The Trainer executor, as every worker of a Vertex job runs it: the same examples and
+    schema (which the test wrote: no TF op may run before run_fn's MultiWorkerMirroredStrategy
+    exists), the same output folder."""
     logging.set_verbosity(logging.INFO)
     config = TrainingConfig(optimizer="gsam", epochs=2, batch_size=16, train_steps_per_epoch=2)
     output = Path(output_dir)
-    with open(trainer_examples.SAMPLE_SCHEMA) as schema:
-        trainer_examples.run_trainer(output, config, ["train", "eval"], schema.read(),
-                                     examples_root=output.parent / "examples")
+    trainer_examples.run_trainer(output, config, ["train", "eval"], None,
+                                 examples_root=output.parent / "examples",
+                                 schema_root=output.parent / "schema")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def write_split_sample(root: Path, train: int, eval: int, bad_eval_label: int | 
 
 
 TRAINING = dataclasses.replace(
-    configs.TRAINING, epochs=1, batch_size=32, train_steps_per_epoch=4, optimizer="gsam")
+    configs.TRAINING, epochs=1, batch_size=32, train_steps_per_epoch=4)
 ALL_NODES = {"ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
              "ValidationGate", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
 

@@ -82,7 +82,9 @@ def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
     (vertex_runner, ["--vertex-training", "--project", "p-1234", "--accelerator-count", "2"],
      "accelerator_type and accelerator_count go together"),
     (vertex_runner, ["--rho-min", "0.9"], "rho_min (0.9) must not exceed rho_max"),
-    (kubeflow_runner, ["--output-file", "p.json"], "--output-file must end in .yaml"),
+    (vertex_runner, ["--data-root", "gs://bucket/data"],
+     "--data-format must be tfrecord or csv for --data-root gs://bucket/data"),
+    (kubeflow_runner, [], "--output-file must end in .yaml"),
 ])
 def test_bad_flags_are_named_before_compiling(runner, argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit):

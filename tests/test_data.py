@@ -10,6 +10,8 @@ import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx.components.trainer import fn_args_utils
+from tfx.types import standard_component_specs as specs
 
 from tests import trainer_examples
 from trainer import data
@@ -91,6 +93,31 @@ def test_sparse_features_are_densified_like_dense_ones():
                 "a": tf.sparse.from_dense(tf.constant([[5], [6]], tf.int64))}
     np.testing.assert_array_equal(data.features_to_inputs(features, config, schema),
                                   [[5, 1, 2], [6, 3, 4]])
+
+
+def test_a_shared_shuffle_seed_shards_the_examples_disjointly(tmp_path):
+    """What the multi-worker loop relies on: same seed, same order, so `shard` splits it."""
+    rng = np.random.default_rng(0)
+    examples = trainer_examples.examples_artifact(
+        str(tmp_path / "examples"), {"train": trainer_examples.random_image_examples(rng, 40),
+                                     "eval": []})
+    with open(trainer_examples.SAMPLE_SCHEMA) as schema_file:
+        schema_artifact = trainer_examples.schema_artifact(str(tmp_path / "schema"),
+                                                           schema_file.read())
+    fn_args = fn_args_utils.get_common_fn_args(
+        {specs.EXAMPLES_KEY: [examples], specs.SCHEMA_KEY: [schema_artifact]},
+        {specs.TRAIN_ARGS_KEY: "{}", specs.EVAL_ARGS_KEY: "{}"})
+    schema = data.load_schema(fn_args.schema_path)
+    config = TrainingConfig(batch_size=4)
+
+    def shard(index, seed):
+        dataset = data.make_dataset(fn_args.train_files, fn_args.data_accessor, schema, config,
+                                    training=True, shuffle_seed=seed).shard(2, index)
+        return [float(image.numpy().sum()) for images, _ in dataset.take(5) for image in images]
+
+    first, second = shard(0, seed=7), shard(1, seed=7)
+    assert first == shard(0, seed=7)
+    assert len(set(first) | set(second)) == 40, "one epoch across the two shards, no overlap"
 
 
 def test_decode_images_scales_to_unit_floats():

@@ -67,7 +67,9 @@ def test_a_beam_pipeline_runs_on_the_direct_runner_in_memory():
 
 
 @pytest.mark.parametrize("module", ["tfx", "tensorflow_data_validation"])
-def test_in_env_runs_commands_inside_the_environment(module):
+def test_in_env_from_inside_runs_commands_from_the_checkout_root(module):
+    """Tests and tools that call scripts/in-env from inside the environment (as `make test`
+    runs this suite) run the command directly, from the checkout's root."""
     result = subprocess.run(
         [str(REPO / "scripts" / "in-env"), "python", "-c",
          f"import {module}, os; print({module}.__name__, os.getcwd())"],

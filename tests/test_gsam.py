@@ -298,6 +298,11 @@ def test_hyperparameter_assignment_is_validated():
         tied.rho = 0.1
     tied.rho_min = 0.01
     assert float(tied.rho_min.numpy()) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match=r"rho_min \(0.05\) above rho_max"):
+        tied.rho_min = 0.05
+    with pytest.raises(ValueError, match=r"rho_min \(0.01\) above rho_max \(0.005\)"):
+        tied.rho_max = 0.005
+    assert float(tied.rho_max.numpy()) == pytest.approx(0.04)
 
 
 # Failures leave the model untouched.

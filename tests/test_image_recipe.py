@@ -1,8 +1,9 @@
 """The Dockerfile's recipe, exercised without a Docker engine.
 
-The environment that runs these tests is itself built by scripts/install-system.sh on Debian 13,
-the image's base. Here the image's Python step (install-python.sh ... project) runs on a copy of
-the build context, and what Vertex AI and Kubeflow call in the image must import from it.
+On hosts older than glibc 2.39 the environment that runs these tests is itself built by
+scripts/install-system.sh on Debian 13, the image's base. Here the image's Python step
+(install-python.sh ... project) runs on a copy of the build context, and what Vertex AI and
+Kubeflow call in the image must import from it.
 """
 
 import fnmatch

@@ -99,6 +99,8 @@ def test_run_fn_trains_with_the_loop_when_tf_config_names_several_workers(tmp_pa
     trainer_examples.examples_artifact(str(tmp_path / "examples"), {
         "train": trainer_examples.random_image_examples(rng, 64),
         "eval": trainer_examples.random_image_examples(rng, 16)})
+    with open(trainer_examples.SAMPLE_SCHEMA) as schema:
+        trainer_examples.schema_artifact(str(tmp_path / "schema"), schema.read())
     shared_output = tmp_path / "trainer"
     logs = run_workers("run_fn", [shared_output, shared_output])
     assert all("replica(s), 2 worker(s)" in log for log in logs)
@@ -110,3 +112,10 @@ def test_run_fn_trains_with_the_loop_when_tf_config_names_several_workers(tmp_pa
         str(serving), trainer_examples.random_image_examples(np.random.default_rng(1), 4))
     assert probabilities.shape == (4, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_bad_cluster_and_loop_arguments_are_named():
+    with pytest.raises(ValueError, match="TF_CONFIG is not valid JSON"):
+        multi_worker.cluster_workers("{cluster: }")
+    with pytest.raises(ValueError, match="steps_per_epoch must be an integer >= 1, got 0"):
+        multi_worker.fit(None, None, strategy=None, epochs=1, steps_per_epoch=0)

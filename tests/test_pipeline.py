@@ -13,12 +13,9 @@ from tfx.utils import path_utils, proto_utils
 from components import atomic_pusher
 from components.validation_gate import find_anomalies
 from pipelines import configs, options, pipeline
+from tests.pipeline_support import ALL_NODES
 from trainer.config import TrainingConfig
 
-EXPECTED_NODES = [
-    "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-    "ValidationGate", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
-]
 
 
 def build(tmp_path, **overrides):
@@ -33,7 +30,7 @@ def build(tmp_path, **overrides):
 
 def test_the_dag_has_every_component_and_edge(tmp_path):
     nodes = {node.id: node for node in build(tmp_path).components}
-    assert sorted(nodes) == sorted(EXPECTED_NODES)
+    assert set(nodes) == ALL_NODES
     upstream = {name: {node.id for node in nodes[name].upstream_nodes} for name in nodes}
     assert upstream["ValidationGate"] == {"ImportSchemaGen", "ExampleValidator"}
     # Trainer depends on the gate, so anomalies stop it on every orchestrator.
@@ -209,4 +206,12 @@ class TestAtomicPusher:
         monkeypatch.setattr(atomic_pusher.io_utils, "copy_dir", dies_halfway)
         with pytest.raises(OSError, match="disk full"):
             self.push(tmp_path)
-        assert not [name for name in os.listdir(tmp_path / "serving") if name.isdigit()]
+        assert os.listdir(tmp_path / "serving") == [], "no version, no staging folder left"
+
+    def test_a_taken_version_is_never_reused(self, tmp_path, monkeypatch):
+        monkeypatch.setattr(atomic_pusher.time, "time", lambda: 1700000000.5)
+        (tmp_path / "serving" / "1700000000").mkdir(parents=True)
+        pushed = self.push(tmp_path)
+        assert pushed.get_string_custom_property("pushed_version") == "1700000001"
+        assert os.listdir(tmp_path / "serving" / "1700000000") == []
+        assert (tmp_path / "serving" / "1700000001" / "saved_model.pb").exists()

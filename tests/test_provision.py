@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -158,29 +159,36 @@ class TestEnsureEnv:
         assert provision.ensure_env(strategy, "abc").is_dir()
         assert not (cache / "venv-abc" / "half-written").exists()
 
-    def test_concurrent_runs_wait_for_the_lock(self, cache):
-        """A second process blocks on the lock while the first one builds."""
+    def test_concurrent_runs_wait_for_the_lock(self, cache, tmp_path):
+        """A second process blocks on the lock until the first one's build is done."""
         cache.mkdir(parents=True)
+        release = tmp_path / "release"
         script = f"""
-import fcntl, importlib.util, sys, time
+import importlib.util, sys, time
 spec = importlib.util.spec_from_file_location("provision", {str(REPO / 'scripts/provision.py')!r})
 provision = importlib.util.module_from_spec(spec); sys.modules["provision"] = provision
 spec.loader.exec_module(provision)
 def build(strategy, staging, final):
-    staging.mkdir(); time.sleep(float(sys.argv[1])); (staging / ("by-" + sys.argv[2])).write_text("")
+    staging.mkdir()
+    while not provision.Path({str(release)!r}).exists():
+        time.sleep(0.05)
+    (staging / ("by-" + sys.argv[1])).write_text("")
 provision._build_venv = build
 print(sorted(p.name for p in provision.ensure_env(provision.Strategy("venv", "/p"), "k").iterdir()))
 """
         env = dict(os.environ, GSAM_TFX_CACHE=str(cache))
-        first = subprocess.Popen([sys.executable, "-c", script, "3", "first"], env=env,
+        first = subprocess.Popen([sys.executable, "-c", script, "first"], env=env,
                                  stdout=subprocess.PIPE, text=True)
         while not (cache / "venv-k.partial").exists():
             assert first.poll() is None
-        second = subprocess.run([sys.executable, "-c", script, "0", "second"], env=env,
-                                capture_output=True, text=True, check=True)
-        assert first.communicate()[0].strip() == "['by-first', 'env.json']"
-        assert second.stdout.strip() == "['by-first', 'env.json']"
-        assert "waiting for another build" in second.stderr
+            time.sleep(0.05)
+        second = subprocess.Popen([sys.executable, "-c", script, "second"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert "waiting for another build" in second.stderr.readline()
+        release.touch()
+        assert first.communicate(timeout=60)[0].strip() == "['by-first', 'env.json']"
+        assert second.communicate(timeout=60)[0].strip() == "['by-first', 'env.json']"
+        assert second.returncode == 0
 
 
 def test_relocate_venv_rewrites_shebangs_and_activate(tmp_path):
@@ -211,3 +219,19 @@ def test_in_env_without_a_command_is_a_clear_error():
     result = subprocess.run([str(REPO / "scripts" / "in-env")], capture_output=True, text=True)
     assert result.returncode == 1
     assert "run needs a command" in result.stderr
+
+
+def test_prune_keeps_the_current_environment_and_builds_in_progress(tmp_path, monkeypatch):
+    import fcntl
+
+    monkeypatch.setenv("GSAM_TFX_CACHE", str(tmp_path))
+    monkeypatch.setattr(provision, "_current", lambda: (provision.Strategy("venv", "/p"), "now"))
+    for name in ("venv-now", "venv-old", "venv-busy.partial"):
+        (tmp_path / name).mkdir()
+    for name in ("venv-now", "venv-old", "venv-busy"):
+        (tmp_path / f"{name}.lock").touch()
+    with open(tmp_path / "venv-busy.lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert provision.cmd_prune() == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "venv-busy.lock", "venv-busy.partial", "venv-now", "venv-now.lock"]

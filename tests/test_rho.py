@@ -51,6 +51,12 @@ def test_equal_learning_rate_bounds_give_rho_max():
             ),
             (0.2, 0.001),
         ),
+        (
+            schedules.CosineDecay(
+                0.001, 100, alpha=0.1, warmup_target=0.2, warmup_steps=0
+            ),
+            (0.2, 0.02),
+        ),
         (schedules.CosineDecayRestarts(0.1, 10, alpha=0.2), (0.1, 0.02)),
         (
             schedules.PolynomialDecay(0.1, 100, end_learning_rate=0.005),
@@ -61,7 +67,14 @@ def test_equal_learning_rate_bounds_give_rho_max():
             (0.3, 0.02),
         ),
     ],
-    ids=["cosine", "cosine_warmup", "restarts", "polynomial", "piecewise"],
+    ids=[
+        "cosine",
+        "cosine_warmup",
+        "cosine_target_without_warmup",
+        "restarts",
+        "polynomial",
+        "piecewise",
+    ],
 )
 def test_bounds_come_from_the_schedule(schedule, bounds):
     assert learning_rate_bounds(schedule) == pytest.approx(bounds)

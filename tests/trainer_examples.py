@@ -79,13 +79,14 @@ def examples_artifact(root: str, splits: dict[str, list[bytes]] | list[str]
     return artifact
 
 
-def schema_artifact(root: str, schema_text: str) -> standard_artifacts.Schema:
-    """A Schema artifact holding `schema.pbtxt` with `schema_text`."""
+def schema_artifact(root: str, schema_text: str | None) -> standard_artifacts.Schema:
+    """A Schema artifact holding `schema.pbtxt` with `schema_text` (None: already there)."""
     artifact = standard_artifacts.Schema()
     artifact.uri = root
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, "schema.pbtxt"), "w") as f:
-        f.write(schema_text)
+    if schema_text is not None:
+        os.makedirs(root)
+        with open(os.path.join(root, "schema.pbtxt"), "w") as f:
+            f.write(schema_text)
     return artifact
 
 
@@ -98,11 +99,12 @@ def _int64(values) -> tf.train.Feature:
 
 
 def run_trainer(tmp_path, config, splits, schema_text, train_steps=0, eval_steps=0,
-                examples_root=None):
+                examples_root=None, schema_root=None):
     """Runs the Trainer executor with `run_fn="trainer.task.run_fn"`; returns the model dirs.
 
     `splits` as for `examples_artifact`; the examples go to (or, given the split names, are
-    read from) `examples_root`, by default tmp_path/examples.
+    read from) `examples_root`, by default tmp_path/examples. Likewise the schema: written
+    from `schema_text`, or read from `schema_root` when the text is None.
     """
     model = standard_artifacts.Model()
     model.uri = str(tmp_path / "model")
@@ -110,7 +112,7 @@ def run_trainer(tmp_path, config, splits, schema_text, train_steps=0, eval_steps
     model_run.uri = str(tmp_path / "model_run")
     input_dict = {
         specs.EXAMPLES_KEY: [examples_artifact(str(examples_root or tmp_path / "examples"), splits)],
-        specs.SCHEMA_KEY: [schema_artifact(str(tmp_path / "schema"), schema_text)],
+        specs.SCHEMA_KEY: [schema_artifact(str(schema_root or tmp_path / "schema"), schema_text)],
     }
     exec_properties = {
         specs.RUN_FN_KEY: "trainer.task.run_fn",

@@ -166,13 +166,15 @@ def make_dataset(
     *,
     training: bool,
     num_batches: int | None = None,
+    shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (model input, label [batch] int64).
 
     The training dataset shuffles and repeats forever (fit needs
-    `steps_per_epoch`). The eval dataset makes one ordered pass; with
-    `num_batches` (at most one pass) it stops after that many and declares its
-    length, so Keras knows where validation ends.
+    `steps_per_epoch`); `shuffle_seed` makes its order reproducible. The eval
+    dataset makes one ordered pass; with `num_batches` (at most one pass) it
+    stops after that many and declares its length, so Keras knows where
+    validation ends.
     """
     dataset = data_accessor.tf_dataset_factory(
         file_patterns,
@@ -181,6 +183,7 @@ def make_dataset(
             label_key=config.label_key,
             num_epochs=None if training else 1,
             shuffle=training,
+            shuffle_seed=shuffle_seed,
         ),
         schema,
     )

@@ -317,6 +317,17 @@ class _LiveHyperparameter:
                 "(`rho_max`, `rho_min`), as constructed."
             )
         _check_non_negative(self.name, value)
+        if self.name in ("rho_min", "rho_max"):
+            bounds = {
+                "rho_min": float(ops.convert_to_numpy(model._rho_min)),
+                "rho_max": float(ops.convert_to_numpy(model._rho_max)),
+                self.name: float(value),
+            }
+            if bounds["rho_min"] > bounds["rho_max"]:
+                raise ValueError(
+                    f"`{self.name}` would put rho_min ({bounds['rho_min']:g}) "
+                    f"above rho_max ({bounds['rho_max']:g})."
+                )
         variable.assign(value)
 
 
@@ -373,7 +384,8 @@ class GSAM(keras.Model):
             e.g. for `tf.saved_model.save(gsam_model.model, path)`.
         rho: constant perturbation radius, >= 0. Defaults to 0.05. Not with
             `rho_max`/`rho_min`.
-        alpha: GSAM coefficient, >= 0; 0 is SAM.
+        alpha: GSAM coefficient, >= 0; 0 is SAM. Defaults to 0.1, as in
+            keras-gsam (the GSAM paper tunes it per task, e.g. 0.01).
         rho_max: rho at the largest learning rate; with `rho_min`, ties rho
             to the learning rate.
         rho_min: rho at the smallest learning rate, <= `rho_max`.

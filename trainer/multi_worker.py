@@ -48,7 +48,10 @@ def is_chief(tf_config: str | None = None) -> bool:
 def _read_tf_config(tf_config: str | None) -> dict:
     """`tf_config`, or the TF_CONFIG variable when it is None, parsed."""
     text = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
-    return json.loads(text or "{}")
+    try:
+        return json.loads(text or "{}")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {text!r}") from None
 
 
 def fit(model, dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Dataset], *,
@@ -65,6 +68,9 @@ def fit(model, dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Datase
     Returns:
         Per epoch, the logs of its last step (loss and metrics are means over the epoch).
     """
+    for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
 
     def replica_step(batch):

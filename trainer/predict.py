@@ -10,6 +10,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from trainer import export
+
 DEFAULT_LABELS = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
     "data",
@@ -20,10 +22,9 @@ DEFAULT_LABELS = os.path.join(
 
 def classify(model_dir: str, serialized_examples: list[bytes]) -> np.ndarray:
     """Class probabilities, [len(serialized_examples), num_classes], from `serving_default`."""
-    serving = tf.saved_model.load(model_dir).signatures["serving_default"]
-    return serving(examples=tf.constant(serialized_examples))[
-        "probabilities"
-    ].numpy()
+    serving = tf.saved_model.load(model_dir).signatures[export.SIGNATURE_NAME]
+    outputs = serving(**{export.INPUT_NAME: tf.constant(serialized_examples)})
+    return outputs[export.OUTPUT_KEY].numpy()
 
 
 def read_examples(pattern: str, count: int) -> list[bytes]:
@@ -49,11 +50,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not tf.io.gfile.exists(os.path.join(args.model, "saved_model.pb")):
         parser.error(f"--model is not a SavedModel folder: {args.model}")
-    names = (
-        open(args.labels).read().split("\n")
-        if os.path.exists(args.labels)
-        else []
-    )
+    names = []
+    if os.path.exists(args.labels):
+        with open(args.labels) as labels:
+            names = labels.read().splitlines()
     examples = read_examples(args.examples, args.count)
     for serialized, probabilities in zip(
         examples, classify(args.model, examples)

@@ -78,10 +78,15 @@ def learning_rate_bounds(learning_rate):
         return None
     if isinstance(learning_rate, schedules.CosineDecay):
         config = learning_rate.get_config()
-        start = peak = config["initial_learning_rate"]
-        if config["warmup_target"] is not None and config["warmup_steps"]:
-            peak = config["warmup_target"]
-        return max(start, peak), min(start, peak * config["alpha"])
+        start = config["initial_learning_rate"]
+        if config["warmup_target"] is None:
+            return start, start * config["alpha"]
+        # With a warmup target the decay starts from it; the initial rate
+        # is only reached when there are warmup steps.
+        peak = config["warmup_target"]
+        values = [peak, peak * config["alpha"]]
+        values += [start] if config["warmup_steps"] else []
+        return max(values), min(values)
     if isinstance(learning_rate, schedules.CosineDecayRestarts):
         config = learning_rate.get_config()
         if config["m_mul"] == 1.0:

@@ -43,6 +43,7 @@ from trainer.gsam import GSAM
 from trainer.model import build_model
 
 SGD_MOMENTUM = 0.9
+MULTI_WORKER_SHUFFLE_SEED = 20220420
 
 
 def run_fn(fn_args) -> None:
@@ -175,12 +176,14 @@ def _fit_multi_worker(trained, fn_args, config, schema, strategy,
             config, batch_size=context.get_per_replica_batch_size(
                 config.batch_size)
         )
+        # Every worker shuffles in the same order, so the shards are disjoint.
         dataset = data.make_dataset(
             fn_args.train_files,
             fn_args.data_accessor,
             schema,
             per_replica,
             training=True,
+            shuffle_seed=MULTI_WORKER_SHUFFLE_SEED,
         )
         return dataset.shard(
             context.num_input_pipelines, context.input_pipeline_id

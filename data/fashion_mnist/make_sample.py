@@ -63,7 +63,8 @@ def stratified_indices(labels: np.ndarray, size: int, rng: np.random.Generator) 
 def write_split(path: str, images: np.ndarray, labels: np.ndarray) -> None:
     """Writes tf.Examples (`image`: PNG bytes, `label`: int64) to the TFRecord file `path`."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tf.io.TFRecordWriter(path) as writer:
+    partial = f"{path}.partial"  # renamed into place when whole: never a truncated sample
+    with tf.io.TFRecordWriter(partial) as writer:
         for image, label in zip(images, labels):
             png = tf.io.encode_png(image[:, :, np.newaxis]).numpy()
             example = tf.train.Example(features=tf.train.Features(feature={
@@ -71,6 +72,7 @@ def write_split(path: str, images: np.ndarray, labels: np.ndarray) -> None:
                 "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
             }))
             writer.write(example.SerializeToString(deterministic=True))
+    os.replace(partial, path)
 
 
 def main(argv=None) -> None:
