@@ -72,9 +72,7 @@ def compiled_model(model_name, method, jit_compile):
 def batch(batch_size):
     """One fixed batch, `(images, labels, None)` as `train_on_batch` passes
     it to the step (so timing reuses the step traced by the warm-up)."""
-    images = tf.random.stateless_normal(
-        (batch_size, *models.INPUT_SHAPE), seed=(1, 2)
-    )
+    images = tf.random.stateless_normal((batch_size, *models.INPUT_SHAPE), seed=(1, 2))
     labels = tf.random.stateless_uniform(
         (batch_size,), seed=(3, 4), maxval=models.NUM_CLASSES, dtype=tf.int32
     )
@@ -110,16 +108,12 @@ def time_model(model_name, jit_modes, batch_size, steps, rounds, min_seconds):
     for config in configs:
         compiled[config] = compiled_model(model_name, *config)
         step_seconds = warm_up(compiled[config], data)
-        steps_per_round[config] = max(
-            steps, math.ceil(min_seconds / step_seconds)
-        )
+        steps_per_round[config] = max(steps, math.ceil(min_seconds / step_seconds))
     seconds = {config: [] for config in configs}
     for r in range(rounds):
         order = configs[r % len(configs) :] + configs[: r % len(configs)]
         for config in order:
-            seconds[config].append(
-                run_steps(compiled[config], data, steps_per_round[config])
-            )
+            seconds[config].append(run_steps(compiled[config], data, steps_per_round[config]))
     return seconds, steps_per_round
 
 
@@ -129,13 +123,9 @@ def peak_memory(model_name, method, jit, batch_size, steps):
         sys.executable, "-m", "bench.step_time", "--memory-probe",
         f"{model_name},{method},{int(jit)},{batch_size},{steps}",
     ]  # fmt: skip
-    result = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(
-            f"Memory probe {command} failed:\n{result.stderr[-4000:]}"
-        )
+        raise RuntimeError(f"Memory probe {command} failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -191,9 +181,7 @@ def summarize(model_name, jit, seconds, steps_per_round, memory):
             row[key][name] = statistics.median(
                 a / b for a, b in zip(times[numerator], times[denominator])
             )
-    row["meets_targets"] = all(
-        row["ratios"][name] <= limit for name, limit in TARGETS.items()
-    )
+    row["meets_targets"] = all(row["ratios"][name] <= limit for name, limit in TARGETS.items())
     return row
 
 
@@ -207,8 +195,7 @@ def format_table(rows):
     for row in rows:
         ms, ratios = row["step_ms"], row["ratios"]
         peaks = "/".join(
-            "-" if row["memory"][m] is None else _peak_text(row["memory"][m])
-            for m in METHODS
+            "-" if row["memory"][m] is None else _peak_text(row["memory"][m]) for m in METHODS
         )
         lines.append(
             f"{row['model']:<9} {'on' if row['jit_compile'] else 'off':<4} "
@@ -236,9 +223,7 @@ def parse_args(argv=None):
     )  # fmt: skip
     parser.add_argument("--jit", choices=("both", "off", "on"), default="both")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument(
-        "--steps", type=int, default=1, help="least timed steps per round"
-    )
+    parser.add_argument("--steps", type=int, default=1, help="least timed steps per round")
     parser.add_argument(
         "--min-seconds", type=float, default=0.3,
         help="least duration of one measurement, in seconds",
@@ -248,9 +233,7 @@ def parse_args(argv=None):
         "--memory-steps", type=int, default=2,
         help="steps after warm-up in each memory probe",
     )  # fmt: skip
-    parser.add_argument(
-        "--no-memory", action="store_true", help="skip the memory probes"
-    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory probes")
     parser.add_argument("--output", default=DEFAULT_OUTPUT)
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -272,9 +255,7 @@ def main(argv=None):
     if args.memory_probe:
         memory_probe(args.memory_probe)
         return
-    jit_modes = {"both": (False, True), "off": (False,), "on": (True,)}[
-        args.jit
-    ]
+    jit_modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.jit]
     memory = {}
     if not args.no_memory:
         for name in args.models:
@@ -293,16 +274,11 @@ def main(argv=None):
             args.rounds,
             args.min_seconds,
         )
-        rows.extend(
-            summarize(name, jit, seconds, steps_per_round, memory)
-            for jit in jit_modes
-        )
+        rows.extend(summarize(name, jit, seconds, steps_per_round, memory) for jit in jit_modes)
     gpus = tf.config.list_physical_devices("GPU")
     report = {
         "device": "GPU" if gpus else "CPU",
-        "device_details": [
-            tf.config.experimental.get_device_details(gpu) for gpu in gpus
-        ],
+        "device_details": [tf.config.experimental.get_device_details(gpu) for gpu in gpus],
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
         "tensorflow": tf.__version__,

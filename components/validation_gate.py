@@ -12,7 +12,6 @@ Example:
     trainer = tfx.components.Trainer(..., schema=gate.outputs["validated_schema"])
 """
 
-
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
@@ -54,7 +53,9 @@ def ValidationGate(
 ) -> None:
     found = find_anomalies(anomalies)
     if found:
-        report = "\n".join(f"  [{split}] {line}" for split, lines in found.items() for line in lines)
+        report = "\n".join(
+            f"  [{split}] {line}" for split, lines in found.items() for line in lines
+        )
         raise DataAnomaliesError(
             f"ExampleValidator found anomalies against the schema; the run stops before "
             f"training.\n{report}\nFix the data, or update the schema if the change is intended."

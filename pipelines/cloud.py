@@ -21,42 +21,69 @@ BEAM_PIPELINE_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_wo
 
 def parser(description: str, output_file: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--output-file", default=output_file,
-                   help="where the compiled pipeline goes (default: %(default)s)")
-    p.add_argument("--image", required=True,
-                   help="the pipeline image, built from the Dockerfile and pushed to a registry")
+    p.add_argument(
+        "--output-file",
+        default=output_file,
+        help="where the compiled pipeline goes (default: %(default)s)",
+    )
+    p.add_argument(
+        "--image",
+        required=True,
+        help="the pipeline image, built from the Dockerfile and pushed to a registry",
+    )
     p.add_argument("--pipeline-root", required=True, help="e.g. gs://BUCKET/gsam-tfx")
-    p.add_argument("--serving-model-dir", default=None,
-                   help="where blessed models are pushed (default: PIPELINE_ROOT/serving)")
-    options.add_data_arguments(p, IMAGE_DATA_ROOT, auto_format=(
-        "TFRecord for the image's sample; other data roots, which the runner cannot look "
-        "into when compiling, need tfrecord or csv"))
+    p.add_argument(
+        "--serving-model-dir",
+        default=None,
+        help="where blessed models are pushed (default: PIPELINE_ROOT/serving)",
+    )
+    options.add_data_arguments(
+        p,
+        IMAGE_DATA_ROOT,
+        auto_format=(
+            "TFRecord for the image's sample; other data roots, which the runner cannot look "
+            "into when compiling, need tfrecord or csv"
+        ),
+    )
     options.add_training_arguments(p)
     options.add_blessing_arguments(p)
     options.add_beam_arguments(p, BEAM_PIPELINE_ARGS)
     submission = p.add_argument_group("submission")
     submission.add_argument("--submit", action="store_true", help="submit after compiling")
-    submission.add_argument("--wait", action="store_true",
-                            help="with --submit: wait for the run to finish, printing its state")
-    submission.add_argument("--parameter", action="append", default=None, metavar="NAME=VALUE",
-                            help="a runtime parameter value, repeatable")
+    submission.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --submit: wait for the run to finish, printing its state",
+    )
+    submission.add_argument(
+        "--parameter",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="a runtime parameter value, repeatable",
+    )
     return p
 
 
-def build(args: argparse.Namespace, parser: argparse.ArgumentParser,
-          vertex_training: dict | None = None) -> tfx.dsl.Pipeline:
+def build(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, vertex_training: dict | None = None
+) -> tfx.dsl.Pipeline:
     """The pipeline with paths as the containers see them (gs:// or inside the image)."""
     if "://" not in args.pipeline_root:
-        parser.error(f"--pipeline-root must be a bucket URI such as gs://BUCKET/root, "
-                     f"got {args.pipeline_root!r}")
+        parser.error(
+            f"--pipeline-root must be a bucket URI such as gs://BUCKET/root, "
+            f"got {args.pipeline_root!r}"
+        )
     schema = args.schema
     if schema is None and args.data_root == IMAGE_DATA_ROOT:
         schema = IMAGE_SCHEMA_PATH
     data_format = args.data_format
     if data_format == "auto":
         if args.data_root != IMAGE_DATA_ROOT:
-            parser.error(f"--data-format must be tfrecord or csv for --data-root "
-                         f"{args.data_root}: it is not inspected when compiling")
+            parser.error(
+                f"--data-format must be tfrecord or csv for --data-root "
+                f"{args.data_root}: it is not inspected when compiling"
+            )
         data_format = "tfrecord"
     with options.flag_errors(parser):
         return pipeline.create_pipeline(
@@ -98,4 +125,3 @@ def _set_default_pipeline_root(package_path: str, pipeline_root: str) -> None:
     spec["defaultPipelineRoot"] = pipeline_root
     with open(package_path, "w") as file:
         file.write(header + yaml.safe_dump(spec, sort_keys=True))
-

@@ -18,17 +18,23 @@ def main(argv=None) -> int:
     kubeflow.add_argument("--experiment", default=None, help="experiment name for the run")
     args = parser.parse_args(options.command_line(argv))
     if not args.output_file.endswith((".yaml", ".yml")):
-        parser.error(f"--output-file must end in .yaml for Kubeflow Pipelines, got {args.output_file!r}")
+        parser.error(
+            f"--output-file must end in .yaml for Kubeflow Pipelines, got {args.output_file!r}"
+        )
 
     path = cloud.compile_pipeline(cloud.build(args, parser), args.image, args.output_file)
     print(f"compiled {path}")
     if args.submit:
         with options.flag_errors(parser):
             submit.submit_to_kubeflow(
-                path, host=args.host, run_name=args.pipeline_name,
+                path,
+                host=args.host,
+                run_name=args.pipeline_name,
                 pipeline_root=args.pipeline_root,
                 experiment_name=args.experiment,
-                arguments=submit.parse_parameters(args.parameter), wait=args.wait)
+                arguments=submit.parse_parameters(args.parameter),
+                wait=args.wait,
+            )
     return 0
 
 

@@ -1,7 +1,7 @@
 """Runs the pipeline on this machine: LocalDagRunner, SQLite ML Metadata, Beam DirectRunner.
 
-    python -m pipelines.local_runner --epochs 10 --optimizer gsam
-    tfx pipeline create --engine local --pipeline_path pipelines/local_runner.py
+python -m pipelines.local_runner --epochs 10 --optimizer gsam
+tfx pipeline create --engine local --pipeline_path pipelines/local_runner.py
 """
 
 import sys

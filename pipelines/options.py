@@ -48,7 +48,8 @@ def command_line(argv: list[str] | None = None) -> list[str]:
     The tfx CLI runs a runner file with no arguments; $GSAM_TFX_ARGS is how flags reach it.
     """
     return shlex.split(os.environ.get(ARGS_VARIABLE, "")) + list(
-        sys.argv[1:] if argv is None else argv)
+        sys.argv[1:] if argv is None else argv
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,67 +71,118 @@ class OutputLayout:
         return os.path.join(self.output_dir, "serving")
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, data_root: str,
-                       auto_format: str = "CSV if the folder holds .csv files, else TFRecord"
-                       ) -> None:
+def add_data_arguments(
+    parser: argparse.ArgumentParser,
+    data_root: str,
+    auto_format: str = "CSV if the folder holds .csv files, else TFRecord",
+) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--data-root", default=data_root,
-                       help="folder of TFRecord (tf.Example) or CSV files, with train/ and eval/ "
-                            "split folders (default: the embedded Fashion-MNIST sample, "
-                            "%(default)s)")
-    group.add_argument("--data-format", choices=("auto",) + pipeline.DATA_FORMATS, default="auto",
-                       help=f"auto: {auto_format}")
-    group.add_argument("--schema", default=None,
-                       help="curated schema.pbtxt (default: the sample's own for the sample, "
-                            "else inferred by SchemaGen)")
+    group.add_argument(
+        "--data-root",
+        default=data_root,
+        help="folder of TFRecord (tf.Example) or CSV files, with train/ and eval/ "
+        "split folders (default: the embedded Fashion-MNIST sample, "
+        "%(default)s)",
+    )
+    group.add_argument(
+        "--data-format",
+        choices=("auto",) + pipeline.DATA_FORMATS,
+        default="auto",
+        help=f"auto: {auto_format}",
+    )
+    group.add_argument(
+        "--schema",
+        default=None,
+        help="curated schema.pbtxt (default: the sample's own for the sample, "
+        "else inferred by SchemaGen)",
+    )
     group.add_argument("--pipeline-name", default=configs.PIPELINE_NAME)
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = configs.TRAINING
     group = parser.add_argument_group("training")
-    group.add_argument("--model", choices=MODELS, default=None,
-                       help="default: resnet for TFRecord images, mlp for CSV")
+    group.add_argument(
+        "--model",
+        choices=MODELS,
+        default=None,
+        help="default: resnet for TFRecord images, mlp for CSV",
+    )
     group.add_argument("--epochs", type=int, default=defaults.epochs)
     group.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    group.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
-                       help="peak learning rate (default: %(default)s)")
+    group.add_argument(
+        "--learning-rate",
+        type=float,
+        default=defaults.learning_rate,
+        help="peak learning rate (default: %(default)s)",
+    )
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     group.add_argument("--rho-max", type=float, default=defaults.rho_max)
     group.add_argument("--rho-min", type=float, default=defaults.rho_min)
-    group.add_argument("--alpha", type=float, default=None,
-                       help=f"GSAM's alpha (default: {defaults.alpha} for gsam; sam is alpha 0)")
+    group.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help=f"GSAM's alpha (default: {defaults.alpha} for gsam; sam is alpha 0)",
+    )
     group.add_argument("--adaptive", action="store_true", help="|w|-scaled perturbation")
-    group.add_argument("--train-steps-per-epoch", type=int, default=None,
-                       help="cap the steps of an epoch (default: one pass over the data)")
-    group.add_argument("--label-key", default=defaults.label_key,
-                       help="the integer class label feature (default: %(default)s)")
-    group.add_argument("--num-classes", type=int, default=None,
-                       help="default: from the schema's label domain (an inferred schema, as "
-                            "for CSV, has none)")
+    group.add_argument(
+        "--train-steps-per-epoch",
+        type=int,
+        default=None,
+        help="cap the steps of an epoch (default: one pass over the data)",
+    )
+    group.add_argument(
+        "--label-key",
+        default=defaults.label_key,
+        help="the integer class label feature (default: %(default)s)",
+    )
+    group.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="default: from the schema's label domain (an inferred schema, as for CSV, has none)",
+    )
 
 
 def add_blessing_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("blessing")
-    group.add_argument("--accuracy-threshold", type=float, default=configs.ACCURACY_THRESHOLD,
-                       help="eval accuracy needed for blessing (default: %(default)s)")
-    group.add_argument("--max-accuracy-drop", type=float, default=configs.MAX_ACCURACY_DROP,
-                       help="how far the candidate may trail the last blessed model "
-                            "(default: %(default)s)")
+    group.add_argument(
+        "--accuracy-threshold",
+        type=float,
+        default=configs.ACCURACY_THRESHOLD,
+        help="eval accuracy needed for blessing (default: %(default)s)",
+    )
+    group.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=configs.MAX_ACCURACY_DROP,
+        help="how far the candidate may trail the last blessed model (default: %(default)s)",
+    )
 
 
-def add_beam_arguments(parser: argparse.ArgumentParser, defaults=configs.BEAM_PIPELINE_ARGS) -> None:
-    parser.add_argument("--beam-arg", action="append", default=None, dest="beam_args",
-                        help="a Beam pipeline argument for the data components, repeatable "
-                             f"(default: {' '.join(defaults) or 'none'})")
+def add_beam_arguments(
+    parser: argparse.ArgumentParser, defaults=configs.BEAM_PIPELINE_ARGS
+) -> None:
+    parser.add_argument(
+        "--beam-arg",
+        action="append",
+        default=None,
+        dest="beam_args",
+        help="a Beam pipeline argument for the data components, repeatable "
+        f"(default: {' '.join(defaults) or 'none'})",
+    )
 
 
 def local_parser(description: str) -> argparse.ArgumentParser:
     """The flags of the runners that run here: local and Beam."""
     parser = argparse.ArgumentParser(description=description)
     add_data_arguments(parser, configs.DATA_ROOT)
-    parser.add_argument("--output-dir", default=configs.OUTPUT_DIR,
-                        help="pipeline root, metadata DB and pushed models (default: %(default)s)")
+    parser.add_argument(
+        "--output-dir",
+        default=configs.OUTPUT_DIR,
+        help="pipeline root, metadata DB and pushed models (default: %(default)s)",
+    )
     add_training_arguments(parser)
     add_blessing_arguments(parser)
     add_beam_arguments(parser)
@@ -138,8 +190,9 @@ def local_parser(description: str) -> argparse.ArgumentParser:
 
 
 def training_config(args: argparse.Namespace, data_format: str) -> TrainingConfig:
-    values = {field: getattr(args, flag[2:].replace("-", "_"))
-              for flag, field in TRAINING_FLAGS.items()}
+    values = {
+        field: getattr(args, flag[2:].replace("-", "_")) for flag, field in TRAINING_FLAGS.items()
+    }
     if values["alpha"] is None:
         values["alpha"] = configs.TRAINING.alpha if args.optimizer == "gsam" else None
     if values["model"] is None:
@@ -156,7 +209,8 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
         schema = configs.SCHEMA_PATH
     with flag_errors(parser):
         data_format, split_folders = pipeline.inspect_local_data(
-            data_root, args.data_format, schema)
+            data_root, args.data_format, schema
+        )
         return pipeline.create_pipeline(
             pipeline_name=args.pipeline_name,
             pipeline_root=layout.pipeline_root,
@@ -168,8 +222,9 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
             training=training_config(args, data_format),
             accuracy_threshold=args.accuracy_threshold,
             max_accuracy_drop=args.max_accuracy_drop,
-            metadata_connection_config=tfx.orchestration.metadata
-            .sqlite_metadata_connection_config(layout.metadata_path),
+            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+                layout.metadata_path
+            ),
             beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
         )
 

@@ -74,7 +74,9 @@ def create_pipeline(
     _check_fraction("accuracy_threshold", accuracy_threshold)
     _check_fraction("max_accuracy_drop", max_accuracy_drop)
     if data_format not in DATA_FORMATS:
-        raise ValueError(f"data_format must be one of {', '.join(DATA_FORMATS)}, got {data_format!r}.")
+        raise ValueError(
+            f"data_format must be one of {', '.join(DATA_FORMATS)}, got {data_format!r}."
+        )
     if data_format == "csv" and training.model != "mlp":
         raise ValueError(
             f"CSV data at {data_root} is tabular: the training config's model must be 'mlp', "
@@ -85,13 +87,16 @@ def create_pipeline(
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if schema_path is None:
         schema_gen = tfx.components.SchemaGen(
-            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
+        )
     else:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
     example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
     validation_gate = ValidationGate(
-        schema=schema_gen.outputs["schema"], anomalies=example_validator.outputs["anomalies"])
+        schema=schema_gen.outputs["schema"], anomalies=example_validator.outputs["anomalies"]
+    )
 
     trainer_args = dict(
         run_fn=RUN_FN,
@@ -120,22 +125,33 @@ def create_pipeline(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)),
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
+        ),
     ).with_id("Pusher")
 
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator,
-                    validation_gate, trainer, model_resolver, evaluator, pusher],
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            validation_gate,
+            trainer,
+            model_resolver,
+            evaluator,
+            pusher,
+        ],
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args),
     )
 
 
-def eval_config(label_key: str, accuracy_threshold: float,
-                max_accuracy_drop: float) -> tfma.EvalConfig:
+def eval_config(
+    label_key: str, accuracy_threshold: float, max_accuracy_drop: float
+) -> tfma.EvalConfig:
     """TFMA on the serving signature.
 
     Blessing looks at the overall accuracy: it must clear `accuracy_threshold` and may trail
@@ -143,42 +159,54 @@ def eval_config(label_key: str, accuracy_threshold: float,
     """
     overall = tfma.SlicingSpec()
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(
-            model_type="tf_generic",
-            signature_name=export.SIGNATURE_NAME,
-            label_key=label_key,
-            prediction_key=export.OUTPUT_KEY,
-        )],
+        model_specs=[
+            tfma.ModelSpec(
+                model_type="tf_generic",
+                signature_name=export.SIGNATURE_NAME,
+                label_key=label_key,
+                prediction_key=export.OUTPUT_KEY,
+            )
+        ],
         slicing_specs=[overall, tfma.SlicingSpec(feature_keys=[label_key])],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(class_name="SparseCategoricalCrossentropy"),
-            tfma.MetricConfig(
-                class_name="SparseCategoricalAccuracy",
-                per_slice_thresholds=[tfma_config.PerSliceMetricThreshold(
-                    slicing_specs=[overall],
-                    threshold=tfma.MetricThreshold(
-                        value_threshold=tfma.GenericValueThreshold(
-                            lower_bound={"value": accuracy_threshold}),
-                        change_threshold=tfma.GenericChangeThreshold(
-                            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                            absolute={"value": -max_accuracy_drop}),
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name="ExampleCount"),
+                    tfma.MetricConfig(class_name="SparseCategoricalCrossentropy"),
+                    tfma.MetricConfig(
+                        class_name="SparseCategoricalAccuracy",
+                        per_slice_thresholds=[
+                            tfma_config.PerSliceMetricThreshold(
+                                slicing_specs=[overall],
+                                threshold=tfma.MetricThreshold(
+                                    value_threshold=tfma.GenericValueThreshold(
+                                        lower_bound={"value": accuracy_threshold}
+                                    ),
+                                    change_threshold=tfma.GenericChangeThreshold(
+                                        direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                                        absolute={"value": -max_accuracy_drop},
+                                    ),
+                                ),
+                            )
+                        ],
                     ),
-                )],
-            ),
-        ])],
+                ]
+            )
+        ],
     )
 
 
-def inspect_local_data(data_root: str, data_format: str = "auto",
-                       schema_path: str | None = None) -> tuple[str, bool]:
+def inspect_local_data(
+    data_root: str, data_format: str = "auto", schema_path: str | None = None
+) -> tuple[str, bool]:
     """Checks a local data root; returns its format and whether it has split folders.
 
     `data_format="auto"` means CSV when the folder holds .csv files, else TFRecord.
     """
     if data_format != "auto" and data_format not in DATA_FORMATS:
-        raise ValueError(f"data_format must be auto or one of {', '.join(DATA_FORMATS)}, "
-                         f"got {data_format!r}.")
+        raise ValueError(
+            f"data_format must be auto or one of {', '.join(DATA_FORMATS)}, got {data_format!r}."
+        )
     if not fileio.isdir(data_root):
         raise ValueError(f"data_root is not a folder: {data_root}")
     files = [name for _, _, names in fileio.walk(data_root) for name in names]
@@ -193,11 +221,16 @@ def inspect_local_data(data_root: str, data_format: str = "auto",
 
 
 def _example_gen(data_root: str, data_format: str, split_folders: bool):
-    input_config = tfx.proto.Input(splits=[
-        tfx.proto.Input.Split(name=name, pattern=f"{name}/*") for name in SPLIT_FOLDERS
-    ]) if split_folders else None
-    example_gen = (tfx.components.CsvExampleGen if data_format == "csv"
-                   else tfx.components.ImportExampleGen)
+    input_config = (
+        tfx.proto.Input(
+            splits=[tfx.proto.Input.Split(name=name, pattern=f"{name}/*") for name in SPLIT_FOLDERS]
+        )
+        if split_folders
+        else None
+    )
+    example_gen = (
+        tfx.components.CsvExampleGen if data_format == "csv" else tfx.components.ImportExampleGen
+    )
     return example_gen(input_base=data_root, input_config=input_config)
 
 

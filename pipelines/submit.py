@@ -34,8 +34,9 @@ def parse_parameters(pairs: list[str] | None) -> dict[str, str]:
 def declared_parameters(template_path: str) -> set[str]:
     """The runtime parameters a compiled pipeline (JSON or YAML) declares."""
     with open(template_path) as file:
-        document = (json.load(file) if template_path.endswith(".json")
-                    else next(yaml.safe_load_all(file)))
+        document = (
+            json.load(file) if template_path.endswith(".json") else next(yaml.safe_load_all(file))
+        )
     spec = document.get("pipelineSpec", document)
     return set(spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {}))
 
@@ -45,20 +46,36 @@ def check_parameters(template_path: str, values: dict[str, Any]) -> None:
     unknown = sorted(set(values) - declared)
     if unknown:
         declared = ", ".join(sorted(declared)) or "none"
-        raise ValueError(f"--parameter {', '.join(unknown)}: not declared by {template_path} "
-                         f"(declared: {declared}).")
+        raise ValueError(
+            f"--parameter {', '.join(unknown)}: not declared by {template_path} "
+            f"(declared: {declared})."
+        )
 
 
-def submit_to_vertex(template_path: str, *, project: str, region: str, pipeline_root: str,
-                     display_name: str, service_account: str | None = None,
-                     parameter_values: dict[str, Any] | None = None, wait: bool = False,
-                     poll_seconds: float = 30, aiplatform=None, log: Callable = print):
+def submit_to_vertex(
+    template_path: str,
+    *,
+    project: str,
+    region: str,
+    pipeline_root: str,
+    display_name: str,
+    service_account: str | None = None,
+    parameter_values: dict[str, Any] | None = None,
+    wait: bool = False,
+    poll_seconds: float = 30,
+    aiplatform=None,
+    log: Callable = print,
+):
     """Creates a Vertex AI PipelineJob from the compiled JSON and submits it."""
     if not PROJECT_ID.fullmatch(project or ""):
-        raise ValueError(f"--project must be a Google Cloud project ID (6-30 lowercase letters, "
-                         f"digits, hyphens), got {project!r}.")
+        raise ValueError(
+            f"--project must be a Google Cloud project ID (6-30 lowercase letters, "
+            f"digits, hyphens), got {project!r}."
+        )
     if not REGION.fullmatch(region or ""):
-        raise ValueError(f"--region must be a Vertex AI region such as us-central1, got {region!r}.")
+        raise ValueError(
+            f"--region must be a Vertex AI region such as us-central1, got {region!r}."
+        )
     if service_account is not None and "@" not in service_account:
         raise ValueError(f"--service-account must be an email address, got {service_account!r}.")
     parameter_values = dict(parameter_values or {})
@@ -66,8 +83,12 @@ def submit_to_vertex(template_path: str, *, project: str, region: str, pipeline_
     aiplatform = aiplatform or importlib.import_module("google.cloud.aiplatform")
     aiplatform.init(project=project, location=region)
     job = aiplatform.PipelineJob(
-        display_name=display_name, template_path=template_path, pipeline_root=pipeline_root,
-        parameter_values=parameter_values, enable_caching=False)
+        display_name=display_name,
+        template_path=template_path,
+        pipeline_root=pipeline_root,
+        parameter_values=parameter_values,
+        enable_caching=False,
+    )
     job.submit(service_account=service_account)
     log(f"submitted {job.resource_name}")
     if wait:
@@ -81,21 +102,35 @@ def submit_to_vertex(template_path: str, *, project: str, region: str, pipeline_
     return job
 
 
-def submit_to_kubeflow(package_path: str, *, host: str, run_name: str, pipeline_root: str,
-                       experiment_name: str | None = None,
-                       arguments: dict[str, Any] | None = None, wait: bool = False,
-                       timeout_seconds: int = 24 * 3600, kfp_client=None, log: Callable = print):
+def submit_to_kubeflow(
+    package_path: str,
+    *,
+    host: str,
+    run_name: str,
+    pipeline_root: str,
+    experiment_name: str | None = None,
+    arguments: dict[str, Any] | None = None,
+    wait: bool = False,
+    timeout_seconds: int = 24 * 3600,
+    kfp_client=None,
+    log: Callable = print,
+):
     """Starts a run of the compiled YAML on a Kubeflow Pipelines v2 host."""
     if not HOST.fullmatch(host or ""):
-        raise ValueError(f"--host must be the Kubeflow Pipelines URL, e.g. http://localhost:8080, "
-                         f"got {host!r}.")
+        raise ValueError(
+            f"--host must be the Kubeflow Pipelines URL, e.g. http://localhost:8080, got {host!r}."
+        )
     arguments = dict(arguments or {})
     check_parameters(package_path, arguments)
     client_class = kfp_client or importlib.import_module("kfp").Client
     client = client_class(host=host)
     run = client.create_run_from_pipeline_package(
-        package_path, arguments=arguments, run_name=run_name, experiment_name=experiment_name,
-        pipeline_root=pipeline_root)
+        package_path,
+        arguments=arguments,
+        run_name=run_name,
+        experiment_name=experiment_name,
+        pipeline_root=pipeline_root,
+    )
     log(f"started run {run.run_id}")
     if wait:
         result = client.wait_for_run_completion(run.run_id, timeout=timeout_seconds)

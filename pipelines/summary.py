@@ -1,6 +1,6 @@
 """What the latest run did, read back from ML Metadata and the Evaluator's output.
 
-    python -m pipelines.summary --output-dir demo-output
+python -m pipelines.summary --output-dir demo-output
 """
 
 from __future__ import annotations
@@ -36,13 +36,17 @@ class RunSummary:
         if self.seconds_per_component:
             training = self.seconds_per_component.get("Trainer", 0.0)
             other = sum(self.seconds_per_component.values()) - training
-            lines.append(f"  time:           training {training:.0f} s, other components "
-                         f"{other:.0f} s")
+            lines.append(
+                f"  time:           training {training:.0f} s, other components {other:.0f} s"
+            )
         if self.accuracy is None:
             lines.append("  eval accuracy: not evaluated (the run stopped before the Evaluator)")
             return "\n".join(lines)
-        baseline = ("none: this is the first model" if self.baseline_accuracy is None
-                    else f"{self.baseline_accuracy:.4f} (last blessed model)")
+        baseline = (
+            "none: this is the first model"
+            if self.baseline_accuracy is None
+            else f"{self.baseline_accuracy:.4f} (last blessed model)"
+        )
         lines += [
             f"  eval accuracy:  {self.accuracy:.4f}",
             f"  baseline:       {baseline}",
@@ -51,8 +55,18 @@ class RunSummary:
             f"  pushed model:   {self.pushed_model or 'nothing pushed'}",
         ]
         if self.pushed_model and example_file:
-            command = ["scripts/in-env", "python", "-m", "trainer.predict",
-                       "--model", self.pushed_model, "--examples", example_file, "--count", "5"]
+            command = [
+                "scripts/in-env",
+                "python",
+                "-m",
+                "trainer.predict",
+                "--model",
+                self.pushed_model,
+                "--examples",
+                example_file,
+                "--count",
+                "5",
+            ]
             lines.append(f"  classify:       {shlex.join(command)}")
         return "\n".join(lines)
 
@@ -69,14 +83,18 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
     if not executions:
         raise LookupError(f"no run of pipeline {pipeline_name!r} recorded in {metadata_path}")
     newest = max(executions, key=lambda execution: execution.create_time_since_epoch)
-    [run] = [context for context in store.get_contexts_by_execution(newest.id)
-             if context.type == "pipeline_run"]
+    [run] = [
+        context
+        for context in store.get_contexts_by_execution(newest.id)
+        if context.type == "pipeline_run"
+    ]
     summary = RunSummary(run_id=run.name)
     node_types = {t.id: t.name for t in store.get_execution_types()}
     for execution in store.get_executions_by_context(run.id):
         name = node_types[execution.type_id].rsplit(".", 1)[-1]
         summary.seconds_per_component[name] = (
-            execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
+            execution.last_update_time_since_epoch - execution.create_time_since_epoch
+        ) / 1000
     types = {t.id: t.name for t in store.get_artifact_types()}
     for artifact in store.get_artifacts_by_context(run.id):
         kind = types[artifact.type_id]
@@ -114,8 +132,10 @@ def _describe(failure) -> str:
     value = failure.metric_value.double_value.value
     if key.is_diff:
         allowed = threshold.change_threshold.absolute.value
-        return (f"{key.name} changed by {value:+.4f} against the baseline; "
-                f"the least allowed is {allowed:+.4f}")
+        return (
+            f"{key.name} changed by {value:+.4f} against the baseline; "
+            f"the least allowed is {allowed:+.4f}"
+        )
     return f"{key.name} {value:.4f} is below the threshold {threshold.value_threshold.lower_bound.value:.4f}"
 
 
@@ -128,8 +148,15 @@ def report(output_dir: str, pipeline_name: str, data_root: str | None = None) ->
         print(f"No run summary: {error}")
         return
     # The classify hint needs TFRecord files of tf.Examples, as in the sample's eval/ folder.
-    examples = [path for path in tfx.dsl.io.fileio.glob(os.path.join(data_root, "eval", "*"))
-                if not path.endswith(".csv")] if data_root else []
+    examples = (
+        [
+            path
+            for path in tfx.dsl.io.fileio.glob(os.path.join(data_root, "eval", "*"))
+            if not path.endswith(".csv")
+        ]
+        if data_root
+        else []
+    )
     print(run.render(min(examples) if examples else None))
 
 

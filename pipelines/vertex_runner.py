@@ -21,13 +21,18 @@ def main(argv=None) -> int:
     vertex.add_argument("--project", help="Google Cloud project ID")
     vertex.add_argument("--region", default="us-central1")
     vertex.add_argument("--service-account", help="the service account the job runs as")
-    vertex.add_argument("--vertex-training", action="store_true",
-                        help="run the Trainer on Vertex AI Training")
+    vertex.add_argument(
+        "--vertex-training", action="store_true", help="run the Trainer on Vertex AI Training"
+    )
     vertex.add_argument("--machine-type", default="n1-standard-8")
     vertex.add_argument("--accelerator-type", help="e.g. NVIDIA_TESLA_T4, NVIDIA_L4")
     vertex.add_argument("--accelerator-count", type=int, default=0)
-    vertex.add_argument("--workers", type=int, default=1,
-                        help="several workers train with the multi-worker GSAM loop")
+    vertex.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="several workers train with the multi-worker GSAM loop",
+    )
     args = parser.parse_args(options.command_line(argv))
 
     vertex_training = None
@@ -36,19 +41,30 @@ def main(argv=None) -> int:
             parser.error("--vertex-training needs --project")
         with options.flag_errors(parser):
             vertex_training = vertex_training_config(
-                project=args.project, region=args.region, image=args.image,
-                machine_type=args.machine_type, accelerator_type=args.accelerator_type,
-                accelerator_count=args.accelerator_count, workers=args.workers)
-    path = cloud.compile_pipeline(cloud.build(args, parser, vertex_training), args.image,
-                                  args.output_file)
+                project=args.project,
+                region=args.region,
+                image=args.image,
+                machine_type=args.machine_type,
+                accelerator_type=args.accelerator_type,
+                accelerator_count=args.accelerator_count,
+                workers=args.workers,
+            )
+    path = cloud.compile_pipeline(
+        cloud.build(args, parser, vertex_training), args.image, args.output_file
+    )
     print(f"compiled {path}")
     if args.submit:
         with options.flag_errors(parser):
             submit.submit_to_vertex(
-                path, project=args.project, region=args.region,
-                pipeline_root=args.pipeline_root, display_name=args.pipeline_name,
+                path,
+                project=args.project,
+                region=args.region,
+                pipeline_root=args.pipeline_root,
+                display_name=args.pipeline_name,
                 service_account=args.service_account,
-                parameter_values=submit.parse_parameters(args.parameter), wait=args.wait)
+                parameter_values=submit.parse_parameters(args.parameter),
+                wait=args.wait,
+            )
     return 0
 
 

@@ -19,24 +19,35 @@ from tfx import v1 as tfx
 AI_PLATFORM = tfx.extensions.google_cloud_ai_platform
 
 
-def vertex_training_config(*, project: str, region: str, image: str,
-                           machine_type: str = "n1-standard-8", accelerator_type: str | None = None,
-                           accelerator_count: int = 0, workers: int = 1) -> dict:
+def vertex_training_config(
+    *,
+    project: str,
+    region: str,
+    image: str,
+    machine_type: str = "n1-standard-8",
+    accelerator_type: str | None = None,
+    accelerator_count: int = 0,
+    workers: int = 1,
+) -> dict:
     """The `custom_config` entries that send the Trainer to Vertex AI Training."""
     if not machine_type:
         raise ValueError("machine_type must be a Vertex machine type, e.g. n1-standard-8.")
-    if isinstance(accelerator_count, bool) or not isinstance(accelerator_count, int) \
-            or accelerator_count < 0:
+    if (
+        isinstance(accelerator_count, bool)
+        or not isinstance(accelerator_count, int)
+        or accelerator_count < 0
+    ):
         raise ValueError(f"accelerator_count must be an integer >= 0, got {accelerator_count!r}.")
     if bool(accelerator_type) != (accelerator_count > 0):
-        raise ValueError("accelerator_type and accelerator_count go together: set both "
-                         f"(got {accelerator_type!r} and {accelerator_count}).")
+        raise ValueError(
+            "accelerator_type and accelerator_count go together: set both "
+            f"(got {accelerator_type!r} and {accelerator_count})."
+        )
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}.")
     machine_spec = {"machine_type": machine_type}
     if accelerator_count:
-        machine_spec.update(accelerator_type=accelerator_type,
-                            accelerator_count=accelerator_count)
+        machine_spec.update(accelerator_type=accelerator_type, accelerator_count=accelerator_count)
     pool = {"machine_spec": machine_spec, "container_spec": {"image_uri": image}}
     # Vertex's first pool is the chief; the second holds the other workers.
     pools = [{**pool, "replica_count": 1}]

@@ -113,7 +113,10 @@ def _python_version(path: str) -> tuple[int, int] | None:
     try:
         out = subprocess.run(
             [path, "-c", "import sys, venv; print(*sys.version_info[:2])"],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout.split()
         return int(out[0]), int(out[1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
@@ -188,8 +191,10 @@ def _dependency_spec(pyproject: bytes) -> bytes:
     except ImportError:  # Python < 3.11: the whole file stands for its dependencies.
         return pyproject
     project = tomllib.loads(pyproject.decode()).get("project", {})
-    spec = {key: project.get(key) for key in
-            ("requires-python", "dependencies", "optional-dependencies")}
+    spec = {
+        key: project.get(key)
+        for key in ("requires-python", "dependencies", "optional-dependencies")
+    }
     return json.dumps(spec, sort_keys=True).encode()
 
 
@@ -232,10 +237,18 @@ def ensure_env(strategy: Strategy, key: str) -> Path:
             _build_venv(strategy, staging, final)
         else:
             _build_rootfs(staging)
-        (staging / "env.json").write_text(json.dumps({
-            "strategy": strategy.kind, "key": key, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "build_seconds": round(time.monotonic() - started),
-        }, indent=2) + "\n")
+        (staging / "env.json").write_text(
+            json.dumps(
+                {
+                    "strategy": strategy.kind,
+                    "key": key,
+                    "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "build_seconds": round(time.monotonic() - started),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         os.rename(staging, final)
         _log(f"environment ready in {time.monotonic() - started:.0f} s: {final}")
         return final
@@ -245,8 +258,10 @@ def _build_venv(strategy: Strategy, staging: Path, final: Path) -> None:
     staging.mkdir()
     venv = staging / "venv"
     python_dir = os.path.dirname(strategy.python)
-    _run(["bash", str(REPO / "scripts/install-python.sh"), str(venv), str(REPO), "deps"],
-         env=_clean_env(PATH=f"{python_dir}:{os.environ.get('PATH', '')}"))
+    _run(
+        ["bash", str(REPO / "scripts/install-python.sh"), str(venv), str(REPO), "deps"],
+        env=_clean_env(PATH=f"{python_dir}:{os.environ.get('PATH', '')}"),
+    )
     _relocate_venv(venv, final / "venv")
     _run([str(venv / "bin/python"), "-c", f"import {SMOKE_IMPORTS}"])
 
@@ -266,23 +281,43 @@ def _build_rootfs(staging: Path) -> None:
     _ensure_host_tools()
     mirror = os.environ.get("GSAM_TFX_DEBIAN_MIRROR", DEFAULT_MIRROR)
     # A private mount namespace: debootstrap's /proc and /sys mounts die with it, even if killed.
-    _run(["unshare", "--mount", "--propagation", "private", "debootstrap", "--variant=minbase",
-          "--include=python3,python3-venv,python3-pip,ca-certificates",
-          DEBIAN_SUITE, str(staging), mirror])
+    _run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "debootstrap",
+            "--variant=minbase",
+            "--include=python3,python3-venv,python3-pip,ca-certificates",
+            DEBIAN_SUITE,
+            str(staging),
+            mirror,
+        ]
+    )
     for host_file in ("/etc/ssl/certs/ca-certificates.crt", "/etc/resolv.conf"):
         if os.path.exists(host_file):
             shutil.copy(host_file, staging / host_file.lstrip("/"), follow_symlinks=True)
     repo, env = str(REPO), _clean_env(PATH=SYSTEM_PATH)
     _run(bwrap_command(staging, ["bash", f"{repo}/scripts/install-system.sh"]), env=env)
-    _run(bwrap_command(staging, ["bash", f"{repo}/scripts/install-python.sh", ROOTFS_VENV,
-                                 repo, "deps"]), env=env)
-    _run(bwrap_command(staging, [f"{ROOTFS_VENV}/bin/python", "-c", f"import {SMOKE_IMPORTS}"]),
-         env=env)
+    _run(
+        bwrap_command(
+            staging, ["bash", f"{repo}/scripts/install-python.sh", ROOTFS_VENV, repo, "deps"]
+        ),
+        env=env,
+    )
+    _run(
+        bwrap_command(staging, [f"{ROOTFS_VENV}/bin/python", "-c", f"import {SMOKE_IMPORTS}"]),
+        env=env,
+    )
 
 
 def _ensure_host_tools() -> None:
-    missing = [pkg for tool, pkg in (("debootstrap", "debootstrap"), ("bwrap", "bubblewrap"))
-               if shutil.which(tool) is None]
+    missing = [
+        pkg
+        for tool, pkg in (("debootstrap", "debootstrap"), ("bwrap", "bubblewrap"))
+        if shutil.which(tool) is None
+    ]
     if missing:
         _log(f"installing {' '.join(missing)} with apt-get")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -305,9 +340,27 @@ def remove_tree(path: Path) -> None:
 
 def bwrap_command(rootfs: Path, command: list[str], cwd: str | None = None) -> list[str]:
     repo = str(REPO)
-    args = ["bwrap", "--bind", str(rootfs), "/", "--proc", "/proc", "--dev", "/dev",
-            "--tmpfs", "/dev/shm", "--ro-bind", "/sys", "/sys", "--bind", "/tmp", "/tmp",
-            "--bind", repo, repo]
+    args = [
+        "bwrap",
+        "--bind",
+        str(rootfs),
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/dev/shm",
+        "--ro-bind",
+        "/sys",
+        "/sys",
+        "--bind",
+        "/tmp",
+        "/tmp",
+        "--bind",
+        repo,
+        repo,
+    ]
     shared = REPO.parent / "shared"
     if shared.is_dir():
         args += ["--bind", str(shared), str(shared)]
@@ -318,7 +371,9 @@ def bwrap_command(rootfs: Path, command: list[str], cwd: str | None = None) -> l
     return args + ["--"] + command
 
 
-def command_in_env(strategy: Strategy, path: Path, key: str, command: list[str]) -> tuple[list[str], dict]:
+def command_in_env(
+    strategy: Strategy, path: Path, key: str, command: list[str]
+) -> tuple[list[str], dict]:
     """The argv and environment that run `command` inside the environment at `path`."""
     venv = path / "venv" if strategy.kind == "venv" else Path(ROOTFS_VENV)
     env = _clean_env(
@@ -340,7 +395,9 @@ def _clean_env(**overrides: str) -> dict:
 def _run(command: list[str], env: dict | None = None) -> None:
     result = subprocess.run(command, env=env, cwd=REPO)
     if result.returncode != 0:
-        raise ProvisionError(f"command failed with exit code {result.returncode}: {' '.join(command)}")
+        raise ProvisionError(
+            f"command failed with exit code {result.returncode}: {' '.join(command)}"
+        )
 
 
 def _log(message: str) -> None:
@@ -372,8 +429,10 @@ def cmd_lock() -> int:
     scratch = f"/tmp/gsam-tfx-lock-{os.getpid()}"
     strategy, key = _current()
     path = ensure_env(strategy, key)
-    script = (f"bash scripts/install-python.sh {scratch} . deps /dev/null && "
-              f"{scratch}/bin/pip freeze --exclude-editable > {scratch}.txt")
+    script = (
+        f"bash scripts/install-python.sh {scratch} . deps /dev/null && "
+        f"{scratch}/bin/pip freeze --exclude-editable > {scratch}.txt"
+    )
     argv, env = command_in_env(strategy, path, key, ["bash", "-c", script])
     try:
         _run(argv, env=env)
@@ -393,7 +452,7 @@ def cmd_prune() -> int:
     strategy, key = _current()
     keep = env_dir(strategy, key).name
     for lock_path in sorted(cache_root().glob("*.lock")):
-        name = lock_path.name[:-len(".lock")]
+        name = lock_path.name[: -len(".lock")]
         if name == keep:
             continue
         with open(lock_path) as lock:
@@ -432,8 +491,18 @@ def main(argv: list[str]) -> int:
             print(ensure_env(strategy, key))
         else:
             path = env_dir(strategy, key)
-            print(json.dumps({"strategy": strategy.kind, "python": strategy.python, "key": key,
-                              "path": str(path), "ready": path.is_dir()}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "strategy": strategy.kind,
+                        "python": strategy.python,
+                        "key": key,
+                        "path": str(path),
+                        "ready": path.is_dir(),
+                    },
+                    indent=2,
+                )
+            )
         return 0
     except ProvisionError as error:
         print(f"error: {error}", file=sys.stderr)

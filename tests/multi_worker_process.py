@@ -1,7 +1,7 @@
 """One worker of tests/test_multi_worker.py.
 
-    TF_CONFIG=... python -m tests.multi_worker_process loop OUTPUT.npz   # trainer.multi_worker.fit
-    TF_CONFIG=... python -m tests.multi_worker_process run_fn OUTPUT_DIR  # the TFX Trainer's run_fn
+TF_CONFIG=... python -m tests.multi_worker_process loop OUTPUT.npz   # trainer.multi_worker.fit
+TF_CONFIG=... python -m tests.multi_worker_process run_fn OUTPUT_DIR  # the TFX Trainer's run_fn
 """
 
 import sys
@@ -23,16 +23,23 @@ BATCH, STEPS, WORKERS = 8, 3, 2
 
 def build_model() -> keras.Model:
     keras.utils.set_random_seed(0)
-    return keras.Sequential([
-        keras.Input((4,)), keras.layers.Dense(8), keras.layers.BatchNormalization(),
-        keras.layers.ReLU(), keras.layers.Dense(3),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Dense(3),
+        ]
+    )
 
 
 def compile_gsam(model: keras.Model) -> GSAM:
     gsam = GSAM(model, rho=RHO, alpha=ALPHA)
-    gsam.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE),
-                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    gsam.compile(
+        optimizer=keras.optimizers.SGD(LEARNING_RATE),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return gsam
 
 
@@ -50,13 +57,18 @@ def train_with_the_loop(output_path: str) -> None:
         gsam = compile_gsam(build_model())
 
     def dataset_fn(context):
-        return tf.data.Dataset.from_tensor_slices(shard(context.input_pipeline_id)).batch(
-            BATCH).repeat()
+        return (
+            tf.data.Dataset.from_tensor_slices(shard(context.input_pipeline_id))
+            .batch(BATCH)
+            .repeat()
+        )
 
-    history = multi_worker.fit(gsam, dataset_fn, strategy=strategy, epochs=1,
-                               steps_per_epoch=STEPS)
-    np.savez(output_path, loss=history[-1]["loss"],
-             *[variable.numpy() for variable in gsam.model.weights])
+    history = multi_worker.fit(gsam, dataset_fn, strategy=strategy, epochs=1, steps_per_epoch=STEPS)
+    np.savez(
+        output_path,
+        loss=history[-1]["loss"],
+        *[variable.numpy() for variable in gsam.model.weights],
+    )
 
 
 def train_with_run_fn(output_dir: str) -> None:
@@ -66,9 +78,14 @@ def train_with_run_fn(output_dir: str) -> None:
     logging.set_verbosity(logging.INFO)
     config = TrainingConfig(optimizer="gsam", epochs=2, batch_size=16, train_steps_per_epoch=2)
     output = Path(output_dir)
-    trainer_examples.run_trainer(output, config, ["train", "eval"], None,
-                                 examples_root=output.parent / "examples",
-                                 schema_root=output.parent / "schema")
+    trainer_examples.run_trainer(
+        output,
+        config,
+        ["train", "eval"],
+        None,
+        examples_root=output.parent / "examples",
+        schema_root=output.parent / "schema",
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ from pipelines import configs, pipeline
 from pipelines.options import OutputLayout
 
 
-def write_split_sample(root: Path, train: int, eval: int, bad_eval_label: int | None = None) -> Path:
+def write_split_sample(
+    root: Path, train: int, eval: int, bad_eval_label: int | None = None
+) -> Path:
     """Writes `train/` and `eval/` TFRecords with the first examples of each split.
 
     With `bad_eval_label`, the first eval example gets that label (an anomaly for the schema).
@@ -30,22 +32,41 @@ def write_split_sample(root: Path, train: int, eval: int, bad_eval_label: int | 
     return root
 
 
-TRAINING = dataclasses.replace(
-    configs.TRAINING, epochs=1, batch_size=32, train_steps_per_epoch=4)
-ALL_NODES = {"ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-             "ValidationGate", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"}
+TRAINING = dataclasses.replace(configs.TRAINING, epochs=1, batch_size=32, train_steps_per_epoch=4)
+ALL_NODES = {
+    "ImportExampleGen",
+    "StatisticsGen",
+    "ImportSchemaGen",
+    "ExampleValidator",
+    "ValidationGate",
+    "Trainer",
+    "latest_blessed_model_resolver",
+    "Evaluator",
+    "Pusher",
+}
 
 
-def run_pipeline(data_root, output_dir, accuracy_threshold=0.0, max_accuracy_drop=1.0,
-                 training=TRAINING, runner=None):
+def run_pipeline(
+    data_root,
+    output_dir,
+    accuracy_threshold=0.0,
+    max_accuracy_drop=1.0,
+    training=TRAINING,
+    runner=None,
+):
     layout = OutputLayout(str(output_dir))
     dag = pipeline.create_pipeline(
-        pipeline_name="e2e", pipeline_root=layout.pipeline_root, data_root=str(data_root),
-        schema_path=configs.SCHEMA_PATH, serving_model_dir=layout.serving_model_dir,
-        training=training, accuracy_threshold=accuracy_threshold,
+        pipeline_name="e2e",
+        pipeline_root=layout.pipeline_root,
+        data_root=str(data_root),
+        schema_path=configs.SCHEMA_PATH,
+        serving_model_dir=layout.serving_model_dir,
+        training=training,
+        accuracy_threshold=accuracy_threshold,
         max_accuracy_drop=max_accuracy_drop,
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            layout.metadata_path),
+            layout.metadata_path
+        ),
         beam_pipeline_args=["--direct_running_mode=in_memory"],
     )
     (runner or tfx.orchestration.LocalDagRunner()).run(dag)

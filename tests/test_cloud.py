@@ -13,12 +13,33 @@ from trainer.config import TrainingConfig
 IMAGE = "us-docker.pkg.dev/my-project/gsam/gsam-tfx:1"
 ROOT = "gs://my-bucket/gsam-tfx"
 COMPONENTS = {
-    "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "ValidationGate",
-    "Trainer", "Evaluator", "Pusher", "latest_blessed_model_resolver-model-resolver",
+    "ImportExampleGen",
+    "StatisticsGen",
+    "ImportSchemaGen",
+    "ExampleValidator",
+    "ValidationGate",
+    "Trainer",
+    "Evaluator",
+    "Pusher",
+    "latest_blessed_model_resolver-model-resolver",
     "latest_blessed_model_resolver-model-blessing-resolver",
 }
-COMMON_FLAGS = ["--image", IMAGE, "--pipeline-root", ROOT, "--optimizer", "gsam",
-                "--rho-max", "0.05", "--rho-min", "0.01", "--alpha", "0.02", "--epochs", "7"]
+COMMON_FLAGS = [
+    "--image",
+    IMAGE,
+    "--pipeline-root",
+    ROOT,
+    "--optimizer",
+    "gsam",
+    "--rho-max",
+    "0.05",
+    "--rho-min",
+    "0.01",
+    "--alpha",
+    "0.02",
+    "--epochs",
+    "7",
+]
 
 
 def check_spec(spec: pipeline_spec_pb2.PipelineSpec, executor_class="GenericExecutor"):
@@ -28,13 +49,20 @@ def check_spec(spec: pipeline_spec_pb2.PipelineSpec, executor_class="GenericExec
     assert set(images.values()) == {IMAGE} and len(images) == 8
     assert executors["Trainer_executor"]["container"]["args"][1].endswith(executor_class)
     trainer = spec.root.dag.tasks["Trainer"]
-    parameters = {name: value.runtime_value.constant_value.string_value
-                  for name, value in trainer.inputs.parameters.items()}
+    parameters = {
+        name: value.runtime_value.constant_value.string_value
+        for name, value in trainer.inputs.parameters.items()
+    }
     assert parameters["run_fn"] == "trainer.task.run_fn"
     custom_config = json.loads(parameters["custom_config"])
     training = TrainingConfig.from_custom_config(custom_config)
-    assert (training.optimizer, training.rho_max, training.rho_min, training.alpha,
-            training.epochs) == ("gsam", 0.05, 0.01, 0.02, 7)
+    assert (
+        training.optimizer,
+        training.rho_max,
+        training.rho_min,
+        training.alpha,
+        training.epochs,
+    ) == ("gsam", 0.05, 0.01, 0.02, 7)
     return custom_config
 
 
@@ -51,14 +79,29 @@ def test_vertex_json_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
 
 def test_vertex_training_sends_the_trainer_to_vertex(tmp_path):
     output = tmp_path / "pipeline.json"
-    vertex_runner.main(["--output-file", str(output), *COMMON_FLAGS, "--vertex-training",
-                        "--project", "my-project", "--region", "europe-west4",
-                        "--accelerator-type", "NVIDIA_L4", "--accelerator-count", "2",
-                        "--workers", "3"])
+    vertex_runner.main(
+        [
+            "--output-file",
+            str(output),
+            *COMMON_FLAGS,
+            "--vertex-training",
+            "--project",
+            "my-project",
+            "--region",
+            "europe-west4",
+            "--accelerator-type",
+            "NVIDIA_L4",
+            "--accelerator-count",
+            "2",
+            "--workers",
+            "3",
+        ]
+    )
     document = json.loads(output.read_text())
     spec = json_format.ParseDict(document["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
     custom_config = check_spec(
-        spec, "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor")
+        spec, "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
+    )
     assert custom_config["ai_platform_enable_vertex"] is True
     assert custom_config["ai_platform_vertex_region"] == "europe-west4"
     pools = custom_config["ai_platform_training_args"]["worker_pool_specs"]
@@ -76,16 +119,25 @@ def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
     check_spec(spec)
 
 
-@pytest.mark.parametrize("runner, argv, message", [
-    (vertex_runner, ["--pipeline-root", "/local/root"], "--pipeline-root must be a bucket URI"),
-    (vertex_runner, ["--vertex-training"], "--vertex-training needs --project"),
-    (vertex_runner, ["--vertex-training", "--project", "p-1234", "--accelerator-count", "2"],
-     "accelerator_type and accelerator_count go together"),
-    (vertex_runner, ["--rho-min", "0.9"], "rho_min (0.9) must not exceed rho_max"),
-    (vertex_runner, ["--data-root", "gs://bucket/data"],
-     "--data-format must be tfrecord or csv for --data-root gs://bucket/data"),
-    (kubeflow_runner, [], "--output-file must end in .yaml"),
-])
+@pytest.mark.parametrize(
+    "runner, argv, message",
+    [
+        (vertex_runner, ["--pipeline-root", "/local/root"], "--pipeline-root must be a bucket URI"),
+        (vertex_runner, ["--vertex-training"], "--vertex-training needs --project"),
+        (
+            vertex_runner,
+            ["--vertex-training", "--project", "p-1234", "--accelerator-count", "2"],
+            "accelerator_type and accelerator_count go together",
+        ),
+        (vertex_runner, ["--rho-min", "0.9"], "rho_min (0.9) must not exceed rho_max"),
+        (
+            vertex_runner,
+            ["--data-root", "gs://bucket/data"],
+            "--data-format must be tfrecord or csv for --data-root gs://bucket/data",
+        ),
+        (kubeflow_runner, [], "--output-file must end in .yaml"),
+    ],
+)
 def test_bad_flags_are_named_before_compiling(runner, argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit):
         runner.main(["--output-file", str(tmp_path / "p.json"), *COMMON_FLAGS, *argv])
@@ -129,14 +181,29 @@ def vertex_template(tmp_path_factory):
 def test_vertex_submission_sends_project_region_template_and_parameters(vertex_template):
     platform, log = RecordingAiplatform(), []
     submit.submit_to_vertex(
-        vertex_template, project="my-project", region="europe-west4", pipeline_root=ROOT,
-        display_name="gsam-tfx", service_account="runner@my-project.iam.gserviceaccount.com",
-        wait=True, poll_seconds=0, aiplatform=platform, log=log.append)
+        vertex_template,
+        project="my-project",
+        region="europe-west4",
+        pipeline_root=ROOT,
+        display_name="gsam-tfx",
+        service_account="runner@my-project.iam.gserviceaccount.com",
+        wait=True,
+        poll_seconds=0,
+        aiplatform=platform,
+        log=log.append,
+    )
     assert platform.calls == [
         ("init", {"project": "my-project", "location": "europe-west4"}),
-        ("PipelineJob", {"display_name": "gsam-tfx", "template_path": vertex_template,
-                         "pipeline_root": ROOT, "parameter_values": {},
-                         "enable_caching": False}),
+        (
+            "PipelineJob",
+            {
+                "display_name": "gsam-tfx",
+                "template_path": vertex_template,
+                "pipeline_root": ROOT,
+                "parameter_values": {},
+                "enable_caching": False,
+            },
+        ),
         ("submit", {"service_account": "runner@my-project.iam.gserviceaccount.com"}),
     ]
     assert log[-1] == "job state: PIPELINE_STATE_SUCCEEDED"
@@ -145,23 +212,41 @@ def test_vertex_submission_sends_project_region_template_and_parameters(vertex_t
 def test_a_failed_vertex_job_is_an_error(vertex_template):
     platform = RecordingAiplatform(states=["PIPELINE_STATE_FAILED"])
     with pytest.raises(RuntimeError, match="ended PIPELINE_STATE_FAILED"):
-        submit.submit_to_vertex(vertex_template, project="my-project", region="us-central1",
-                                pipeline_root=ROOT, display_name="x", wait=True, poll_seconds=0,
-                                aiplatform=platform, log=lambda message: None)
+        submit.submit_to_vertex(
+            vertex_template,
+            project="my-project",
+            region="us-central1",
+            pipeline_root=ROOT,
+            display_name="x",
+            wait=True,
+            poll_seconds=0,
+            aiplatform=platform,
+            log=lambda message: None,
+        )
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (dict(project="My_Project"), "--project must be a Google Cloud project ID"),
-    (dict(project=""), "--project must be a Google Cloud project ID"),
-    (dict(region="us central"), "--region must be a Vertex AI region"),
-    (dict(service_account="runner"), "--service-account must be an email"),
-    (dict(parameter_values={"data_root": "gs://x"}),
-     "--parameter data_root: not declared by"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(project="My_Project"), "--project must be a Google Cloud project ID"),
+        (dict(project=""), "--project must be a Google Cloud project ID"),
+        (dict(region="us central"), "--region must be a Vertex AI region"),
+        (dict(service_account="runner"), "--service-account must be an email"),
+        (dict(parameter_values={"data_root": "gs://x"}), "--parameter data_root: not declared by"),
+    ],
+)
 def test_bad_submission_values_fail_before_any_call(vertex_template, arguments, message):
     platform = RecordingAiplatform()
-    values = dict(project="my-project", region="us-central1", pipeline_root=ROOT,
-                  display_name="x", aiplatform=platform) | arguments
+    values = (
+        dict(
+            project="my-project",
+            region="us-central1",
+            pipeline_root=ROOT,
+            display_name="x",
+            aiplatform=platform,
+        )
+        | arguments
+    )
     with pytest.raises(ValueError, match=message):
         submit.submit_to_vertex(vertex_template, **values)
     assert platform.calls == []
@@ -169,8 +254,19 @@ def test_bad_submission_values_fail_before_any_call(vertex_template, arguments, 
 
 def test_parameters_are_checked_against_the_template(tmp_path):
     template = tmp_path / "declared.json"
-    template.write_text(json.dumps({"pipelineSpec": {"root": {"inputDefinitions": {
-        "parameters": {"data_root": {"parameterType": "STRING"}}}}}}))
+    template.write_text(
+        json.dumps(
+            {
+                "pipelineSpec": {
+                    "root": {
+                        "inputDefinitions": {
+                            "parameters": {"data_root": {"parameterType": "STRING"}}
+                        }
+                    }
+                }
+            }
+        )
+    )
     submit.check_parameters(str(template), {"data_root": "gs://bucket/data"})
     with pytest.raises(ValueError, match=r"--parameter epochs: .* \(declared: data_root\)"):
         submit.check_parameters(str(template), {"epochs": "3"})
@@ -198,18 +294,37 @@ def test_kubeflow_submission_sends_host_package_and_root(tmp_path):
     package = tmp_path / "pipeline.yaml"
     kubeflow_runner.main(["--output-file", str(package), *COMMON_FLAGS])
     RecordingKfpClient.calls = []
-    submit.submit_to_kubeflow(str(package), host="http://localhost:8080", run_name="gsam-tfx",
-                              pipeline_root=ROOT, experiment_name="exp", wait=True,
-                              kfp_client=RecordingKfpClient, log=lambda message: None)
+    submit.submit_to_kubeflow(
+        str(package),
+        host="http://localhost:8080",
+        run_name="gsam-tfx",
+        pipeline_root=ROOT,
+        experiment_name="exp",
+        wait=True,
+        kfp_client=RecordingKfpClient,
+        log=lambda message: None,
+    )
     assert RecordingKfpClient.calls == [
         ("Client", {"host": "http://localhost:8080"}),
-        ("create_run_from_pipeline_package", {
-            "package": str(package), "arguments": {}, "run_name": "gsam-tfx",
-            "experiment_name": "exp", "pipeline_root": ROOT}),
+        (
+            "create_run_from_pipeline_package",
+            {
+                "package": str(package),
+                "arguments": {},
+                "run_name": "gsam-tfx",
+                "experiment_name": "exp",
+                "pipeline_root": ROOT,
+            },
+        ),
         ("wait_for_run_completion", {"run_id": "run-1"}),
     ]
     RecordingKfpClient.calls = []
     with pytest.raises(ValueError, match="--host must be the Kubeflow Pipelines URL"):
-        submit.submit_to_kubeflow(str(package), host="localhost:8080", run_name="x",
-                                  pipeline_root=ROOT, kfp_client=RecordingKfpClient)
+        submit.submit_to_kubeflow(
+            str(package),
+            host="localhost:8080",
+            run_name="x",
+            pipeline_root=ROOT,
+            kfp_client=RecordingKfpClient,
+        )
     assert RecordingKfpClient.calls == []

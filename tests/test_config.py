@@ -60,8 +60,15 @@ def test_unknown_keys_are_named():
 
 
 def test_round_trips_through_json_and_custom_config():
-    config = TrainingConfig(model="mlp", optimizer="sam", epochs=2, image_shape=(32, 32, 3),
-                            num_classes=4, warmup_epochs=0.5, train_steps_per_epoch=7)
+    config = TrainingConfig(
+        model="mlp",
+        optimizer="sam",
+        epochs=2,
+        image_shape=(32, 32, 3),
+        num_classes=4,
+        warmup_epochs=0.5,
+        train_steps_per_epoch=7,
+    )
     custom_config = json.loads(json.dumps(config.to_custom_config()))
     assert TrainingConfig.from_custom_config(custom_config) == config
     assert TrainingConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

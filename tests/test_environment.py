@@ -36,7 +36,9 @@ def test_sqlite_ml_metadata_round_trips_an_artifact(tmp_path):
 
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = str(tmp_path / "metadata.sqlite")
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    config.sqlite.connection_mode = (
+        metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    )
     store = metadata_store.MetadataStore(config)
     artifact_type = metadata_store_pb2.ArtifactType(name="Model")
     artifact_type.properties["accuracy"] = metadata_store_pb2.DOUBLE
@@ -71,9 +73,16 @@ def test_in_env_from_inside_runs_commands_from_the_checkout_root(module):
     """Tests and tools that call scripts/in-env from inside the environment (as `make test`
     runs this suite) run the command directly, from the checkout's root."""
     result = subprocess.run(
-        [str(REPO / "scripts" / "in-env"), "python", "-c",
-         f"import {module}, os; print({module}.__name__, os.getcwd())"],
-        capture_output=True, text=True, cwd="/", timeout=300,
+        [
+            str(REPO / "scripts" / "in-env"),
+            "python",
+            "-c",
+            f"import {module}, os; print({module}.__name__, os.getcwd())",
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [module, str(REPO)]

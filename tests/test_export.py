@@ -57,7 +57,8 @@ def test_images_of_another_size_are_resized(tmp_path):
     image = trainer_examples.random_images(np.random.default_rng(1), 1, (56, 40, 1))[0]
 
     probabilities = load_signature(export_dir)(
-        examples=tf.constant([trainer_examples.image_example(image, 0)]))["probabilities"]
+        examples=tf.constant([trainer_examples.image_example(image, 0)])
+    )["probabilities"]
 
     expected = model(tf.image.resize(image[None] / 255.0, (28, 28)), training=False)
     np.testing.assert_allclose(probabilities.numpy(), expected, atol=1e-5)
@@ -70,8 +71,10 @@ def test_tabular_signature_concatenates_numeric_features_by_name(tmp_path):
     model = build_model(config, 3, (3,))
     export_dir = str(tmp_path / "serving")
     export.export_serving_model(model, config, schema, export_dir)
-    examples = [trainer_examples.tabular_example([0.5, -1.0], 7, b"a", 1),
-                trainer_examples.tabular_example([2.0, 3.0], 1, b"b", 2)]
+    examples = [
+        trainer_examples.tabular_example([0.5, -1.0], 7, b"a", 1),
+        trainer_examples.tabular_example([2.0, 3.0], 1, b"b", 2),
+    ]
 
     probabilities = load_signature(export_dir)(examples=tf.constant(examples))["probabilities"]
 
@@ -100,24 +103,41 @@ def test_tfma_tf_generic_evaluates_the_exported_model(tmp_path):
     config = TrainingConfig()
     export_dir = str(tmp_path / "serving")
     export.export_serving_model(
-        build_model(config, 10, config.image_shape), config,
-        data.load_schema(trainer_examples.SAMPLE_SCHEMA), export_dir)
+        build_model(config, 10, config.image_shape),
+        config,
+        data.load_schema(trainer_examples.SAMPLE_SCHEMA),
+        export_dir,
+    )
     data_path = str(tmp_path / "eval.tfrecord")
     with tf.io.TFRecordWriter(data_path) as writer:
         for example in trainer_examples.random_image_examples(np.random.default_rng(2), 12):
             writer.write(example)
     eval_config = tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(model_type="tf_generic", signature_name="serving_default",
-                                    prediction_key="probabilities", label_key="label")],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(class_name="SparseCategoricalAccuracy")])],
-        slicing_specs=[tfma.SlicingSpec()])
+        model_specs=[
+            tfma.ModelSpec(
+                model_type="tf_generic",
+                signature_name="serving_default",
+                prediction_key="probabilities",
+                label_key="label",
+            )
+        ],
+        metrics_specs=[
+            tfma.MetricsSpec(
+                metrics=[
+                    tfma.MetricConfig(class_name="ExampleCount"),
+                    tfma.MetricConfig(class_name="SparseCategoricalAccuracy"),
+                ]
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec()],
+    )
 
     result = tfma.run_model_analysis(
         eval_shared_model=tfma.default_eval_shared_model(export_dir, eval_config=eval_config),
-        eval_config=eval_config, data_location=data_path,
-        output_path=str(tmp_path / "tfma"))
+        eval_config=eval_config,
+        data_location=data_path,
+        output_path=str(tmp_path / "tfma"),
+    )
 
     [(_, metrics)] = result.slicing_metrics
     values = {key: value["doubleValue"] for key, value in metrics[""][""].items()}

@@ -75,9 +75,7 @@ def test_rho_0_alpha_0_is_exactly_the_base_optimizer():
         return keras.Sequential(
             [
                 keras.Input((6,)),
-                keras.layers.Dense(
-                    8, kernel_regularizer="l2", activity_regularizer="l2"
-                ),
+                keras.layers.Dense(8, kernel_regularizer="l2", activity_regularizer="l2"),
                 keras.layers.BatchNormalization(momentum=0.5),
                 keras.layers.Dropout(0.5, seed=3),
                 keras.layers.Dense(1),
@@ -92,9 +90,7 @@ def test_rho_0_alpha_0_is_exactly_the_base_optimizer():
 
     inner = build()
     gsam_model = GSAM(inner, rho=0.0, alpha=0.0)
-    gsam_model.compile(
-        optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse"
-    )
+    gsam_model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
     history = gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0)
 
     names = [v.path for v in inner.variables]
@@ -105,9 +101,7 @@ def test_rho_0_alpha_0_is_exactly_the_base_optimizer():
         assert not np.array_equal(before, after)
     # ...and GSAM moved it exactly as plain Keras training did.
     _assert_all_close(_values(inner.variables), _values(plain.variables))
-    np.testing.assert_allclose(
-        history.history["loss"], plain_history.history["loss"], rtol=1e-6
-    )
+    np.testing.assert_allclose(history.history["loss"], plain_history.history["loss"], rtol=1e-6)
 
 
 def test_batch_norm_statistics_update_once_from_the_clean_pass():
@@ -127,9 +121,7 @@ def test_batch_norm_statistics_update_once_from_the_clean_pass():
     length = np.sqrt(sum(np.sum(g**2) for g in grads))
     kernel, bias = w0[0], w0[1]
     clean = x @ kernel + bias
-    perturbed = x @ (kernel + rho * grads[0] / length) + (
-        bias + rho * grads[1] / length
-    )
+    perturbed = x @ (kernel + rho * grads[0] / length) + (bias + rho * grads[1] / length)
 
     gsam_model = GSAM(model, rho=rho, alpha=0.1)
     gsam_model.compile(optimizer="sgd", loss="mse")
@@ -156,9 +148,7 @@ def test_dropout_is_active_with_the_same_mask_in_both_passes():
     )
     x, y = _data(8, features=32)
     inference_loss = float(
-        keras.ops.mean(
-            keras.losses.mean_squared_error(y, model(x, training=False))
-        )
+        keras.ops.mean(keras.losses.mean_squared_error(y, model(x, training=False)))
     )
     gsam_model = GSAM(model, rho=0.0, alpha=0.5)
     gsam_model.compile(optimizer="sgd", loss="mse")
@@ -188,12 +178,7 @@ def test_logs_clean_loss_clean_metrics_and_gsam_statistics():
 
     gsam_model = GSAM(model, rho=rho, alpha=0.1)
     gsam_model.compile(optimizer="sgd", loss="mse", metrics=["mae"])
-    logs = {
-        k: v[0]
-        for k, v in gsam_model.fit(
-            x, y, batch_size=16, verbose=0
-        ).history.items()
-    }
+    logs = {k: v[0] for k, v in gsam_model.fit(x, y, batch_size=16, verbose=0).history.items()}
 
     expected = {
         "loss": loss,
@@ -207,9 +192,7 @@ def test_logs_clean_loss_clean_metrics_and_gsam_statistics():
     }
     assert sorted(logs) == sorted(expected)
     for key, value in expected.items():
-        np.testing.assert_allclose(
-            logs[key], value, rtol=1e-5, atol=1e-7, err_msg=key
-        )
+        np.testing.assert_allclose(logs[key], value, rtol=1e-5, atol=1e-7, err_msg=key)
     # Evaluation reports only what it measures.
     assert sorted(gsam_model.evaluate(x, y, verbose=0, return_dict=True)) == [
         "loss",
@@ -224,9 +207,7 @@ def test_class_weight_counts_like_sample_weight():
 
     def train(**fit_kwargs):
         keras.utils.set_random_seed(0)
-        model = keras.Sequential(
-            [keras.Input((6,)), keras.layers.Dense(1, activation="sigmoid")]
-        )
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1, activation="sigmoid")])
         gsam_model = GSAM(model, rho=0.1, alpha=0.2)
         gsam_model.compile(optimizer="sgd", loss="binary_crossentropy")
         gsam_model.fit(x, labels, batch_size=32, verbose=0, **fit_kwargs)
@@ -257,9 +238,7 @@ def test_hyperparameters_change_without_retracing():
     gsam_model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     schedule = [0.01, 0.03]
     set_rho = keras.callbacks.LambdaCallback(
-        on_train_batch_begin=lambda batch, logs: setattr(
-            gsam_model, "rho", schedule[batch]
-        )
+        on_train_batch_begin=lambda batch, logs: setattr(gsam_model, "rho", schedule[batch])
     )
     seen, record = _per_batch_logs("rho")
     gsam_model.fit(
@@ -279,9 +258,7 @@ def test_hyperparameters_change_without_retracing():
     w = model.get_weights()
     _, grads, _ = _gradient(model, x[:8], y[:8], w)
     gsam_model.fit(x[:8], y[:8], batch_size=8, verbose=0)
-    _assert_all_close(
-        model.get_weights(), [a - 0.1 * g for a, g in zip(w, grads)]
-    )
+    _assert_all_close(model.get_weights(), [a - 0.1 * g for a, g in zip(w, grads)])
     assert TracingGSAM.traces == traces
 
 
@@ -309,9 +286,7 @@ def test_hyperparameter_assignment_is_validated():
 
 
 def _state(gsam_model):
-    return _values(gsam_model.model.variables) + _values(
-        gsam_model.optimizer.variables
-    )
+    return _values(gsam_model.model.variables) + _values(gsam_model.optimizer.variables)
 
 
 @pytest.mark.parametrize("loss_scale", [False, True], ids=["sgd", "lso"])
@@ -368,9 +343,7 @@ def test_weights_unchanged_when_a_step_fails_midway():
 
     model = _mlp(batch_norm=True)
     gsam_model = GSAM(model, rho=0.5, alpha=0.1)
-    gsam_model.compile(
-        optimizer="sgd", loss=failing_on_perturbed_pass, run_eagerly=True
-    )
+    gsam_model.compile(optimizer="sgd", loss=failing_on_perturbed_pass, run_eagerly=True)
     before = _values(model.variables)
     reset = keras.callbacks.LambdaCallback(
         on_train_batch_begin=lambda batch, logs: calls.update(n=0)
@@ -411,10 +384,7 @@ def _one_step_update(x, y, **compile_kwargs):
 
 def _mlp_weights():
     rng = np.random.default_rng(5)
-    return [
-        rng.normal(size=s).astype("float32") * 0.5
-        for s in [(6, 8), (8,), (8, 1), (1,)]
-    ]
+    return [rng.normal(size=s).astype("float32") * 0.5 for s in [(6, 8), (8,), (8, 1), (1,)]]
 
 
 @pytest.mark.parametrize(
@@ -425,16 +395,12 @@ def test_reduced_precision_update_matches_float32(global_policy, policy, rtol):
     x, y = _data(32)
     _, reference = _one_step_update(x, y, optimizer=keras.optimizers.SGD(0.1))
     global_policy(policy)
-    gsam_model, update = _one_step_update(
-        x, y, optimizer=keras.optimizers.SGD(0.1)
-    )
+    gsam_model, update = _one_step_update(x, y, optimizer=keras.optimizers.SGD(0.1))
     kernel = gsam_model.model.layers[0].kernel
     assert kernel.dtype == ("bfloat16" if policy == "bfloat16" else "float32")
     if policy == "mixed_float16":
         # The loss scale (2**15) must not leak into the update.
-        assert isinstance(
-            gsam_model.optimizer, keras.optimizers.LossScaleOptimizer
-        )
+        assert isinstance(gsam_model.optimizer, keras.optimizers.LossScaleOptimizer)
         assert float(gsam_model.optimizer.dynamic_scale.numpy()) == 2.0**15
     for actual, expected in zip(update, reference):
         scale = np.abs(expected).max()
@@ -465,9 +431,7 @@ def test_gradient_accumulation_averages_micro_batch_directions():
     def train(x, y, **optimizer_kwargs):
         model = _mlp()
         gsam_model = GSAM(model, rho=0.1, alpha=0.3)
-        gsam_model.compile(
-            optimizer=keras.optimizers.SGD(1.0, **optimizer_kwargs), loss="mse"
-        )
+        gsam_model.compile(optimizer=keras.optimizers.SGD(1.0, **optimizer_kwargs), loss="mse")
         gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0)
         return gsam_model, model.get_weights()
 
@@ -477,9 +441,7 @@ def test_gradient_accumulation_averages_micro_batch_directions():
     gsam_model, accumulated = train(x, y, gradient_accumulation_steps=2)
     # Each micro-batch perturbs on its own (m-sharpness); the optimizer
     # applies the mean of the two directions once.
-    expected = [
-        w - ((w - a) + (w - b)) / 2 for w, a, b in zip(w0, first, second)
-    ]
+    expected = [w - ((w - a) + (w - b)) / 2 for w, a, b in zip(w0, first, second)]
     _assert_all_close(accumulated, expected, atol=1e-6)
     assert int(gsam_model.optimizer.iterations.numpy()) == 1
 
@@ -489,13 +451,9 @@ def test_gradient_accumulation_averages_micro_batch_directions():
 
 def _rho_per_step(gsam_model, learning_rate, steps=4):
     x, y = _data(8 * steps)
-    gsam_model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate), loss="mse"
-    )
+    gsam_model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss="mse")
     seen, record = _per_batch_logs("rho")
-    gsam_model.fit(
-        x, y, batch_size=8, shuffle=False, verbose=0, callbacks=[record]
-    )
+    gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0, callbacks=[record])
     return np.array(seen)
 
 
@@ -509,9 +467,7 @@ def test_rho_follows_the_learning_rate_schedule_every_step():
 
 def test_rho_is_clamped_to_its_bounds():
     schedule = keras.optimizers.schedules.CosineDecay(0.1, 4, alpha=0.1)
-    gsam_model = GSAM(
-        _mlp(), rho_max=0.04, rho_min=0.02, lr_max=0.08, lr_min=0.05
-    )
+    gsam_model = GSAM(_mlp(), rho_max=0.04, rho_min=0.02, lr_max=0.08, lr_min=0.05)
     rho = _rho_per_step(gsam_model, schedule)
     lr = np.array([float(schedule(step)) for step in range(4)])
     expected = np.clip(0.02 + 0.02 * (lr - 0.05) / 0.03, 0.02, 0.04)
@@ -524,19 +480,13 @@ def test_rho_follows_a_learning_rate_behind_a_loss_scale_optimizer():
     gsam_model = GSAM(_mlp(), rho_max=0.04, rho_min=0.02)
     x, y = _data(32)
     gsam_model.compile(
-        optimizer=keras.optimizers.LossScaleOptimizer(
-            keras.optimizers.SGD(schedule)
-        ),
+        optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(schedule)),
         loss="mse",
     )
     seen, record = _per_batch_logs("rho")
-    gsam_model.fit(
-        x, y, batch_size=8, shuffle=False, verbose=0, callbacks=[record]
-    )
+    gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0, callbacks=[record])
     lr = np.array([float(schedule(step)) for step in range(4)])
-    np.testing.assert_allclose(
-        seen, 0.02 + 0.02 * (lr - 0.01) / 0.09, rtol=1e-5
-    )
+    np.testing.assert_allclose(seen, 0.02 + 0.02 * (lr - 0.01) / 0.09, rtol=1e-5)
 
 
 def test_constant_learning_rate_gives_rho_max():
@@ -598,9 +548,7 @@ def test_custom_loop_reuses_the_training_step():
 
     def compiled():
         gsam_model = GSAM(_mlp(batch_norm=True), rho=0.1, alpha=0.2)
-        gsam_model.compile(
-            optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse"
-        )
+        gsam_model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
         return gsam_model
 
     by_fit = compiled()
@@ -630,9 +578,7 @@ def test_custom_loop_reuses_the_training_step():
         "grad_norm",
         "grad_cosine",
     }
-    _assert_all_close(
-        _values(by_loop.model.variables), _values(by_fit.model.variables)
-    )
+    _assert_all_close(_values(by_loop.model.variables), _values(by_fit.model.variables))
 
 
 def test_gradients_need_a_compiled_model():

@@ -19,9 +19,7 @@ def _norm(tree):
     return np.sqrt(sum(np.sum(np.square(t)) for t in tree))
 
 
-def reference_perturbation(
-    params, grads, rho, adaptive, asam_eta=None, eps=1e-12
-):
+def reference_perturbation(params, grads, rho, adaptive, asam_eta=None, eps=1e-12):
     if asam_eta is not None:
         scale = [np.abs(w) + asam_eta for w in params]
         scaled = [t * g for t, g in zip(scale, grads)]
@@ -29,9 +27,7 @@ def reference_perturbation(
         return [t * tg * rho / (length + eps) for t, tg in zip(scale, scaled)]
     length = _norm(grads)
     if adaptive:
-        return [
-            np.abs(w) * rho * g / (length + eps) for w, g in zip(params, grads)
-        ]
+        return [np.abs(w) * rho * g / (length + eps) for w, g in zip(params, grads)]
     return [rho * g / (length + eps) for g in grads]
 
 
@@ -39,21 +35,13 @@ def reference_direction(g_clean, g_robust, alpha, minimize_fp):
     if minimize_fp:
         length = _norm(g_robust)
         g_robust_normalized = [g / length for g in g_robust]
-        projection = sum(
-            np.vdot(p, q) for p, q in zip(g_robust_normalized, g_clean)
-        )
-        residual = [
-            a - projection * b for a, b in zip(g_clean, g_robust_normalized)
-        ]
+        projection = sum(np.vdot(p, q) for p, q in zip(g_robust_normalized, g_clean))
+        residual = [a - projection * b for a, b in zip(g_clean, g_robust_normalized)]
         return [a - b * alpha for a, b in zip(g_robust, residual)]
     length = _norm(g_clean)
     g_clean_normalized = [g / length for g in g_clean]
-    projection = sum(
-        np.vdot(p, q) for p, q in zip(g_clean_normalized, g_robust)
-    )
-    residual = [
-        a - projection * b for a, b in zip(g_robust, g_clean_normalized)
-    ]
+    projection = sum(np.vdot(p, q) for p, q in zip(g_clean_normalized, g_robust))
+    residual = [a - projection * b for a, b in zip(g_robust, g_clean_normalized)]
     return [a + b * alpha for a, b in zip(g_clean, residual)]
 
 
@@ -135,9 +123,7 @@ def test_direction_matches_reference(minimize_fp, alpha):
         alpha,
         minimize_fp,
     )
-    d = gsam_math.gsam_direction(
-        g + [None], g_p + [None], alpha, minimize_fp=minimize_fp
-    )
+    d = gsam_math.gsam_direction(g + [None], g_p + [None], alpha, minimize_fp=minimize_fp)
     assert d[-1] is None
     for actual, want in zip(d[:-1], expected):
         np.testing.assert_allclose(actual, want, rtol=1e-5, atol=1e-6)
@@ -207,9 +193,7 @@ def test_one_training_step_matches_reference(case, weighted):
     options = {"rho": 0.1, "alpha": 0.3, **STEP_CASES[case]}
     x, y, params = _mlp_problem()
     l2 = 0.01 if weighted else 0.0
-    sample_weight = (
-        np.linspace(0.2, 2.0, len(x)) if weighted else np.ones(len(x))
-    )
+    sample_weight = np.linspace(0.2, 2.0, len(x)) if weighted else np.ones(len(x))
 
     model = keras.Sequential(
         [
@@ -224,9 +208,7 @@ def test_one_training_step_matches_reference(case, weighted):
     )
     model.set_weights([p.astype("float32") for p in params])
     gsam_model = GSAM(model, **options)
-    gsam_model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate=1.0), loss="mse"
-    )
+    gsam_model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0), loss="mse")
     history = gsam_model.fit(
         x.astype("float32"),
         y.astype("float32"),
@@ -251,6 +233,4 @@ def test_one_training_step_matches_reference(case, weighted):
             variable.numpy(), p - d, rtol=1e-5, atol=1e-5, err_msg=variable.path
         )
     np.testing.assert_allclose(history.history["loss"][0], l_clean, rtol=1e-5)
-    np.testing.assert_allclose(
-        history.history["perturbed_loss"][0], l_robust, rtol=1e-5
-    )
+    np.testing.assert_allclose(history.history["perturbed_loss"][0], l_robust, rtol=1e-5)

@@ -52,9 +52,7 @@ def _canonical(config):
     ],
     ids=["constant_rho", "lr_tied_rho"],
 )
-def test_keras_file_round_trips_wrapper_model_and_hyperparameters(
-    tmp_path, options
-):
+def test_keras_file_round_trips_wrapper_model_and_hyperparameters(tmp_path, options):
     x, y = _data()
     gsam_model = GSAM(_model(), name="wrapped", **options)
     schedule = keras.optimizers.schedules.CosineDecay(0.1, 8, alpha=0.1)
@@ -76,36 +74,24 @@ def test_keras_file_round_trips_wrapper_model_and_hyperparameters(
     loaded = keras.saving.load_model(path)
 
     assert isinstance(loaded, GSAM)
-    assert _canonical(loaded.get_config()) == _canonical(
-        gsam_model.get_config()
-    )
+    assert _canonical(loaded.get_config()) == _canonical(gsam_model.get_config())
     assert loaded.get_config()["alpha"] == pytest.approx(0.3)
     for name in ("rho", "rho_max", "rho_min", "alpha", "skipped_steps"):
         original, restored = getattr(gsam_model, name), getattr(loaded, name)
         assert (original is None) == (restored is None), name
         if original is not None:
             assert restored.numpy() == original.numpy(), name
-    for original, restored in zip(
-        gsam_model.model.variables, loaded.model.variables
-    ):
+    for original, restored in zip(gsam_model.model.variables, loaded.model.variables):
         np.testing.assert_array_equal(restored.numpy(), original.numpy())
-    for original, restored in zip(
-        gsam_model.optimizer.variables, loaded.optimizer.variables
-    ):
+    for original, restored in zip(gsam_model.optimizer.variables, loaded.optimizer.variables):
         np.testing.assert_array_equal(restored.numpy(), original.numpy())
-    np.testing.assert_array_equal(
-        loaded.predict(x, verbose=0), gsam_model.predict(x, verbose=0)
-    )
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), gsam_model.predict(x, verbose=0))
 
     # Training resumes identically.
     gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0)
     loaded.fit(x, y, batch_size=8, shuffle=False, verbose=0)
-    for original, restored in zip(
-        gsam_model.model.variables, loaded.model.variables
-    ):
-        np.testing.assert_allclose(
-            restored.numpy(), original.numpy(), atol=1e-6
-        )
+    for original, restored in zip(gsam_model.model.variables, loaded.model.variables):
+        np.testing.assert_allclose(restored.numpy(), original.numpy(), atol=1e-6)
 
 
 def test_checkpoint_restores_hyperparameters_and_counters(tmp_path):

@@ -22,8 +22,11 @@ DOCKERFILE = (REPO / "Dockerfile").read_text()
 def dockerfile_instructions():
     """Instructions with their continuation lines joined."""
     joined = re.sub(r"\\\n\s*", " ", DOCKERFILE)
-    return [line.strip() for line in joined.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line.strip()
+        for line in joined.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def test_the_dockerfile_uses_the_shared_install_scripts():
@@ -40,8 +43,11 @@ def test_the_dockerfile_uses_the_shared_install_scripts():
 
 def build_context(destination: Path) -> Path:
     """What `COPY . /pipeline` copies: the checkout less what .dockerignore names."""
-    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
     def ignored(relative: str) -> bool:
         parts = relative.split("/")
@@ -49,8 +55,11 @@ def build_context(destination: Path) -> Path:
         return any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes for pattern in patterns)
 
     for folder, folders, names in os.walk(REPO):
-        folders[:] = [name for name in folders
-                      if not ignored(os.path.relpath(os.path.join(folder, name), REPO))]
+        folders[:] = [
+            name
+            for name in folders
+            if not ignored(os.path.relpath(os.path.join(folder, name), REPO))
+        ]
         for name in names:
             relative = os.path.relpath(os.path.join(folder, name), REPO)
             if not ignored(relative):
@@ -64,8 +73,11 @@ def image(tmp_path_factory):
     root = tmp_path_factory.mktemp("image")
     context = build_context(root / "pipeline")
     venv = root / "venv"
-    subprocess.run(["bash", str(REPO / "scripts" / "install-python.sh"), str(venv),
-                    str(context), "project"], check=True, timeout=1800)
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "install-python.sh"), str(venv), str(context), "project"],
+        check=True,
+        timeout=1800,
+    )
     return context, venv
 
 
@@ -74,8 +86,14 @@ def run_in_image(image, *args):
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env["PATH"] = f"{venv}/bin:{env['PATH']}"
     # Outside both the checkout and the build context: only the installed package can answer.
-    return subprocess.run([str(venv / "bin" / "python"), *args], cwd=context.parent, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [str(venv / "bin" / "python"), *args],
+        cwd=context.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_the_context_leaves_out_tests_and_ships_the_sample(image):
@@ -86,16 +104,22 @@ def test_the_context_leaves_out_tests_and_ships_the_sample(image):
 
 def test_the_kubeflow_v2_executor_entry_point_runs(image):
     result = run_in_image(
-        image, "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor", "--help")
+        image, "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor", "--help"
+    )
     assert result.returncode == 0, result.stderr
     assert "--json_serialized_invocation_args" in result.stdout + result.stderr
 
 
 def test_the_project_is_installed_in_the_image(image):
     _, venv = image
-    result = run_in_image(image, "-c", (
-        "import os, trainer.task, pipelines.pipeline, components.validation_gate; "
-        "print(callable(trainer.task.run_fn)); print(os.path.dirname(trainer.task.__file__))"))
+    result = run_in_image(
+        image,
+        "-c",
+        (
+            "import os, trainer.task, pipelines.pipeline, components.validation_gate; "
+            "print(callable(trainer.task.run_fn)); print(os.path.dirname(trainer.task.__file__))"
+        ),
+    )
     assert result.returncode == 0, result.stderr
     is_callable, location = result.stdout.split()
     assert is_callable == "True"

@@ -17,12 +17,16 @@ from tests.pipeline_support import ALL_NODES
 from trainer.config import TrainingConfig
 
 
-
 def build(tmp_path, **overrides):
     arguments = dict(
-        pipeline_name="test", pipeline_root=str(tmp_path / "root"), data_root=configs.DATA_ROOT,
-        schema_path=configs.SCHEMA_PATH, serving_model_dir=str(tmp_path / "serving"),
-        training=configs.TRAINING, accuracy_threshold=0.5, max_accuracy_drop=0.01,
+        pipeline_name="test",
+        pipeline_root=str(tmp_path / "root"),
+        data_root=configs.DATA_ROOT,
+        schema_path=configs.SCHEMA_PATH,
+        serving_model_dir=str(tmp_path / "serving"),
+        training=configs.TRAINING,
+        accuracy_threshold=0.5,
+        max_accuracy_drop=0.01,
     )
     arguments.update(overrides)
     return pipeline.create_pipeline(**arguments)
@@ -35,13 +39,13 @@ def test_the_dag_has_every_component_and_edge(tmp_path):
     assert upstream["ValidationGate"] == {"ImportSchemaGen", "ExampleValidator"}
     # Trainer depends on the gate, so anomalies stop it on every orchestrator.
     assert upstream["Trainer"] == {"ImportExampleGen", "ValidationGate"}
-    assert upstream["Evaluator"] == {"ImportExampleGen", "Trainer",
-                                     "latest_blessed_model_resolver"}
+    assert upstream["Evaluator"] == {"ImportExampleGen", "Trainer", "latest_blessed_model_resolver"}
     assert upstream["Pusher"] == {"Trainer", "Evaluator"}
     trainer = nodes["Trainer"]
     assert trainer.exec_properties["run_fn"] == "trainer.task.run_fn"
     assert json.loads(trainer.exec_properties["custom_config"]) == {
-        "training": configs.TRAINING.to_dict()}
+        "training": configs.TRAINING.to_dict()
+    }
 
 
 def test_without_a_schema_it_is_inferred(tmp_path):
@@ -53,21 +57,28 @@ def test_evaluator_blesses_on_accuracy_against_the_baseline(tmp_path):
     config = pipeline.eval_config("label", accuracy_threshold=0.8, max_accuracy_drop=0.02)
     [spec] = config.model_specs
     assert (spec.model_type, spec.signature_name, spec.prediction_key) == (
-        "tf_generic", "serving_default", "probabilities")
-    [accuracy] = [m for m in config.metrics_specs[0].metrics
-                  if m.class_name == "SparseCategoricalAccuracy"]
+        "tf_generic",
+        "serving_default",
+        "probabilities",
+    )
+    [accuracy] = [
+        m for m in config.metrics_specs[0].metrics if m.class_name == "SparseCategoricalAccuracy"
+    ]
     [gate] = accuracy.per_slice_thresholds
     assert list(gate.slicing_specs) == [tfma.SlicingSpec()], "only the overall slice is gated"
     assert gate.threshold.value_threshold.lower_bound.value == 0.8
     assert gate.threshold.change_threshold.absolute.value == -0.02
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(accuracy_threshold=1.5), "accuracy_threshold must be a number in [0, 1]"),
-    (dict(max_accuracy_drop=-0.1), "max_accuracy_drop must be a number in [0, 1]"),
-    (dict(data_format="parquet"), "data_format must be one of tfrecord, csv"),
-    (dict(training={"epochs": 1}), "training must be a TrainingConfig"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(accuracy_threshold=1.5), "accuracy_threshold must be a number in [0, 1]"),
+        (dict(max_accuracy_drop=-0.1), "max_accuracy_drop must be a number in [0, 1]"),
+        (dict(data_format="parquet"), "data_format must be one of tfrecord, csv"),
+        (dict(training={"epochs": 1}), "training must be a TrainingConfig"),
+    ],
+)
 def test_bad_arguments_are_named(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build(tmp_path, **overrides)
@@ -80,8 +91,14 @@ def test_csv_data_needs_the_mlp(tmp_path):
     assert pipeline.inspect_local_data(str(data)) == ("csv", False)
     with pytest.raises(ValueError, match="model must be 'mlp'"):
         build(tmp_path, data_root=str(data), data_format="csv", schema_path=None)
-    dag = build(tmp_path, data_root=str(data), data_format="csv", split_folders=False,
-                schema_path=None, training=TrainingConfig(model="mlp"))
+    dag = build(
+        tmp_path,
+        data_root=str(data),
+        data_format="csv",
+        split_folders=False,
+        schema_path=None,
+        training=TrainingConfig(model="mlp"),
+    )
     assert "CsvExampleGen" in [node.id for node in dag.components]
 
 
@@ -89,15 +106,27 @@ def test_the_sample_has_split_folders():
     assert pipeline.inspect_local_data(configs.DATA_ROOT) == ("tfrecord", True)
 
 
-@pytest.mark.parametrize("make, arguments, message", [
-    (lambda root: None, dict(data_root="/nonexistent/data"),
-     "data_root is not a folder: /nonexistent/data"),
-    (lambda root: root.mkdir(), {}, "data_root holds no files"),
-    (lambda root: (root.mkdir(), (root / "a.csv").write_text("x\n")),
-     dict(schema_path="/nonexistent/schema.pbtxt"), "schema_path does not exist"),
-    (lambda root: (root.mkdir(), (root / "a.csv").write_text("x\n")),
-     dict(data_format="parquet"), "data_format must be auto or one of"),
-])
+@pytest.mark.parametrize(
+    "make, arguments, message",
+    [
+        (
+            lambda root: None,
+            dict(data_root="/nonexistent/data"),
+            "data_root is not a folder: /nonexistent/data",
+        ),
+        (lambda root: root.mkdir(), {}, "data_root holds no files"),
+        (
+            lambda root: (root.mkdir(), (root / "a.csv").write_text("x\n")),
+            dict(schema_path="/nonexistent/schema.pbtxt"),
+            "schema_path does not exist",
+        ),
+        (
+            lambda root: (root.mkdir(), (root / "a.csv").write_text("x\n")),
+            dict(data_format="parquet"),
+            "data_format must be auto or one of",
+        ),
+    ],
+)
 def test_local_data_problems_are_named(tmp_path, make, arguments, message):
     make(tmp_path / "data")
     with pytest.raises(ValueError, match=message):
@@ -110,24 +139,33 @@ class TestCommandLine:
         return parser, parser.parse_args(["--output-dir", "/tmp/out", *argv])
 
     def test_flags_reach_the_trainer_config(self):
-        parser, args = self.parse("--optimizer", "sam", "--epochs", "2", "--rho-max", "0.1",
-                                  "--rho-min", "0.05")
+        parser, args = self.parse(
+            "--optimizer", "sam", "--epochs", "2", "--rho-max", "0.1", "--rho-min", "0.05"
+        )
         dag = options.build_local(args, parser)
         [trainer] = [node for node in dag.components if node.id == "Trainer"]
         config = TrainingConfig.from_custom_config(
-            json.loads(trainer.exec_properties["custom_config"]))
+            json.loads(trainer.exec_properties["custom_config"])
+        )
         assert (config.optimizer, config.epochs, config.rho_max, config.rho_min) == (
-            "sam", 2, 0.1, 0.05)
+            "sam",
+            2,
+            0.1,
+            0.05,
+        )
         assert config.effective_alpha == 0.0
         assert dag.pipeline_info.pipeline_root == "/tmp/out/pipeline"
 
-    @pytest.mark.parametrize("argv, flag", [
-        (["--rho-min", "0.5", "--rho-max", "0.1"], "--rho-max, --rho-min"),
-        (["--epochs", "0"], "--epochs"),
-        (["--alpha", "-1"], "--alpha"),
-        (["--accuracy-threshold", "2"], "--accuracy-threshold"),
-        (["--data-root", "/nonexistent"], "--data-root"),
-    ])
+    @pytest.mark.parametrize(
+        "argv, flag",
+        [
+            (["--rho-min", "0.5", "--rho-max", "0.1"], "--rho-max, --rho-min"),
+            (["--epochs", "0"], "--epochs"),
+            (["--alpha", "-1"], "--alpha"),
+            (["--accuracy-threshold", "2"], "--accuracy-threshold"),
+            (["--data-root", "/nonexistent"], "--data-root"),
+        ],
+    )
     def test_bad_values_exit_naming_the_flag(self, argv, flag, capsys):
         parser, args = self.parse(*argv)
         with pytest.raises(SystemExit):
@@ -152,10 +190,12 @@ def write_anomalies(tmp_path, per_split):
 
 
 def test_the_gate_reports_every_anomaly_by_split(tmp_path):
-    artifact = write_anomalies(tmp_path, {
-        "train": {}, "eval": {"label": "Unexpectedly large value: 12."}})
+    artifact = write_anomalies(
+        tmp_path, {"train": {}, "eval": {"label": "Unexpectedly large value: 12."}}
+    )
     assert find_anomalies(artifact) == {
-        "eval": ["label: Out-of-range values (Unexpectedly large value: 12.)"]}
+        "eval": ["label: Out-of-range values (Unexpectedly large value: 12.)"]
+    }
     clean = write_anomalies(tmp_path / "clean", {"train": {}, "eval": {}})
     assert find_anomalies(clean) == {}
 
@@ -174,13 +214,19 @@ class TestAtomicPusher:
         blessing.set_int_custom_property("blessed", int(blessed))
         pushed = standard_artifacts.PushedModel()
         pushed.uri = str(tmp_path / "pushed")
-        destination = tfx.proto.PushDestination(filesystem=tfx.proto.PushDestination.Filesystem(
-            base_directory=str(tmp_path / "serving")))
+        destination = tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=str(tmp_path / "serving")
+            )
+        )
         atomic_pusher.AtomicPushExecutor().Do(
-            {standard_component_specs.MODEL_KEY: [model],
-             standard_component_specs.MODEL_BLESSING_KEY: [blessing]},
+            {
+                standard_component_specs.MODEL_KEY: [model],
+                standard_component_specs.MODEL_BLESSING_KEY: [blessing],
+            },
             {standard_component_specs.PUSHED_MODEL_KEY: [pushed]},
-            {standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination)})
+            {standard_component_specs.PUSH_DESTINATION_KEY: proto_utils.proto_to_json(destination)},
+        )
         return pushed
 
     def test_a_blessed_model_lands_whole_under_a_numeric_version(self, tmp_path):
@@ -190,7 +236,8 @@ class TestAtomicPusher:
         assert sorted(os.listdir(tmp_path / "serving" / version)) == ["saved_model.pb", "variables"]
         assert pushed.get_int_custom_property("pushed") == 1
         assert pushed.get_string_custom_property("pushed_destination") == str(
-            tmp_path / "serving" / version)
+            tmp_path / "serving" / version
+        )
 
     def test_an_unblessed_model_is_not_pushed(self, tmp_path):
         pushed = self.push(tmp_path, blessed=False)

@@ -9,7 +9,13 @@ import tensorflow as tf
 from pipelines import summary
 from pipelines.options import OutputLayout
 from tests.pipeline_support import (
-    ALL_NODES, executed_nodes, run_pipeline, versions, write_split_sample)
+    ALL_NODES,
+    executed_nodes,
+    run_pipeline,
+    versions,
+    write_split_sample,
+)
+
 
 @pytest.fixture(scope="module")
 def first_run(sample, tmp_path_factory):
@@ -29,8 +35,9 @@ def test_the_pushed_model_classifies_serialized_examples(first_run, sample):
     [version] = versions(first_run)
     serving = tf.saved_model.load(os.path.join(first_run.serving_model_dir, version))
     records = [r.numpy() for r in tf.data.TFRecordDataset(str(sample / "eval" / "data.tfrecord"))]
-    probabilities = serving.signatures["serving_default"](
-        examples=tf.constant(records[:16]))["probabilities"].numpy()
+    probabilities = serving.signatures["serving_default"](examples=tf.constant(records[:16]))[
+        "probabilities"
+    ].numpy()
     assert probabilities.shape == (16, 10)
     assert np.all(probabilities >= 0)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
@@ -43,8 +50,11 @@ def test_an_impossible_threshold_blocks_the_push(sample, first_run):
     run = summary.latest_run(first_run.metadata_path, "e2e")
     assert run.blessed is False and run.pushed_model is None
     assert run.baseline_accuracy is not None
-    assert any(reason.startswith("sparse_categorical_accuracy ") and
-               reason.endswith("is below the threshold 1.0000") for reason in run.why), run.why
+    assert any(
+        reason.startswith("sparse_categorical_accuracy ")
+        and reason.endswith("is below the threshold 1.0000")
+        for reason in run.why
+    ), run.why
     assert versions(first_run) == before
 
 

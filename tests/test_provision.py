@@ -17,12 +17,21 @@ sys.modules["provision"] = provision  # dataclasses look their module up there
 _spec.loader.exec_module(provision)
 
 
-def make_host(glibc=(2, 41), pythons=((3, 12), (3, 13)), is_root=False, has_apt=False,
-              has_debootstrap=False, has_bwrap=False):
+def make_host(
+    glibc=(2, 41),
+    pythons=((3, 12), (3, 13)),
+    is_root=False,
+    has_apt=False,
+    has_debootstrap=False,
+    has_bwrap=False,
+):
     return provision.Host(
         glibc=glibc,
         pythons={version: f"/usr/bin/python{version[0]}.{version[1]}" for version in pythons},
-        is_root=is_root, has_apt=has_apt, has_debootstrap=has_debootstrap, has_bwrap=has_bwrap,
+        is_root=is_root,
+        has_apt=has_apt,
+        has_debootstrap=has_debootstrap,
+        has_bwrap=has_bwrap,
     )
 
 
@@ -36,8 +45,9 @@ class TestChooseStrategy:
         assert provision.choose_strategy(host) == provision.Strategy("rootfs")
 
     def test_new_glibc_without_a_supported_python_falls_back_to_the_root(self):
-        host = make_host(glibc=(2, 40), pythons=[], is_root=True, has_debootstrap=True,
-                         has_bwrap=True)
+        host = make_host(
+            glibc=(2, 40), pythons=[], is_root=True, has_debootstrap=True, has_bwrap=True
+        )
         assert provision.choose_strategy(host).kind == "rootfs"
 
     def test_old_glibc_without_root_is_refused_with_what_to_do(self):
@@ -165,7 +175,7 @@ class TestEnsureEnv:
         release = tmp_path / "release"
         script = f"""
 import importlib.util, sys, time
-spec = importlib.util.spec_from_file_location("provision", {str(REPO / 'scripts/provision.py')!r})
+spec = importlib.util.spec_from_file_location("provision", {str(REPO / "scripts/provision.py")!r})
 provision = importlib.util.module_from_spec(spec); sys.modules["provision"] = provision
 spec.loader.exec_module(provision)
 def build(strategy, staging, final):
@@ -177,13 +187,19 @@ provision._build_venv = build
 print(sorted(p.name for p in provision.ensure_env(provision.Strategy("venv", "/p"), "k").iterdir()))
 """
         env = dict(os.environ, GSAM_TFX_CACHE=str(cache))
-        first = subprocess.Popen([sys.executable, "-c", script, "first"], env=env,
-                                 stdout=subprocess.PIPE, text=True)
+        first = subprocess.Popen(
+            [sys.executable, "-c", script, "first"], env=env, stdout=subprocess.PIPE, text=True
+        )
         while not (cache / "venv-k.partial").exists():
             assert first.poll() is None
             time.sleep(0.05)
-        second = subprocess.Popen([sys.executable, "-c", script, "second"], env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        second = subprocess.Popen(
+            [sys.executable, "-c", script, "second"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert "waiting for another build" in second.stderr.readline()
         release.touch()
         assert first.communicate(timeout=60)[0].strip() == "['by-first', 'env.json']"
@@ -204,10 +220,11 @@ def test_relocate_venv_rewrites_shebangs_and_activate(tmp_path):
 
 def test_command_in_env_for_the_root_binds_the_checkout():
     argv, env = provision.command_in_env(
-        provision.Strategy("rootfs"), Path("/cache/rootfs-k"), "k", ["python", "-V"])
+        provision.Strategy("rootfs"), Path("/cache/rootfs-k"), "k", ["python", "-V"]
+    )
     assert argv[:4] == ["bwrap", "--bind", "/cache/rootfs-k", "/"]
-    assert argv[argv.index("--bind", 4):][:3] == ["--bind", "/tmp", "/tmp"]
-    assert ["--bind", str(REPO), str(REPO)] == argv[argv.index(str(REPO)) - 1:][:3]
+    assert argv[argv.index("--bind", 4) :][:3] == ["--bind", "/tmp", "/tmp"]
+    assert ["--bind", str(REPO), str(REPO)] == argv[argv.index(str(REPO)) - 1 :][:3]
     assert argv[-3:] == ["--", "python", "-V"]
     assert env["PATH"].startswith(provision.ROOTFS_VENV + "/bin:")
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)
@@ -234,4 +251,8 @@ def test_prune_keeps_the_current_environment_and_builds_in_progress(tmp_path, mo
         fcntl.flock(held, fcntl.LOCK_EX)
         assert provision.cmd_prune() == 0
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "venv-busy.lock", "venv-busy.partial", "venv-now", "venv-now.lock"]
+        "venv-busy.lock",
+        "venv-busy.partial",
+        "venv-now",
+        "venv-now.lock",
+    ]

@@ -46,15 +46,11 @@ def test_equal_learning_rate_bounds_give_rho_max():
     [
         (schedules.CosineDecay(0.1, 100, alpha=0.01), (0.1, 0.001)),
         (
-            schedules.CosineDecay(
-                0.001, 100, alpha=0.1, warmup_target=0.2, warmup_steps=10
-            ),
+            schedules.CosineDecay(0.001, 100, alpha=0.1, warmup_target=0.2, warmup_steps=10),
             (0.2, 0.001),
         ),
         (
-            schedules.CosineDecay(
-                0.001, 100, alpha=0.1, warmup_target=0.2, warmup_steps=0
-            ),
+            schedules.CosineDecay(0.001, 100, alpha=0.1, warmup_target=0.2, warmup_steps=0),
             (0.2, 0.02),
         ),
         (schedules.CosineDecayRestarts(0.1, 10, alpha=0.2), (0.1, 0.02)),
@@ -113,9 +109,7 @@ def test_cosine_annealing_values():
     assert schedule(0, None) == pytest.approx(0.1)
     assert schedule(5, 0.07) == pytest.approx(0.055)
     assert schedule(10) == pytest.approx(0.01)
-    assert schedule(3) == pytest.approx(
-        0.01 + 0.09 * (1 + math.cos(math.pi * 0.3)) / 2
-    )
+    assert schedule(3) == pytest.approx(0.01 + 0.09 * (1 + math.cos(math.pi * 0.3)) / 2)
 
 
 @pytest.mark.parametrize(
@@ -133,9 +127,7 @@ def test_cosine_annealing_rejects_bad_arguments(kwargs, name):
 
 def test_cosine_annealing_serializes():
     schedule = CosineAnnealingScheduler(T_max=7, eta_max=0.2, eta_min=0.02)
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(schedule)
-    )
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
     assert isinstance(restored, CosineAnnealingScheduler)
     assert restored.get_config() == schedule.get_config()
 
@@ -170,9 +162,7 @@ def test_rho_scheduler_sets_rho_every_epoch_in_the_compiled_step(capsys):
     # `rho` in the logs is what the training step used.
     np.testing.assert_allclose(history.history["rho"], expected, rtol=1e-6)
     np.testing.assert_allclose(gsam_model.rho.numpy(), expected[-1], rtol=1e-6)
-    assert (
-        "Epoch 4: RhoScheduler setting rho to 0.01" in capsys.readouterr().out
-    )
+    assert "Epoch 4: RhoScheduler setting rho to 0.01" in capsys.readouterr().out
 
 
 def test_rho_scheduler_passes_the_current_rho():
@@ -184,24 +174,18 @@ def test_rho_scheduler_passes_the_current_rho():
         verbose=0,
         callbacks=[RhoScheduler(lambda epoch, rho: 2 * rho)],
     )
-    np.testing.assert_allclose(
-        history.history["rho"], [0.02, 0.04, 0.08], rtol=1e-6
-    )
+    np.testing.assert_allclose(history.history["rho"], [0.02, 0.04, 0.08], rtol=1e-6)
 
 
 def test_rho_scheduler_rejects_a_negative_rho():
     with pytest.raises(ValueError, match="`rho` must be >= 0"):
-        _gsam(rho=0.05).fit(
-            *_xy(), verbose=0, callbacks=[RhoScheduler(lambda epoch, rho: -1.0)]
-        )
+        _gsam(rho=0.05).fit(*_xy(), verbose=0, callbacks=[RhoScheduler(lambda epoch, rho: -1.0)])
 
 
 def test_rho_scheduler_needs_a_constant_rho():
     gsam_model = _gsam(rho_max=0.04, rho_min=0.02)
     with pytest.raises(ValueError, match="constant `rho`"):
-        gsam_model.fit(
-            *_xy(), verbose=0, callbacks=[RhoScheduler(lambda epoch, rho: 0.1)]
-        )
+        gsam_model.fit(*_xy(), verbose=0, callbacks=[RhoScheduler(lambda epoch, rho: 0.1)])
 
 
 def test_rho_scheduler_needs_a_callable():

@@ -22,25 +22,42 @@ def test_beam_dag_runner_runs_every_component_and_pushes(sample, tmp_path):
     assert executed_nodes(layout) == ALL_NODES
     [version] = versions(layout)
     assert summary.latest_run(layout.metadata_path, "e2e").pushed_model == os.path.join(
-        layout.serving_model_dir, version)
+        layout.serving_model_dir, version
+    )
 
 
 def test_tfx_cli_creates_and_runs_the_local_pipeline(sample, tmp_path):
     layout = OutputLayout(str(tmp_path / "out"))
-    flags = ["--data-root", str(sample), "--schema", configs.SCHEMA_PATH,
-             "--output-dir", layout.output_dir,
-             "--pipeline-name", "cli-e2e", "--epochs", "1", "--batch-size", "32",
-             "--train-steps-per-epoch", "4", "--accuracy-threshold", "0"]
+    flags = [
+        "--data-root",
+        str(sample),
+        "--schema",
+        configs.SCHEMA_PATH,
+        "--output-dir",
+        layout.output_dir,
+        "--pipeline-name",
+        "cli-e2e",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--train-steps-per-epoch",
+        "4",
+        "--accuracy-threshold",
+        "0",
+    ]
     env = dict(os.environ, HOME=str(tmp_path / "home"), GSAM_TFX_ARGS=shlex.join(flags))
 
     def tfx_cli(*args):
-        result = subprocess.run(["tfx", *args], cwd=REPO, env=env, capture_output=True,
-                                text=True, timeout=900)
+        result = subprocess.run(
+            ["tfx", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return result.stdout
 
-    created = tfx_cli("pipeline", "create", "--engine", "local",
-                      "--pipeline_path", "pipelines/local_runner.py")
+    created = tfx_cli(
+        "pipeline", "create", "--engine", "local", "--pipeline_path", "pipelines/local_runner.py"
+    )
     assert 'Pipeline "cli-e2e" created successfully.' in created
     assert not os.path.exists(layout.metadata_path), "create must not run the pipeline"
     tfx_cli("run", "create", "--engine", "local", "--pipeline_name", "cli-e2e")
@@ -60,21 +77,46 @@ def test_csv_data_trains_the_mlp_through_the_local_runner(tmp_path, capsys):
         file.write("width,height,label\n")
         file.writelines(f"{w:.4f},{h:.4f},{label}\n" for (w, h), label in zip(features, labels))
     layout = OutputLayout(str(tmp_path / "out"))
-    run_here.run(tfx.orchestration.LocalDagRunner(), "test", [
-        "--data-root", str(tmp_path / "csv"), "--output-dir", layout.output_dir,
-        "--pipeline-name", "csv-e2e", "--num-classes", "3", "--epochs", "2",
-        "--batch-size", "16", "--learning-rate", "0.01", "--accuracy-threshold", "0"])
+    run_here.run(
+        tfx.orchestration.LocalDagRunner(),
+        "test",
+        [
+            "--data-root",
+            str(tmp_path / "csv"),
+            "--output-dir",
+            layout.output_dir,
+            "--pipeline-name",
+            "csv-e2e",
+            "--num-classes",
+            "3",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--learning-rate",
+            "0.01",
+            "--accuracy-threshold",
+            "0",
+        ],
+    )
     assert "CsvExampleGen" in executed_nodes(layout) and "SchemaGen" in executed_nodes(layout)
     run = summary.latest_run(layout.metadata_path, "csv-e2e")
     [version] = versions(layout)
     assert run.pushed_model == os.path.join(layout.serving_model_dir, version)
     assert f"pushed model:   {run.pushed_model}" in capsys.readouterr().out
-    row = tf.train.Example(features=tf.train.Features(feature={
-        "width": tf.train.Feature(float_list=tf.train.FloatList(value=[0.5])),
-        "height": tf.train.Feature(float_list=tf.train.FloatList(value=[2.0])),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[2])),
-    })).SerializeToString()
-    probabilities = tf.saved_model.load(run.pushed_model).signatures["serving_default"](
-        examples=tf.constant([row]))["probabilities"].numpy()
+    row = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "width": tf.train.Feature(float_list=tf.train.FloatList(value=[0.5])),
+                "height": tf.train.Feature(float_list=tf.train.FloatList(value=[2.0])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[2])),
+            }
+        )
+    ).SerializeToString()
+    probabilities = (
+        tf.saved_model.load(run.pushed_model)
+        .signatures["serving_default"](examples=tf.constant([row]))["probabilities"]
+        .numpy()
+    )
     assert probabilities.shape == (1, 3)
     np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-5)

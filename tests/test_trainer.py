@@ -19,8 +19,10 @@ def assert_probabilities(probabilities, count, num_classes):
 
 
 def image_splits(rng):
-    return {"train": trainer_examples.random_image_examples(rng, 64),
-            "eval": trainer_examples.random_image_examples(rng, 16)}
+    return {
+        "train": trainer_examples.random_image_examples(rng, 64),
+        "eval": trainer_examples.random_image_examples(rng, 16),
+    }
 
 
 def test_plain_training_exports_serving_model_and_tensorboard_logs(tmp_path):
@@ -43,7 +45,8 @@ def test_gsam_training_logs_gsam_metrics_and_exports_inner_model(tmp_path, capsy
     with open(trainer_examples.SAMPLE_SCHEMA) as f:
         # TrainArgs.num_steps is the total: 2 epochs x 2 steps.
         serving_dir, _ = trainer_examples.run_trainer(
-            tmp_path, config, splits, f.read(), train_steps=4)
+            tmp_path, config, splits, f.read(), train_steps=4
+        )
 
     output = capsys.readouterr().out
     assert "Epoch 2/2" in output and "2/2 - " in output
@@ -56,12 +59,22 @@ def test_gsam_training_logs_gsam_metrics_and_exports_inner_model(tmp_path, capsy
 
 def test_sam_training_of_mlp_on_tabular_features(tmp_path):
     rng = np.random.default_rng(2)
-    splits = {"train": trainer_examples.random_tabular_examples(rng, 48),
-              "eval": trainer_examples.random_tabular_examples(rng, 8)}
-    config = TrainingConfig(model="mlp", optimizer="sam", base_optimizer="adam", epochs=1,
-                            batch_size=16, learning_rate=0.01, lr_schedule="constant")
+    splits = {
+        "train": trainer_examples.random_tabular_examples(rng, 48),
+        "eval": trainer_examples.random_tabular_examples(rng, 8),
+    }
+    config = TrainingConfig(
+        model="mlp",
+        optimizer="sam",
+        base_optimizer="adam",
+        epochs=1,
+        batch_size=16,
+        learning_rate=0.01,
+        lr_schedule="constant",
+    )
     serving_dir, _ = trainer_examples.run_trainer(
-        tmp_path, config, splits, trainer_examples.TABULAR_SCHEMA)
+        tmp_path, config, splits, trainer_examples.TABULAR_SCHEMA
+    )
 
     assert_probabilities(trainer_examples.serve(serving_dir, splits["eval"]), 8, 3)
 
@@ -69,8 +82,10 @@ def test_sam_training_of_mlp_on_tabular_features(tmp_path):
 def test_total_train_steps_and_steps_per_epoch_conflict(tmp_path):
     splits = image_splits(np.random.default_rng(3))
     config = TrainingConfig(optimizer="plain", train_steps_per_epoch=2)
-    with open(trainer_examples.SAMPLE_SCHEMA) as f, pytest.raises(
-            ValueError, match="TrainArgs.num_steps .*train_steps_per_epoch"):
+    with (
+        open(trainer_examples.SAMPLE_SCHEMA) as f,
+        pytest.raises(ValueError, match="TrainArgs.num_steps .*train_steps_per_epoch"),
+    ):
         trainer_examples.run_trainer(tmp_path, config, splits, f.read(), train_steps=4)
 
 
@@ -99,9 +114,11 @@ def test_cosine_schedule_warms_up_from_and_decays_to_the_floor():
 
 def test_constant_schedule_is_a_number_and_keeps_warmup():
     assert task.learning_rate_schedule(
-        TrainingConfig(learning_rate=0.1, lr_schedule="constant"), 10) == (0.1, 0.1, 0.1)
-    config = TrainingConfig(learning_rate=0.1, lr_schedule="constant", warmup_epochs=1,
-                            lr_min_ratio=0.1, epochs=2)
+        TrainingConfig(learning_rate=0.1, lr_schedule="constant"), 10
+    ) == (0.1, 0.1, 0.1)
+    config = TrainingConfig(
+        learning_rate=0.1, lr_schedule="constant", warmup_epochs=1, lr_min_ratio=0.1, epochs=2
+    )
     schedule, lr_max, lr_min = task.learning_rate_schedule(config, 10)
     assert [round(float(schedule(s)), 6) for s in (0, 10, 20)] == [0.01, 0.1, 0.1]
     assert (lr_max, lr_min) == (0.1, pytest.approx(0.01))
@@ -115,4 +132,6 @@ def test_warmup_longer_than_training_is_rejected():
 def test_optimizers():
     sgd = task.make_optimizer(TrainingConfig(base_optimizer="sgd"), 0.1)
     assert sgd.__class__.__name__ == "SGD" and sgd.momentum == 0.9
-    assert task.make_optimizer(TrainingConfig(base_optimizer="adam"), 0.1).__class__.__name__ == "Adam"
+    assert (
+        task.make_optimizer(TrainingConfig(base_optimizer="adam"), 0.1).__class__.__name__ == "Adam"
+    )

@@ -28,20 +28,28 @@ feature { name: "name" type: BYTES presence { min_fraction: 1 } shape { dim { si
 
 def image_example(image: np.ndarray, label: int) -> bytes:
     """A serialized tf.Example with `image` (PNG of the uint8 HxWxC array) and `label`."""
-    return tf.train.Example(features=tf.train.Features(feature={
-        "image": _bytes(tf.io.encode_png(image).numpy()),
-        "label": _int64([label]),
-    })).SerializeToString()
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image": _bytes(tf.io.encode_png(image).numpy()),
+                "label": _int64([label]),
+            }
+        )
+    ).SerializeToString()
 
 
 def tabular_example(size: list[float], count: int, name: bytes, label: int) -> bytes:
     """A serialized tf.Example matching `TABULAR_SCHEMA`."""
-    return tf.train.Example(features=tf.train.Features(feature={
-        "size": tf.train.Feature(float_list=tf.train.FloatList(value=size)),
-        "count": _int64([count]),
-        "name": _bytes(name),
-        "label": _int64([label]),
-    })).SerializeToString()
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "size": tf.train.Feature(float_list=tf.train.FloatList(value=size)),
+                "count": _int64([count]),
+                "name": _bytes(name),
+                "label": _int64([label]),
+            }
+        )
+    ).SerializeToString()
 
 
 def random_images(rng: np.random.Generator, count: int, shape=(28, 28, 1)) -> np.ndarray:
@@ -50,17 +58,21 @@ def random_images(rng: np.random.Generator, count: int, shape=(28, 28, 1)) -> np
 
 def random_image_examples(rng: np.random.Generator, count: int) -> list[bytes]:
     """`count` random 28x28x1 images with labels cycling through 0..9."""
-    return [image_example(image, index % 10)
-            for index, image in enumerate(random_images(rng, count))]
+    return [
+        image_example(image, index % 10) for index, image in enumerate(random_images(rng, count))
+    ]
 
 
 def random_tabular_examples(rng: np.random.Generator, count: int) -> list[bytes]:
-    return [tabular_example(rng.normal(size=2).tolist(), int(rng.integers(0, 50)), b"x",
-                            index % 3) for index in range(count)]
+    return [
+        tabular_example(rng.normal(size=2).tolist(), int(rng.integers(0, 50)), b"x", index % 3)
+        for index in range(count)
+    ]
 
 
-def examples_artifact(root: str, splits: dict[str, list[bytes]] | list[str]
-                      ) -> standard_artifacts.Examples:
+def examples_artifact(
+    root: str, splits: dict[str, list[bytes]] | list[str]
+) -> standard_artifacts.Examples:
     """An Examples artifact laid out as ExampleGen writes it (Split-<name>/*.gz, GZIP).
 
     `splits` maps split names to the records to write, or names the splits already at `root`.
@@ -98,8 +110,16 @@ def _int64(values) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
-def run_trainer(tmp_path, config, splits, schema_text, train_steps=0, eval_steps=0,
-                examples_root=None, schema_root=None):
+def run_trainer(
+    tmp_path,
+    config,
+    splits,
+    schema_text,
+    train_steps=0,
+    eval_steps=0,
+    examples_root=None,
+    schema_root=None,
+):
     """Runs the Trainer executor with `run_fn="trainer.task.run_fn"`; returns the model dirs.
 
     `splits` as for `examples_artifact`; the examples go to (or, given the split names, are
@@ -111,20 +131,22 @@ def run_trainer(tmp_path, config, splits, schema_text, train_steps=0, eval_steps
     model_run = standard_artifacts.ModelRun()
     model_run.uri = str(tmp_path / "model_run")
     input_dict = {
-        specs.EXAMPLES_KEY: [examples_artifact(str(examples_root or tmp_path / "examples"), splits)],
+        specs.EXAMPLES_KEY: [
+            examples_artifact(str(examples_root or tmp_path / "examples"), splits)
+        ],
         specs.SCHEMA_KEY: [schema_artifact(str(schema_root or tmp_path / "schema"), schema_text)],
     }
     exec_properties = {
         specs.RUN_FN_KEY: "trainer.task.run_fn",
         specs.TRAIN_ARGS_KEY: proto_utils.proto_to_json(
-            trainer_pb2.TrainArgs(num_steps=train_steps)),
-        specs.EVAL_ARGS_KEY: proto_utils.proto_to_json(
-            trainer_pb2.EvalArgs(num_steps=eval_steps)),
+            trainer_pb2.TrainArgs(num_steps=train_steps)
+        ),
+        specs.EVAL_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.EvalArgs(num_steps=eval_steps)),
         specs.CUSTOM_CONFIG_KEY: json_utils.dumps(config.to_custom_config()),
     }
     trainer_executor.GenericExecutor().Do(
-        input_dict, {specs.MODEL_KEY: [model], specs.MODEL_RUN_KEY: [model_run]},
-        exec_properties)
+        input_dict, {specs.MODEL_KEY: [model], specs.MODEL_RUN_KEY: [model_run]}, exec_properties
+    )
     return os.path.join(model.uri, "Format-Serving"), model_run.uri
 
 

@@ -86,17 +86,13 @@ class TrainingConfig:
         for name in ("train_steps_per_epoch", "eval_steps"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
-        _check_number(
-            "learning_rate", self.learning_rate, low=0, low_inclusive=False
-        )
+        _check_number("learning_rate", self.learning_rate, low=0, low_inclusive=False)
         _check_number("lr_min_ratio", self.lr_min_ratio, low=0, high=1)
         _check_number("warmup_epochs", self.warmup_epochs, low=0)
         _check_number("rho_max", self.rho_max, low=0)
         _check_number("rho_min", self.rho_min, low=0)
         if self.rho_min > self.rho_max:
-            raise ValueError(
-                f"rho_min ({self.rho_min}) must not exceed rho_max ({self.rho_max})."
-            )
+            raise ValueError(f"rho_min ({self.rho_min}) must not exceed rho_max ({self.rho_max}).")
         if self.alpha is not None:
             _check_number("alpha", self.alpha, low=0)
             if self.optimizer == "sam" and self.alpha != 0:
@@ -105,24 +101,15 @@ class TrainingConfig:
                     f"got {self.alpha}; use optimizer='gsam' for alpha > 0."
                 )
         if not isinstance(self.adaptive, bool):
-            raise ValueError(
-                f"adaptive must be true or false, got {self.adaptive!r}."
-            )
+            raise ValueError(f"adaptive must be true or false, got {self.adaptive!r}.")
         for name in ("label_key", "image_key"):
-            if not isinstance(getattr(self, name), str) or not getattr(
-                self, name
-            ):
-                raise ValueError(
-                    f"{name} must be a non-empty string, got {getattr(self, name)!r}."
-                )
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}.")
         shape = self.image_shape
         if (
             not isinstance(shape, (tuple, list))
             or len(shape) != 3
-            or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d > 0
-                for d in shape
-            )
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
             or shape[2] not in (1, 3, 4)
         ):
             raise ValueError(
@@ -148,9 +135,7 @@ class TrainingConfig:
         return {CUSTOM_CONFIG_KEY: self.to_dict()}
 
     @classmethod
-    def from_custom_config(
-        cls, custom_config: dict[str, Any] | None
-    ) -> "TrainingConfig":
+    def from_custom_config(cls, custom_config: dict[str, Any] | None) -> "TrainingConfig":
         """Reads the config that `to_custom_config` wrote into the Trainer's `custom_config`."""
         if not custom_config or CUSTOM_CONFIG_KEY not in custom_config:
             raise ValueError(
@@ -175,28 +160,18 @@ class TrainingConfig:
 
 def _check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(
-            f"{name} must be one of {', '.join(choices)}, got {value!r}."
-        )
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
 
 
 def _check_int(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"{name} must be an integer >= {minimum}, got {value!r}."
-        )
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
 def _check_number(name, value, low=None, high=None, low_inclusive=True):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-    ):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}.")
-    if low is not None and (
-        value < low or (value == low and not low_inclusive)
-    ):
+    if low is not None and (value < low or (value == low and not low_inclusive)):
         bound = ">=" if low_inclusive else ">"
         raise ValueError(f"{name} must be {bound} {low}, got {value}.")
     if high is not None and value > high:

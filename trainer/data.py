@@ -36,17 +36,13 @@ _COUNT_BATCH_SIZE = 1024
 def load_schema(schema_path: str | None) -> schema_pb2.Schema:
     """Reads a text-format TFMD schema (the Trainer's `fn_args.schema_path`)."""
     if not schema_path:
-        raise ValueError(
-            "A schema file is required: connect a schema to the Trainer."
-        )
+        raise ValueError("A schema file is required: connect a schema to the Trainer.")
     if not tf.io.gfile.exists(schema_path):
         raise ValueError(f"Schema file {schema_path!r} does not exist.")
     return io_utils.parse_pbtxt_file(schema_path, schema_pb2.Schema())
 
 
-def resolve_num_classes(
-    config: TrainingConfig, schema: schema_pb2.Schema
-) -> int:
+def resolve_num_classes(config: TrainingConfig, schema: schema_pb2.Schema) -> int:
     """`config.num_classes`, or else max + 1 of the label's int_domain in the schema."""
     if config.num_classes is not None:
         return config.num_classes
@@ -55,9 +51,7 @@ def resolve_num_classes(
     if feature.HasField("int_domain"):
         domain = feature.int_domain
     elif feature.domain:
-        domain = next(
-            (d for d in schema.int_domain if d.name == feature.domain), None
-        )
+        domain = next((d for d in schema.int_domain if d.name == feature.domain), None)
     if domain is None or not domain.HasField("max"):
         raise ValueError(
             f"Cannot tell the number of classes: label feature {config.label_key!r} has no "
@@ -79,9 +73,7 @@ def parse_spec(
         _feature(schema, config.image_key, "image_key")
         return {config.image_key: tf.io.FixedLenFeature([1], tf.string)}
     features = [
-        f
-        for f in schema.feature
-        if f.type in _NUMERIC_TYPES and f.name != config.label_key
+        f for f in schema.feature if f.type in _NUMERIC_TYPES and f.name != config.label_key
     ]
     if not features:
         raise ValueError(
@@ -94,18 +86,11 @@ def parse_spec(
     }
 
 
-def model_input_shape(
-    config: TrainingConfig, schema: schema_pb2.Schema
-) -> tuple[int, ...]:
+def model_input_shape(config: TrainingConfig, schema: schema_pb2.Schema) -> tuple[int, ...]:
     """Shape of one model input: `config.image_shape`, or (number of numeric values,)."""
     if config.model == "resnet":
         return config.image_shape
-    return (
-        sum(
-            math.prod(spec.shape)
-            for spec in parse_spec(config, schema).values()
-        ),
-    )
+    return (sum(math.prod(spec.shape) for spec in parse_spec(config, schema).values()),)
 
 
 def features_to_inputs(
@@ -133,16 +118,12 @@ def features_to_inputs(
     )
 
 
-def decode_images(
-    png: tf.Tensor, image_shape: tuple[int, int, int]
-) -> tf.Tensor:
+def decode_images(png: tf.Tensor, image_shape: tuple[int, int, int]) -> tf.Tensor:
     """PNG bytes, shape [batch], to float32 images [batch, *image_shape] in [0, 1]."""
     height, width, channels = image_shape
 
     def decode_one(data):
-        image = tf.image.convert_image_dtype(
-            tf.io.decode_png(data, channels=channels), tf.float32
-        )
+        image = tf.image.convert_image_dtype(tf.io.decode_png(data, channels=channels), tf.float32)
         same_size = tf.reduce_all(tf.shape(image)[:2] == [height, width])
         image = tf.cond(
             same_size,
@@ -207,14 +188,10 @@ def count_examples(
     label_key: str,
 ) -> int:
     """Number of examples in `file_patterns` (one pass that parses only the label)."""
-    label_only = schema_pb2.Schema(
-        feature=[_feature(schema, label_key, "label_key")]
-    )
+    label_only = schema_pb2.Schema(feature=[_feature(schema, label_key, "label_key")])
     dataset = data_accessor.tf_dataset_factory(
         file_patterns,
-        tfxio.TensorFlowDatasetOptions(
-            batch_size=_COUNT_BATCH_SIZE, num_epochs=1, shuffle=False
-        ),
+        tfxio.TensorFlowDatasetOptions(batch_size=_COUNT_BATCH_SIZE, num_epochs=1, shuffle=False),
         label_only,
     )
     return int(
@@ -225,9 +202,7 @@ def count_examples(
     )
 
 
-def _feature(
-    schema: schema_pb2.Schema, name: str, field: str
-) -> schema_pb2.Feature:
+def _feature(schema: schema_pb2.Schema, name: str, field: str) -> schema_pb2.Feature:
     for feature in schema.feature:
         if feature.name == name:
             return feature

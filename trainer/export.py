@@ -53,14 +53,10 @@ def export_serving_model(
     `export_dir` either holds a complete model or does not exist. It must not exist yet.
     """
     if tf.io.gfile.exists(export_dir):
-        raise ValueError(
-            f"export_dir {export_dir!r} already exists; export needs a new one."
-        )
+        raise ValueError(f"export_dir {export_dir!r} already exists; export needs a new one.")
     spec = data.parse_spec(config, schema)
 
-    @tf.function(
-        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
     def serve(examples):
         features = tf.io.parse_example(examples, spec)
         inputs = data.features_to_inputs(features, config, schema)
@@ -71,9 +67,7 @@ def export_serving_model(
     module.serve = serve
     temp_dir = f"{export_dir.rstrip('/')}.tmp-{uuid.uuid4().hex}"
     try:
-        tf.saved_model.save(
-            module, temp_dir, signatures={SIGNATURE_NAME: serve}
-        )
+        tf.saved_model.save(module, temp_dir, signatures={SIGNATURE_NAME: serve})
         tf.io.gfile.rename(temp_dir, export_dir)
     finally:
         if tf.io.gfile.exists(temp_dir):

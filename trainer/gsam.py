@@ -137,8 +137,7 @@ def sharpness_aware_gradients(
     """
     if getattr(model, "optimizer", None) is None:
         raise ValueError(
-            "`model` must be compiled with an optimizer before computing "
-            "sharpness-aware gradients."
+            "`model` must be compiled with an optimizer before computing sharpness-aware gradients."
         )
     replica = tf.distribute.get_replica_context()
     if replica is None:
@@ -149,17 +148,11 @@ def sharpness_aware_gradients(
     num_replicas = replica.num_replicas_in_sync
     weights = [tf.convert_to_tensor(v) for v in model.trainable_variables]
 
-    loss, grads, y_pred, state_updates = _training_pass(
-        model, weights, x, y, sample_weight
-    )
+    loss, grads, y_pred, state_updates = _training_pass(model, weights, x, y, sample_weight)
     if sync_perturbation:
         grads = _sum_over_replicas(replica, grads)
-    e = gsam_math.perturbation(
-        grads, weights, rho, perturbation, eps=eps, asam_eta=asam_eta
-    )
-    perturbed_weights = [
-        w if ei is None else w + ei for w, ei in zip(weights, e)
-    ]
+    e = gsam_math.perturbation(grads, weights, rho, perturbation, eps=eps, asam_eta=asam_eta)
+    perturbed_weights = [w if ei is None else w + ei for w, ei in zip(weights, e)]
     perturbed_loss, perturbed_grads, _, _ = _training_pass(
         model, perturbed_weights, x, y, sample_weight
     )
@@ -171,15 +164,11 @@ def sharpness_aware_gradients(
     if sync_perturbation:
         # Every replica holds the global direction; the optimizer sums the
         # replicas' contributions.
-        directions = [
-            None if d is None else d / num_replicas for d in directions
-        ]
+        directions = [None if d is None else d / num_replicas for d in directions]
 
     grad_norm = gsam_math.global_norm(grads)
     perturbed_norm = gsam_math.global_norm(perturbed_grads)
-    finite = ops.logical_and(
-        ops.isfinite(grad_norm), ops.isfinite(perturbed_norm)
-    )
+    finite = ops.logical_and(ops.isfinite(grad_norm), ops.isfinite(perturbed_norm))
     if num_replicas > 1:
         nonfinite = replica.all_reduce(
             tf.distribute.ReduceOp.SUM,
@@ -202,9 +191,7 @@ def sharpness_aware_gradients(
         "grad_cosine": gsam_math.inner_product(grads, perturbed_grads)
         / (grad_norm * perturbed_norm + eps),
     }
-    return SharpnessAwareGradients(
-        directions, y_pred, state_updates, finite, logs
-    )
+    return SharpnessAwareGradients(directions, y_pred, state_updates, finite, logs)
 
 
 def _training_pass(model, weights, x, y, sample_weight):
@@ -263,10 +250,7 @@ def apply_sharpness_aware_gradients(model, step):
         # It skips non-finite steps itself and lowers the loss scale; the
         # NaNs give every replica the verdict of `finite`.
         poison = ops.where(step.finite, 1.0, float("nan"))
-        directions = [
-            None if d is None else d * ops.cast(poison, d.dtype)
-            for d in directions
-        ]
+        directions = [None if d is None else d * ops.cast(poison, d.dtype) for d in directions]
         optimizer.apply(directions, variables)
     elif tf.__internal__.distribute.strategy_supports_no_merge_call():
         ops.cond(
@@ -445,9 +429,7 @@ class GSAM(keras.Model):
     ):
         super().__init__(**kwargs)
         if not isinstance(model, keras.layers.Layer):
-            raise ValueError(
-                f"`model` must be a Keras model. Received: model={model!r}"
-            )
+            raise ValueError(f"`model` must be a Keras model. Received: model={model!r}")
         lr_tied = rho_max is not None or rho_min is not None
         if lr_tied:
             if rho is not None:
@@ -478,8 +460,7 @@ class GSAM(keras.Model):
                 _check_non_negative("lr_min", lr_min)
                 if not lr_max > lr_min:
                     raise ValueError(
-                        "`lr_max` must be > `lr_min`. Received: "
-                        f"lr_max={lr_max}, lr_min={lr_min}"
+                        f"`lr_max` must be > `lr_min`. Received: lr_max={lr_max}, lr_min={lr_min}"
                     )
         else:
             rho = 0.05 if rho is None else rho
@@ -510,12 +491,8 @@ class GSAM(keras.Model):
         self.sync_perturbation = bool(sync_perturbation)
         self.eps = eps
         self._rho = None if lr_tied else self._hyperparameter("rho", rho)
-        self._rho_max = (
-            self._hyperparameter("rho_max", rho_max) if lr_tied else None
-        )
-        self._rho_min = (
-            self._hyperparameter("rho_min", rho_min) if lr_tied else None
-        )
+        self._rho_max = self._hyperparameter("rho_max", rho_max) if lr_tied else None
+        self._rho_min = self._hyperparameter("rho_min", rho_min) if lr_tied else None
         self._alpha = self._hyperparameter("alpha", alpha)
         self.skipped_steps = self.add_weight(
             shape=(),
@@ -587,14 +564,10 @@ class GSAM(keras.Model):
             eps=self.eps,
         )
         apply_sharpness_aware_gradients(self, step)
-        self.skipped_steps.assign_add(
-            ops.cast(ops.logical_not(step.finite), "int64")
-        )
+        self.skipped_steps.assign_add(ops.cast(ops.logical_not(step.finite), "int64"))
 
         batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
-        self._loss_tracker.update_state(
-            step.logs["loss"], sample_weight=batch_size
-        )
+        self._loss_tracker.update_state(step.logs["loss"], sample_weight=batch_size)
         for name, mean in self._step_means.items():
             weight = batch_size if name.endswith(("loss", "gap")) else 1
             mean.update_state(step.logs[name], sample_weight=weight)

@@ -36,16 +36,12 @@ def global_norm(tensors):
 def inner_product(xs, ys):
     """Sum of `sum(x * y)` over the pairs, in float32; `None` pairs count 0."""
     products = [
-        tf.reduce_sum(_f32(x) * _f32(y))
-        for x, y in zip(xs, ys)
-        if x is not None and y is not None
+        tf.reduce_sum(_f32(x) * _f32(y)) for x, y in zip(xs, ys) if x is not None and y is not None
     ]
     return tf.add_n(products) if products else tf.zeros(())
 
 
-def perturbation(
-    grads, weights, rho, perturbation="sam", eps=1e-12, asam_eta=0.01
-):
+def perturbation(grads, weights, rho, perturbation="sam", eps=1e-12, asam_eta=0.01):
     """The ascent step `e` to the perturbed weights `w + e`.
 
     Args:
@@ -76,21 +72,14 @@ def perturbation(
         step = rho / (global_norm(grads) + eps)
         return [None if g is None else _like(_f32(g) * step, g) for g in grads]
     offset = asam_eta if perturbation == "asam" else 0.0
-    scales = [
-        None if g is None else tf.abs(_f32(w)) + offset
-        for g, w in zip(grads, weights)
-    ]
+    scales = [None if g is None else tf.abs(_f32(w)) + offset for g, w in zip(grads, weights)]
     if perturbation == "adaptive":
         step = rho / (global_norm(grads) + eps)
-        return [
-            None if g is None else _like(t * _f32(g) * step, g)
-            for g, t in zip(grads, scales)
-        ]
+        return [None if g is None else _like(t * _f32(g) * step, g) for g, t in zip(grads, scales)]
     scaled = [None if g is None else t * _f32(g) for g, t in zip(grads, scales)]
     step = rho / (global_norm(scaled) + eps)
     return [
-        None if g is None else _like(t * tg * step, g)
-        for g, t, tg in zip(grads, scales, scaled)
+        None if g is None else _like(t * tg * step, g) for g, t, tg in zip(grads, scales, scaled)
     ]
 
 
@@ -130,11 +119,7 @@ def gsam_direction(grads, perturbed_grads, alpha, minimize_fp=True, eps=1e-12):
         c = inner / tf.square(global_norm(grads) + eps)
         scale_g, scale_g_p = 1.0 - alpha * c, alpha
     return [
-        (
-            None
-            if g is None or g_p is None
-            else _like(scale_g_p * _f32(g_p) + scale_g * _f32(g), g)
-        )
+        (None if g is None or g_p is None else _like(scale_g_p * _f32(g_p) + scale_g * _f32(g), g))
         for g, g_p in zip(grads, perturbed_grads)
     ]
 

@@ -47,21 +47,15 @@ def build_resnet(
     With the defaults it has ~80k parameters, sized for 28x28 images on a CPU.
     """
     if len(input_shape) != 3:
-        raise ValueError(
-            f"input_shape must be (height, width, channels), got {input_shape!r}."
-        )
+        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}.")
     inputs = keras.Input(shape=input_shape, name="image")
     x = _conv_bn(inputs, widths[0], strides=1)
     x = keras.layers.ReLU()(x)
     for stage, width in enumerate(widths):
         for block in range(blocks_per_stage):
-            x = _residual_block(
-                x, width, strides=2 if stage > 0 and block == 0 else 1
-            )
+            x = _residual_block(x, width, strides=2 if stage > 0 and block == 0 else 1)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(
-        num_classes, activation="softmax", name="probabilities"
-    )(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="resnet")
 
 
@@ -74,16 +68,12 @@ def build_mlp(
     the raw numeric features are not scaled beforehand (there is no Transform step).
     """
     if len(input_shape) != 1:
-        raise ValueError(
-            f"input_shape must be (num_features,), got {input_shape!r}."
-        )
+        raise ValueError(f"input_shape must be (num_features,), got {input_shape!r}.")
     inputs = keras.Input(shape=input_shape, name="features")
     x = keras.layers.BatchNormalization()(inputs)
     for width in units:
         x = keras.layers.Dense(width, activation="relu")(x)
-    outputs = keras.layers.Dense(
-        num_classes, activation="softmax", name="probabilities"
-    )(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="mlp")
 
 

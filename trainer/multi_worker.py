@@ -54,9 +54,15 @@ def _read_tf_config(tf_config: str | None) -> dict:
         raise ValueError(f"TF_CONFIG is not valid JSON ({error}): {text!r}") from None
 
 
-def fit(model, dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Dataset], *,
-        strategy: tf.distribute.Strategy, epochs: int, steps_per_epoch: int,
-        log: Callable[[str], None] = print) -> list[dict[str, float]]:
+def fit(
+    model,
+    dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Dataset],
+    *,
+    strategy: tf.distribute.Strategy,
+    epochs: int,
+    steps_per_epoch: int,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, float]]:
     """Trains `model` (built and compiled under `strategy.scope()`) with `strategy.run`.
 
     Args:
@@ -81,20 +87,25 @@ def fit(model, dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Datase
     @tf.function
     def train_step(iterator):
         logs = strategy.run(replica_step, args=(next(iterator),))
-        return {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
-                for name, value in logs.items()}
+        return {
+            name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+            for name, value in logs.items()
+        }
 
     # Each replica updates statistics such as BatchNormalization's moving mean from its own
     # batches; averaging them after every epoch keeps the workers' models identical.
-    state = [variable for variable in model.non_trainable_variables
-             if variable.dtype.startswith("float")]
+    state = [
+        variable for variable in model.non_trainable_variables if variable.dtype.startswith("float")
+    ]
 
     @tf.function
     def average_state():
         def replica_average():
             replica = tf.distribute.get_replica_context()
-            for variable, mean in zip(state, replica.all_reduce(
-                    tf.distribute.ReduceOp.MEAN, [tf.identity(v) for v in state])):
+            for variable, mean in zip(
+                state,
+                replica.all_reduce(tf.distribute.ReduceOp.MEAN, [tf.identity(v) for v in state]),
+            ):
                 variable.assign(mean)
 
         strategy.run(replica_average)
@@ -106,8 +117,10 @@ def fit(model, dataset_fn: Callable[[tf.distribute.InputContext], tf.data.Datase
             logs = train_step(iterator)
         average_state()
         history.append({name: float(value) for name, value in logs.items()})
-        log(f"epoch {epoch + 1}/{epochs}: "
-            + ", ".join(f"{name}={value:.4g}" for name, value in history[-1].items()))
+        log(
+            f"epoch {epoch + 1}/{epochs}: "
+            + ", ".join(f"{name}={value:.4g}" for name, value in history[-1].items())
+        )
     return history
 
 

@@ -31,21 +31,15 @@ def read_examples(pattern: str, count: int) -> list[bytes]:
     files = tf.io.gfile.glob(pattern)
     if not files:
         raise FileNotFoundError(f"--examples matches no file: {pattern}")
-    return [
-        record.numpy() for record in tf.data.TFRecordDataset(files).take(count)
-    ]
+    return [record.numpy() for record in tf.data.TFRecordDataset(files).take(count)]
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="SavedModel folder")
-    parser.add_argument(
-        "--examples", required=True, help="TFRecord file(s) of tf.Examples"
-    )
+    parser.add_argument("--examples", required=True, help="TFRecord file(s) of tf.Examples")
     parser.add_argument("--count", type=int, default=5)
-    parser.add_argument(
-        "--labels", default=DEFAULT_LABELS, help="class names, one a line"
-    )
+    parser.add_argument("--labels", default=DEFAULT_LABELS, help="class names, one a line")
     parser.add_argument("--label-key", default="label")
     args = parser.parse_args(argv)
     if not tf.io.gfile.exists(os.path.join(args.model, "saved_model.pb")):
@@ -55,13 +49,9 @@ def main(argv=None) -> None:
         with open(args.labels) as labels:
             names = labels.read().splitlines()
     examples = read_examples(args.examples, args.count)
-    for serialized, probabilities in zip(
-        examples, classify(args.model, examples)
-    ):
+    for serialized, probabilities in zip(examples, classify(args.model, examples)):
         predicted = int(np.argmax(probabilities))
-        truth = tf.train.Example.FromString(serialized).features.feature[
-            args.label_key
-        ]
+        truth = tf.train.Example.FromString(serialized).features.feature[args.label_key]
         truth = truth.int64_list.value[0] if truth.int64_list.value else None
         print(
             f"predicted {_named(predicted, names)} "

@@ -131,13 +131,10 @@ class CosineAnnealingScheduler:
         if not T_max > 0:
             raise ValueError(f"`T_max` must be > 0. Received: T_max={T_max}")
         if not eta_min >= 0:
-            raise ValueError(
-                f"`eta_min` must be >= 0. Received: eta_min={eta_min}"
-            )
+            raise ValueError(f"`eta_min` must be >= 0. Received: eta_min={eta_min}")
         if not eta_max >= eta_min:
             raise ValueError(
-                "`eta_max` must be >= `eta_min`. Received: "
-                f"eta_max={eta_max}, eta_min={eta_min}"
+                f"`eta_max` must be >= `eta_min`. Received: eta_max={eta_max}, eta_min={eta_min}"
             )
         self.T_max = T_max
         self.eta_max = eta_max
@@ -182,9 +179,7 @@ class RhoScheduler(keras.callbacks.Callback):
     def __init__(self, schedule, verbose=0):
         super().__init__()
         if not callable(schedule):
-            raise ValueError(
-                f"`schedule` must be callable. Received: schedule={schedule}"
-            )
+            raise ValueError(f"`schedule` must be callable. Received: schedule={schedule}")
         self.schedule = schedule
         self.verbose = verbose
 

@@ -62,9 +62,7 @@ def run_fn(fn_args) -> None:
     num_classes = data.resolve_num_classes(config, schema)
     steps_per_epoch = training_steps_per_epoch(fn_args, config, schema)
     input_shape = data.model_input_shape(config, schema)
-    learning_rate, lr_max, lr_min = learning_rate_schedule(
-        config, steps_per_epoch
-    )
+    learning_rate, lr_max, lr_min = learning_rate_schedule(config, steps_per_epoch)
     with strategy.scope():
         model = build_model(config, num_classes, input_shape)
         trained = wrap_for_training(model, config, input_shape, lr_max, lr_min)
@@ -74,8 +72,7 @@ def run_fn(fn_args) -> None:
             metrics=[keras.metrics.SparseCategoricalAccuracy()],
         )
     logging.info(
-        "Training %s (%s, %d classes) for %d epochs x %d steps on %d "
-        "replica(s), %d worker(s).",
+        "Training %s (%s, %d classes) for %d epochs x %d steps on %d replica(s), %d worker(s).",
         config.model,
         config.optimizer,
         num_classes,
@@ -85,21 +82,16 @@ def run_fn(fn_args) -> None:
         max(workers, 1),
     )
     if workers > 1:
-        _fit_multi_worker(trained, fn_args, config, schema, strategy,
-                          steps_per_epoch)
+        _fit_multi_worker(trained, fn_args, config, schema, strategy, steps_per_epoch)
     else:
         _fit(trained, fn_args, config, schema, steps_per_epoch)
     if multi_worker.is_chief():
-        export.export_serving_model(
-            model, config, schema, fn_args.serving_model_dir
-        )
+        export.export_serving_model(model, config, schema, fn_args.serving_model_dir)
     else:
         # Every worker takes part in saving a distributed model; only the
         # chief's copy is kept.
         with tempfile.TemporaryDirectory() as scratch:
-            export.export_serving_model(
-                model, config, schema, os.path.join(scratch, "model")
-            )
+            export.export_serving_model(model, config, schema, os.path.join(scratch, "model"))
     if workers > 1:
         # The workers share the output folder, and the Trainer executor of
         # each checks the export: none may return before the chief's is there.
@@ -115,8 +107,7 @@ def distribution_strategy(workers: int) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def wrap_for_training(model, config: TrainingConfig, input_shape, lr_max,
-                      lr_min):
+def wrap_for_training(model, config: TrainingConfig, input_shape, lr_max, lr_min):
     """The model itself for plain training, else the GSAM wrapper (SAM: alpha 0)."""
     if config.optimizer == "plain":
         return model
@@ -167,14 +158,12 @@ def _fit(trained, fn_args, config, schema, steps_per_epoch):
     )
 
 
-def _fit_multi_worker(trained, fn_args, config, schema, strategy,
-                      steps_per_epoch):
+def _fit_multi_worker(trained, fn_args, config, schema, strategy, steps_per_epoch):
     """The distributed custom loop; the Evaluator does the evaluation."""
 
     def dataset_fn(context):
         per_replica = dataclasses.replace(
-            config, batch_size=context.get_per_replica_batch_size(
-                config.batch_size)
+            config, batch_size=context.get_per_replica_batch_size(config.batch_size)
         )
         # Every worker shuffles in the same order, so the shards are disjoint.
         dataset = data.make_dataset(
@@ -185,9 +174,7 @@ def _fit_multi_worker(trained, fn_args, config, schema, strategy,
             training=True,
             shuffle_seed=MULTI_WORKER_SHUFFLE_SEED,
         )
-        return dataset.shard(
-            context.num_input_pipelines, context.input_pipeline_id
-        )
+        return dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
 
     history = multi_worker.fit(
         trained,
@@ -264,14 +251,10 @@ def learning_rate_schedule(config: TrainingConfig, steps_per_epoch: int):
     return schedule, peak, floor
 
 
-def make_optimizer(
-    config: TrainingConfig, learning_rate
-) -> keras.optimizers.Optimizer:
+def make_optimizer(config: TrainingConfig, learning_rate) -> keras.optimizers.Optimizer:
     """The base optimizer: SGD with momentum 0.9, or Adam."""
     if config.base_optimizer == "sgd":
-        return keras.optimizers.SGD(
-            learning_rate=learning_rate, momentum=SGD_MOMENTUM
-        )
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=SGD_MOMENTUM)
     return keras.optimizers.Adam(learning_rate=learning_rate)
 
 

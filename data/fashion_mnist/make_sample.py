@@ -41,7 +41,7 @@ def read_idx(idx_dir: str, name: str, rank: int) -> np.ndarray:
     magic = int.from_bytes(data[:4], "big")
     if magic != _IDX_MAGIC[rank]:
         raise ValueError(f"{path}: expected IDX magic {_IDX_MAGIC[rank]}, got {magic}.")
-    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(rank)]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank)]
     return np.frombuffer(data, np.uint8, offset=4 + 4 * rank).reshape(shape)
 
 
@@ -67,20 +67,32 @@ def write_split(path: str, images: np.ndarray, labels: np.ndarray) -> None:
     with tf.io.TFRecordWriter(partial) as writer:
         for image, label in zip(images, labels):
             png = tf.io.encode_png(image[:, :, np.newaxis]).numpy()
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
-                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-            }))
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
+                        "label": tf.train.Feature(
+                            int64_list=tf.train.Int64List(value=[int(label)])
+                        ),
+                    }
+                )
+            )
             writer.write(example.SerializeToString(deterministic=True))
     os.replace(partial, path)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--idx-dir", default="/usr/share/datasets/fashion-mnist",
-                        help="folder with the four Fashion-MNIST IDX files (.gz or not)")
-    parser.add_argument("--output-dir", default=os.path.dirname(os.path.abspath(__file__)),
-                        help="writes OUTPUT_DIR/train/data.tfrecord and OUTPUT_DIR/eval/data.tfrecord")
+    parser.add_argument(
+        "--idx-dir",
+        default="/usr/share/datasets/fashion-mnist",
+        help="folder with the four Fashion-MNIST IDX files (.gz or not)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=os.path.dirname(os.path.abspath(__file__)),
+        help="writes OUTPUT_DIR/train/data.tfrecord and OUTPUT_DIR/eval/data.tfrecord",
+    )
     parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--eval-size", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=20240601)
@@ -92,8 +104,9 @@ def main(argv=None) -> None:
         images = read_idx(args.idx_dir, image_file, rank=3)
         labels = read_idx(args.idx_dir, label_file, rank=1)
         if len(images) != len(labels):
-            raise ValueError(f"{image_file} has {len(images)} images but {label_file} "
-                             f"has {len(labels)} labels.")
+            raise ValueError(
+                f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels."
+            )
         indices = stratified_indices(labels, size, rng)
         path = os.path.join(args.output_dir, split, "data.tfrecord")
         write_split(path, images[indices], labels[indices])
