@@ -8,21 +8,16 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipelines import kubeflow_runner, submit, vertex_runner
+from tests.pipeline_support import ALL_NODES
 from trainer.config import TrainingConfig
 
 IMAGE = "us-docker.pkg.dev/my-project/gsam/gsam-tfx:1"
 ROOT = "gs://my-bucket/gsam-tfx"
-COMPONENTS = {
-    "ImportExampleGen",
-    "StatisticsGen",
-    "ImportSchemaGen",
-    "ExampleValidator",
-    "ValidationGate",
-    "Trainer",
-    "Evaluator",
-    "Pusher",
-    "latest_blessed_model_resolver-model-resolver",
-    "latest_blessed_model_resolver-model-blessing-resolver",
+# The compiled pipeline splits the resolver into its two queries.
+RESOLVER = "latest_blessed_model_resolver"
+COMPONENTS = ALL_NODES - {RESOLVER} | {
+    f"{RESOLVER}-model-resolver",
+    f"{RESOLVER}-model-blessing-resolver",
 }
 COMMON_FLAGS = [
     "--image",
