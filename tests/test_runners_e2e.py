@@ -12,7 +12,13 @@ from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
 from pipelines import configs, run_here, summary
 from pipelines.options import OutputLayout
-from tests.pipeline_support import ALL_NODES, executed_nodes, run_pipeline, versions
+from tests.pipeline_support import (
+    ALL_NODES,
+    executed_nodes,
+    run_pipeline,
+    versions,
+    write_split_sample,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -120,3 +126,25 @@ def test_csv_data_trains_the_mlp_through_the_local_runner(tmp_path, capsys):
     )
     assert probabilities.shape == (1, 3)
     np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-5)
+
+
+def test_a_failed_run_exits_1_with_the_reason_after_the_summary(tmp_path, capsys):
+    data = write_split_sample(tmp_path / "data", train=48, eval=16, bad_eval_label=12)
+    status = run_here.run(
+        tfx.orchestration.LocalDagRunner(),
+        "test",
+        [
+            "--data-root",
+            str(data),
+            "--schema",
+            configs.SCHEMA_PATH,
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--pipeline-name",
+            "failing",
+        ],
+    )
+    assert status == 1
+    output = capsys.readouterr()
+    assert "eval accuracy: not evaluated (the run stopped before the Evaluator)" in output.out
+    assert "The run failed:" in output.err and "[eval] label: Out-of-range values" in output.err
