@@ -46,6 +46,7 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
         ),
     )
     options.add_training_arguments(p)
+    options.add_tuning_arguments(p)
     options.add_blessing_arguments(p)
     options.add_beam_arguments(p, BEAM_PIPELINE_ARGS)
     submission = p.add_argument_group("submission")
@@ -66,9 +67,15 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
 
 
 def build(
-    args: argparse.Namespace, parser: argparse.ArgumentParser, vertex_training: dict | None = None
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    vertex_training: dict | None = None,
+    parallel_trials: int = 1,
 ) -> tfx.dsl.Pipeline:
-    """The pipeline with paths as the containers see them (gs:// or inside the image)."""
+    """The pipeline with paths as the containers see them (gs:// or inside the image).
+
+    `vertex_training` and `parallel_trials` as `pipeline.create_pipeline` takes them.
+    """
     if "://" not in args.pipeline_root:
         parser.error(
             f"--pipeline-root must be a bucket URI such as gs://BUCKET/root, "
@@ -94,10 +101,12 @@ def build(
             schema_path=schema,
             serving_model_dir=args.serving_model_dir or f"{args.pipeline_root.rstrip('/')}/serving",
             training=options.training_config(args, data_format),
+            tuning=options.search_space(args),
             accuracy_threshold=args.accuracy_threshold,
             max_accuracy_drop=args.max_accuracy_drop,
             beam_pipeline_args=args.beam_args or BEAM_PIPELINE_ARGS,
             vertex_training=vertex_training,
+            parallel_trials=parallel_trials,
         )
 
 

@@ -14,6 +14,7 @@ from tfx import v1 as tfx
 
 from pipelines import configs, pipeline
 from trainer.config import MODELS, OPTIMIZERS, TrainingConfig
+from trainer.search_space import ALGORITHMS, OBJECTIVES, SearchSpace
 
 # Flag -> TrainingConfig field, for the flags that map one to one.
 TRAINING_FLAGS = {
@@ -29,6 +30,19 @@ TRAINING_FLAGS = {
     "--label-key": "label_key",
     "--num-classes": "num_classes",
 }
+# Flag -> SearchSpace field; each flag needs --tune.
+TUNING_FLAGS = {
+    "--tune-rho-max": "rho_max_range",
+    "--tune-rho-min-fraction": "rho_min_fraction_range",
+    "--tune-alpha": "alpha_range",
+    "--tune-learning-rate": "learning_rate_range",
+    "--tune-methods": "method_choices",
+    "--tune-algorithm": "algorithm",
+    "--tune-trials": "max_trials",
+    "--tune-epochs": "epochs_per_trial",
+    "--tune-objective": "objective",
+    "--tune-seed": "search_seed",
+}
 # Other flags named in error messages by the value they set.
 OTHER_FLAGS = {
     "data_root": "--data-root",
@@ -36,6 +50,7 @@ OTHER_FLAGS = {
     "data_format": "--data-format",
     "accuracy_threshold": "--accuracy-threshold",
     "max_accuracy_drop": "--max-accuracy-drop",
+    "parallel_trials": "--parallel-trials",
 }
 
 
@@ -145,6 +160,46 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
+    space = SearchSpace()
+    group = parser.add_argument_group(
+        "tuning",
+        "--tune adds a Tuner (KerasTuner) before the Trainer, which trains with the best "
+        "values it finds",
+    )
+    group.add_argument("--tune", action="store_true", help="search the values below first")
+
+    def add_range(flag, what):
+        low, high = getattr(space, TUNING_FLAGS[flag])
+        group.add_argument(
+            flag,
+            nargs=2,
+            type=float,
+            metavar=("LOW", "HIGH"),
+            help=f"{what} (default: {low} {high}; LOW = HIGH fixes the value)",
+        )
+
+    add_range("--tune-rho-max", "rho_max, log-uniform")
+    add_range("--tune-rho-min-fraction", "rho_min as a fraction of rho_max")
+    add_range("--tune-alpha", "GSAM's alpha")
+    add_range("--tune-learning-rate", "peak learning rate, log-uniform")
+    group.add_argument(
+        "--tune-methods",
+        nargs="+",
+        choices=OPTIMIZERS,
+        help="methods to choose from (default: --optimizer's)",
+    )
+    group.add_argument("--tune-algorithm", choices=ALGORITHMS, help=f"default: {space.algorithm}")
+    group.add_argument("--tune-trials", type=int, help=f"default: {space.max_trials}")
+    group.add_argument(
+        "--tune-epochs", type=int, help=f"epochs per trial (default: {space.epochs_per_trial})"
+    )
+    group.add_argument(
+        "--tune-objective", choices=tuple(OBJECTIVES), help=f"default: {space.objective}"
+    )
+    group.add_argument("--tune-seed", type=int, help="seeds the search (default: random)")
+
+
 def add_blessing_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("blessing")
     group.add_argument(
@@ -184,20 +239,34 @@ def local_parser(description: str) -> argparse.ArgumentParser:
         help="pipeline root, metadata DB and pushed models (default: %(default)s)",
     )
     add_training_arguments(parser)
+    add_tuning_arguments(parser)
     add_blessing_arguments(parser)
     add_beam_arguments(parser)
     return parser
 
 
 def training_config(args: argparse.Namespace, data_format: str) -> TrainingConfig:
-    values = {
-        field: getattr(args, flag[2:].replace("-", "_")) for flag, field in TRAINING_FLAGS.items()
-    }
+    values = {field: flag_value(args, flag) for flag, field in TRAINING_FLAGS.items()}
     if values["alpha"] is None:
         values["alpha"] = configs.TRAINING.alpha if args.optimizer == "gsam" else None
     if values["model"] is None:
         values["model"] = "mlp" if data_format == "csv" else "resnet"
     return dataclasses.replace(configs.TRAINING, adaptive=args.adaptive, **values)
+
+
+def search_space(args: argparse.Namespace) -> SearchSpace | None:
+    """The search space of the --tune flags; `None` without --tune."""
+    given = {flag: flag_value(args, flag) for flag in TUNING_FLAGS}
+    given = {flag: value for flag, value in given.items() if value is not None}
+    if not args.tune:
+        if given:
+            raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --tune.")
+        return None
+    return SearchSpace(**{TUNING_FLAGS[flag]: value for flag, value in given.items()})
+
+
+def flag_value(args: argparse.Namespace, flag: str):
+    return getattr(args, flag[2:].replace("-", "_"))
 
 
 def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tfx.dsl.Pipeline:
@@ -220,6 +289,7 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
             schema_path=schema,
             serving_model_dir=layout.serving_model_dir,
             training=training_config(args, data_format),
+            tuning=search_space(args),
             accuracy_threshold=args.accuracy_threshold,
             max_accuracy_drop=args.max_accuracy_drop,
             metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
@@ -239,7 +309,8 @@ def flag_errors(parser: argparse.ArgumentParser):
 
 
 def name_flags(message: str) -> str:
-    flags = {field: flag for flag, field in TRAINING_FLAGS.items()} | OTHER_FLAGS
+    flags = {field: flag for flag, field in {**TRAINING_FLAGS, **TUNING_FLAGS}.items()}
+    flags |= OTHER_FLAGS
     named = [flag for field, flag in flags.items() if re.search(rf"\b{field}\b", message)]
     return f"{message} (flag: {', '.join(named)})" if named else message
 

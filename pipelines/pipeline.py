@@ -1,11 +1,13 @@
 """The gsam-tfx pipeline DAG. It holds no configuration: see configs.py and the runners.
 
 ExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidator
--> ValidationGate -> Trainer (GSAM) -> Evaluator (against the last blessed model) -> Pusher.
+-> ValidationGate -> [Tuner] -> Trainer (GSAM) -> Evaluator (against the last blessed model)
+-> Pusher.
 
 `create_pipeline` composes small builders, one per stage: `data_stage` (examples, statistics,
-schema and the validation gate), `trainer_component` and `release_stage` (resolver, Evaluator,
-Pusher). The pipeline variants (comparison, tuning, sharpness) compose the same builders.
+schema and the validation gate), `tuner_component` (with `tuning`), `trainer_component` and
+`release_stage` (resolver, Evaluator, Pusher). The pipeline variants (comparison, tuning,
+sharpness) compose the same builders.
 
 Example:
 
@@ -34,10 +36,13 @@ from tfx.dsl.io import fileio
 
 from components.atomic_pusher import AtomicPusher
 from components.validation_gate import ValidationGate
+from pipelines.vertex_training import vertex_tuning_config
 from trainer import export
 from trainer.config import TrainingConfig
+from trainer.search_space import SearchSpace
 
 RUN_FN = "trainer.task.run_fn"
+TUNER_FN = "trainer.tuning.tuner_fn"
 DATA_FORMATS = ("tfrecord", "csv")
 # Folders that, when both exist under the data root, are the train and eval splits.
 SPLIT_FOLDERS = ("train", "eval")
@@ -58,6 +63,8 @@ def create_pipeline(
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
     beam_pipeline_args: Sequence[str] = (),
     vertex_training: dict[str, Any] | None = None,
+    tuning: SearchSpace | None = None,
+    parallel_trials: int = 1,
     enable_cache: bool = False,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline; every value is checked here, before anything runs.
@@ -76,10 +83,26 @@ def create_pipeline(
         max_accuracy_drop: how far (absolute) the candidate may trail the last blessed model.
         vertex_training: when set, the Trainer runs as a Vertex AI Training job: a dict of
             `tfx.extensions.google_cloud_ai_platform` settings (see `pipelines/vertex_training.py`).
+            With `tuning`, the Tuner runs there too, on the same machines.
+        tuning: when set, a Tuner searches this space between the validation gate and the
+            Trainer, and the Trainer trains with its best values.
+        parallel_trials: trials the Tuner runs at once, one per machine; more than one needs
+            `vertex_training`.
     """
     check_settings(training, data_root, data_format, accuracy_threshold, max_accuracy_drop)
+    check_tuning(tuning, training, vertex_training, parallel_trials)
     data = data_stage(data_root, data_format, split_folders, schema_path)
-    trainer = trainer_component(data.examples, data.schema, training, vertex_training)
+    components = list(data.components)
+    hyperparameters = None
+    if tuning is not None:
+        tuner = tuner_component(
+            data.examples, data.schema, training, tuning, vertex_training, parallel_trials
+        )
+        components.append(tuner)
+        hyperparameters = tuner.outputs["best_hyperparameters"]
+    trainer = trainer_component(
+        data.examples, data.schema, training, vertex_training, hyperparameters=hyperparameters
+    )
     release = release_stage(
         data.examples,
         trainer.outputs["model"],
@@ -91,7 +114,7 @@ def create_pipeline(
     return assemble(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[*data.components, trainer, *release.components],
+        components=[*components, trainer, *release.components],
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args,
         enable_cache=enable_cache,
@@ -118,6 +141,30 @@ def check_settings(
         raise ValueError(
             f"CSV data at {data_root} is tabular: the training config's model must be 'mlp', "
             f"got {training.model!r}."
+        )
+
+
+def check_tuning(
+    tuning: SearchSpace | None,
+    training: TrainingConfig,
+    vertex_training: dict[str, Any] | None,
+    parallel_trials: int,
+) -> None:
+    """The checks of the tuning settings, before building anything."""
+    if tuning is not None:
+        if not isinstance(tuning, SearchSpace):
+            raise ValueError(f"tuning must be a SearchSpace, got {type(tuning).__name__}.")
+        tuning.check_training(training)
+    if (
+        isinstance(parallel_trials, bool)
+        or not isinstance(parallel_trials, int)
+        or parallel_trials < 1
+    ):
+        raise ValueError(f"parallel_trials must be an integer >= 1, got {parallel_trials!r}.")
+    if parallel_trials > 1 and (tuning is None or vertex_training is None):
+        raise ValueError(
+            f"parallel_trials ({parallel_trials}) needs tuning on Vertex AI Training (tuning "
+            f"and vertex_training); elsewhere the Tuner runs one trial at a time."
         )
 
 
@@ -172,18 +219,48 @@ def data_stage(
     return DataStage(example_gen, statistics_gen, schema_gen, example_validator, validation_gate)
 
 
+def tuner_component(
+    examples,
+    schema,
+    training: TrainingConfig,
+    tuning: SearchSpace,
+    vertex_training: dict[str, Any] | None = None,
+    parallel_trials: int = 1,
+    component_id: str = "Tuner",
+):
+    """The Tuner running `trainer.tuning.tuner_fn` over `tuning`, its trials trained like
+    `training`; on Vertex AI Training with `vertex_training`, `parallel_trials` at a time."""
+    tuner_args = dict(
+        tuner_fn=TUNER_FN,
+        examples=examples,
+        schema=schema,
+        custom_config={**training.to_custom_config(), **tuning.to_custom_config()},
+    )
+    if vertex_training is None:
+        tuner = tfx.components.Tuner(**tuner_args)
+    else:
+        tuner_args["custom_config"].update(vertex_tuning_config(vertex_training, parallel_trials))
+        tuner = tfx.extensions.google_cloud_ai_platform.Tuner(
+            **tuner_args, tune_args=tfx.proto.TuneArgs(num_parallel_trials=parallel_trials)
+        )
+    return tuner if component_id == "Tuner" else tuner.with_id(component_id)
+
+
 def trainer_component(
     examples,
     schema,
     training: TrainingConfig,
     vertex_training: dict[str, Any] | None = None,
     component_id: str = "Trainer",
+    hyperparameters=None,
 ):
-    """The Trainer running `trainer.task.run_fn` with `training` as its custom_config."""
+    """The Trainer running `trainer.task.run_fn` with `training` as its custom_config, and
+    the tuned values of `hyperparameters` (a Tuner's `best_hyperparameters`) laid over it."""
     trainer_args = dict(
         run_fn=RUN_FN,
         examples=examples,
         schema=schema,
+        hyperparameters=hyperparameters,
         custom_config=training.to_custom_config(),
     )
     if vertex_training is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shlex
 
@@ -14,11 +15,21 @@ import tensorflow_model_analysis as tfma
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.utils import io_utils
 
 from pipelines import configs
 from pipelines.options import OutputLayout
+from trainer.search_space import tuned_fields
 
 ACCURACY = "sparse_categorical_accuracy"
+# The trials table: header -> the tuned TrainingConfig field it shows.
+TRIAL_COLUMNS = {
+    "method": "optimizer",
+    "rho_max": "rho_max",
+    "rho_min": "rho_min",
+    "alpha": "alpha",
+    "learning_rate": "learning_rate",
+}
 
 
 @dataclasses.dataclass
@@ -30,15 +41,22 @@ class RunSummary:
     why: list[str] = dataclasses.field(default_factory=list)
     pushed_model: str | None = None
     seconds_per_component: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Per Tuner: its completed trials (TFX's tuner_results rows), best first.
+    tuner_trials: list[list[dict]] = dataclasses.field(default_factory=list)
 
     def render(self, example_file: str | None = None) -> str:
         lines = [f"Run {self.run_id}"]
         if self.seconds_per_component:
+            tuning = self.seconds_per_component.get("Tuner")
             training = self.seconds_per_component.get("Trainer", 0.0)
-            other = sum(self.seconds_per_component.values()) - training
+            other = sum(self.seconds_per_component.values()) - training - (tuning or 0.0)
             lines.append(
-                f"  time:           training {training:.0f} s, other components {other:.0f} s"
+                "  time:           "
+                + ("" if tuning is None else f"tuning {tuning:.0f} s, ")
+                + f"training {training:.0f} s, other components {other:.0f} s"
             )
+        for trials in self.tuner_trials:
+            lines += _render_tuning(trials)
         if self.accuracy is None:
             lines.append("  eval accuracy: not evaluated (the run stopped before the Evaluator)")
             return "\n".join(lines)
@@ -104,7 +122,49 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
             summary.blessed = artifact.custom_properties["blessed"].int_value == 1
         elif kind == "PushedModel" and artifact.custom_properties["pushed"].int_value == 1:
             summary.pushed_model = artifact.custom_properties["pushed_destination"].string_value
+        elif kind == "TunerResults":
+            summary.tuner_trials.append(read_tuner_results(artifact.uri))
     return summary
+
+
+def read_tuner_results(uri: str) -> list[dict]:
+    """The rows TFX's Tuner wrote to its `tuner_results` artifact at `uri`: per completed
+    trial, best first, `trial_id`, `score` (the objective) and the hyperparameter values."""
+    return json.loads(io_utils.read_string_file(io_utils.get_only_uri_in_dir(uri)))
+
+
+def _render_tuning(trials: list[dict]) -> list[str]:
+    if not trials:
+        return ["  tuned:          no trial completed"]
+    rows = [
+        [row["trial_id"]]
+        + [_format(tuned_fields(_hyperparameters(row)).get(f)) for f in TRIAL_COLUMNS.values()]
+        + [_format(row["score"])]
+        for row in trials
+    ]
+    header = ["trial", *TRIAL_COLUMNS, "objective"]
+    widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header))]
+    best = ", ".join(
+        f"{name} {value}" for name, value in zip(header[1:-1], rows[0][1:-1]) if value != "-"
+    )
+    return [
+        f"  tuned:          {best} (objective {rows[0][-1]})",
+        f"  trials:         {len(rows)}, best first",
+        *[
+            ("    " + "  ".join(cell.ljust(width) for cell, width in zip(cells, widths))).rstrip()
+            for cells in [header, *rows]
+        ],
+    ]
+
+
+def _hyperparameters(row: dict) -> dict:
+    return {name: value for name, value in row.items() if name not in ("trial_id", "score")}
+
+
+def _format(value) -> str:
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else f"{value:.4g}"
 
 
 def _read_evaluation(uri: str, summary: RunSummary) -> None:

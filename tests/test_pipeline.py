@@ -14,22 +14,8 @@ from components import atomic_pusher
 from components.validation_gate import find_anomalies
 from pipelines import configs, options, pipeline
 from tests.pipeline_support import ALL_NODES
+from tests.pipeline_support import build_pipeline as build
 from trainer.config import TrainingConfig
-
-
-def build(tmp_path, **overrides):
-    arguments = dict(
-        pipeline_name="test",
-        pipeline_root=str(tmp_path / "root"),
-        data_root=configs.DATA_ROOT,
-        schema_path=configs.SCHEMA_PATH,
-        serving_model_dir=str(tmp_path / "serving"),
-        training=configs.TRAINING,
-        accuracy_threshold=0.5,
-        max_accuracy_drop=0.01,
-    )
-    arguments.update(overrides)
-    return pipeline.create_pipeline(**arguments)
 
 
 def test_the_dag_has_every_component_and_edge(tmp_path):
