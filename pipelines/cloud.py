@@ -46,6 +46,7 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
         ),
     )
     options.add_training_arguments(p)
+    options.add_comparison_arguments(p)
     options.add_blessing_arguments(p)
     options.add_beam_arguments(p, BEAM_PIPELINE_ARGS)
     submission = p.add_argument_group("submission")
@@ -98,6 +99,7 @@ def build(
             max_accuracy_drop=args.max_accuracy_drop,
             beam_pipeline_args=args.beam_args or BEAM_PIPELINE_ARGS,
             vertex_training=vertex_training,
+            comparison=options.comparison_spec(args),
         )
 
 

@@ -13,7 +13,8 @@ import sys
 from tfx import v1 as tfx
 
 from pipelines import configs, pipeline
-from trainer.config import MODELS, OPTIMIZERS, TrainingConfig
+from pipelines.comparison import BUDGETS, ComparisonSpec
+from trainer.config import BASE_OPTIMIZERS, LR_SCHEDULES, MODELS, OPTIMIZERS, TrainingConfig
 
 # Flag -> TrainingConfig field, for the flags that map one to one.
 TRAINING_FLAGS = {
@@ -21,6 +22,8 @@ TRAINING_FLAGS = {
     "--epochs": "epochs",
     "--batch-size": "batch_size",
     "--learning-rate": "learning_rate",
+    "--lr-schedule": "lr_schedule",
+    "--base-optimizer": "base_optimizer",
     "--optimizer": "optimizer",
     "--rho-max": "rho_max",
     "--rho-min": "rho_min",
@@ -36,6 +39,11 @@ OTHER_FLAGS = {
     "data_format": "--data-format",
     "accuracy_threshold": "--accuracy-threshold",
     "max_accuracy_drop": "--max-accuracy-drop",
+    "methods": "--methods",
+    "seeds": "--seeds",
+    "budget": "--budget",
+    "label_noise": "--label-noise",
+    "label_noise_seed": "--label-noise-seed",
 }
 
 
@@ -116,6 +124,19 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.learning_rate,
         help="peak learning rate (default: %(default)s)",
     )
+    group.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=defaults.lr_schedule,
+        help="cosine decay after the warmup, or constant (default: %(default)s)",
+    )
+    group.add_argument(
+        "--base-optimizer",
+        choices=BASE_OPTIMIZERS,
+        default=defaults.base_optimizer,
+        help="the optimizer SAM and GSAM wrap: sgd (momentum 0.9) or adam "
+        "(default: %(default)s)",
+    )
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     group.add_argument("--rho-max", type=float, default=defaults.rho_max)
     group.add_argument("--rho-min", type=float, default=defaults.rho_min)
@@ -142,6 +163,51 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="default: from the schema's label domain (an inferred schema, as for CSV, has none)",
+    )
+
+
+def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ComparisonSpec()
+    group = parser.add_argument_group(
+        "comparison",
+        "--compare trains every method with every seed on the same data, reports them side "
+        "by side, and releases the winner",
+    )
+    group.add_argument("--compare", action="store_true", help="run the comparison pipeline")
+    group.add_argument(
+        "--methods",
+        default=",".join(defaults.methods),
+        help=f"comma-separated, from {', '.join(OPTIMIZERS)} (default: %(default)s)",
+    )
+    group.add_argument(
+        "--seeds", type=int, default=defaults.seeds, help="runs per method (default: %(default)s)"
+    )
+    group.add_argument(
+        "--budget",
+        choices=BUDGETS,
+        default=defaults.budget,
+        help="equal-compute trains plain for as many forward-backward passes as SAM/GSAM "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--label-noise",
+        type=float,
+        default=defaults.label_noise,
+        help="fraction of training labels flipped to another class (default: %(default)s)",
+    )
+    group.add_argument("--label-noise-seed", type=int, default=defaults.label_noise_seed)
+
+
+def comparison_spec(args: argparse.Namespace) -> ComparisonSpec | None:
+    """The comparison the flags ask for, or `None` without --compare."""
+    if not args.compare:
+        return None
+    return ComparisonSpec(
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        seeds=args.seeds,
+        budget=args.budget,
+        label_noise=args.label_noise,
+        label_noise_seed=args.label_noise_seed,
     )
 
 
@@ -184,6 +250,7 @@ def local_parser(description: str) -> argparse.ArgumentParser:
         help="pipeline root, metadata DB and pushed models (default: %(default)s)",
     )
     add_training_arguments(parser)
+    add_comparison_arguments(parser)
     add_blessing_arguments(parser)
     add_beam_arguments(parser)
     return parser
@@ -226,6 +293,7 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
                 layout.metadata_path
             ),
             beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
+            comparison=comparison_spec(args),
         )
 
 

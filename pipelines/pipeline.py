@@ -33,7 +33,10 @@ from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 
 from components.atomic_pusher import AtomicPusher
+from components.comparison_report import comparison_report
+from components.label_noise import LabelNoise
 from components.validation_gate import ValidationGate
+from pipelines.comparison import ComparisonSpec, run_name
 from trainer import export
 from trainer.config import TrainingConfig
 
@@ -59,6 +62,7 @@ def create_pipeline(
     beam_pipeline_args: Sequence[str] = (),
     vertex_training: dict[str, Any] | None = None,
     enable_cache: bool = False,
+    comparison: ComparisonSpec | None = None,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline; every value is checked here, before anything runs.
 
@@ -76,13 +80,25 @@ def create_pipeline(
         max_accuracy_drop: how far (absolute) the candidate may trail the last blessed model.
         vertex_training: when set, the Trainer runs as a Vertex AI Training job: a dict of
             `tfx.extensions.google_cloud_ai_platform` settings (see `pipelines/vertex_training.py`).
+        comparison: when set, the comparison variant: one Trainer and Evaluator per method and
+            seed (`training` with each method's optimizer), optional label noise before them,
+            and a ComparisonReport whose winning model goes on to the release stage.
     """
     check_settings(training, data_root, data_format, accuracy_threshold, max_accuracy_drop)
+    if comparison is not None and not isinstance(comparison, ComparisonSpec):
+        raise ValueError(
+            f"comparison must be a ComparisonSpec, got {type(comparison).__name__}."
+        )
     data = data_stage(data_root, data_format, split_folders, schema_path)
-    trainer = trainer_component(data.examples, data.schema, training, vertex_training)
+    if comparison is None:
+        trainer = trainer_component(data.examples, data.schema, training, vertex_training)
+        training_components, candidate = [trainer], trainer.outputs["model"]
+    else:
+        stage = comparison_stage(data, training, comparison, vertex_training)
+        training_components, candidate = stage.components, stage.best_model
     release = release_stage(
         data.examples,
-        trainer.outputs["model"],
+        candidate,
         label_key=training.label_key,
         accuracy_threshold=accuracy_threshold,
         max_accuracy_drop=max_accuracy_drop,
@@ -91,7 +107,7 @@ def create_pipeline(
     return assemble(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[*data.components, trainer, *release.components],
+        components=[*data.components, *training_components, *release.components],
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args,
         enable_cache=enable_cache,
@@ -192,6 +208,65 @@ def trainer_component(
         trainer_args["custom_config"] = {**trainer_args["custom_config"], **vertex_training}
         trainer = tfx.extensions.google_cloud_ai_platform.Trainer(**trainer_args)
     return trainer if component_id == "Trainer" else trainer.with_id(component_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonStage:
+    """Label noise (optional), a Trainer and an Evaluator per run, and the report."""
+
+    components: list
+    best_model: Any
+
+
+def comparison_stage(
+    data: DataStage,
+    training: TrainingConfig,
+    spec: ComparisonSpec,
+    vertex_training: dict[str, Any] | None = None,
+) -> ComparisonStage:
+    """Trains every (method, seed) run of `spec` on the same examples, evaluates each on the
+    eval split, and reports. The Trainers do not depend on one another, so orchestrators that
+    can run them in parallel do."""
+    components = []
+    train_examples = data.examples
+    if spec.label_noise > 0:
+        noise = LabelNoise(
+            examples=data.examples,
+            schema=data.schema,
+            noise_rate=spec.label_noise,
+            seed=spec.label_noise_seed,
+            label_key=training.label_key,
+        )
+        components.append(noise)
+        train_examples = noise.outputs["examples"]
+    run_config = eval_config(training.label_key, accuracy_threshold=0.0, max_accuracy_drop=None)
+    runs = {}
+    for (method, seed), config in spec.training_configs(training).items():
+        name = run_name(method, seed)
+        trainer = trainer_component(
+            train_examples, data.schema, config, vertex_training, component_id=f"Trainer.{name}"
+        )
+        evaluator = evaluator_component(
+            data.examples, trainer.outputs["model"], run_config, component_id=f"Evaluator.{name}"
+        )
+        components += [trainer, evaluator]
+        runs[(method, seed)] = {
+            "model": trainer.outputs["model"],
+            "model_run": trainer.outputs["model_run"],
+            "evaluation": evaluator.outputs["evaluation"],
+        }
+    report = comparison_report(
+        runs,
+        settings={
+            "methods": list(spec.methods),
+            "seeds": spec.seeds,
+            "budget": spec.budget,
+            "label_noise": spec.label_noise,
+            "label_noise_seed": spec.label_noise_seed,
+            "training": training.to_dict(),
+        },
+    )
+    return ComparisonStage(components=[*components, report], best_model=report.outputs["best_model"])
 
 
 @dataclasses.dataclass(frozen=True)
