@@ -238,7 +238,7 @@ def comparison_stage(
             label_key=training.label_key,
         )
         components.append(noise)
-        train_examples = noise.outputs["examples"]
+        train_examples = noise.outputs["noisy_examples"]
     run_config = eval_config(training.label_key, accuracy_threshold=0.0, max_accuracy_drop=None)
     runs = {}
     for (method, seed), config in spec.training_configs(training).items():
@@ -265,6 +265,7 @@ def comparison_stage(
             "label_noise_seed": spec.label_noise_seed,
             "training": training.to_dict(),
         },
+        label_key=training.label_key,
     )
     return ComparisonStage(components=[*components, report], best_model=report.outputs["best_model"])
 
