@@ -112,7 +112,9 @@ def task_parameters(spec: pipeline_spec_pb2.PipelineSpec, task: str) -> dict[str
     }
 
 
-@pytest.mark.parametrize("runner, file_name", [(vertex_runner, "p.json"), (kubeflow_runner, "p.yaml")])
+@pytest.mark.parametrize(
+    "runner, file_name", [(vertex_runner, "p.json"), (kubeflow_runner, "p.yaml")]
+)
 def test_cloud_data_schema_and_output_uris_reach_the_compiled_pipeline_unchanged(
     runner, file_name, tmp_path
 ):
