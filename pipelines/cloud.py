@@ -41,8 +41,8 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
         p,
         IMAGE_DATA_ROOT,
         auto_format=(
-            "TFRecord for the image's sample; other data roots, which the runner cannot look "
-            "into when compiling, need tfrecord or csv"
+            "TFRecord for the image's sample; any other --data-root needs --data-format "
+            "tfrecord or csv, since compiling does not read the data"
         ),
     )
     options.add_training_arguments(p)
@@ -69,8 +69,9 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
 def build(
     args: argparse.Namespace, parser: argparse.ArgumentParser, vertex_training: dict | None = None
 ) -> tfx.dsl.Pipeline:
-    """The pipeline with paths as the containers see them (gs:// or inside the image)."""
-    if "://" not in args.pipeline_root:
+    """The pipeline with paths as the containers see them (gs:// or inside the image), passed
+    on unchanged."""
+    if not options.is_uri(args.pipeline_root):
         parser.error(
             f"--pipeline-root must be a bucket URI such as gs://BUCKET/root, "
             f"got {args.pipeline_root!r}"
@@ -82,8 +83,8 @@ def build(
     if data_format == "auto":
         if args.data_root != IMAGE_DATA_ROOT:
             parser.error(
-                f"--data-format must be tfrecord or csv for --data-root "
-                f"{args.data_root}: it is not inspected when compiling"
+                f"--data-root {args.data_root} needs --data-format tfrecord or --data-format "
+                f"csv: compiling does not read the data, so it cannot tell"
             )
         data_format = "tfrecord"
     with options.flag_errors(parser):

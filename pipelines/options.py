@@ -31,12 +31,16 @@ TRAINING_FLAGS = {
     "--train-steps-per-epoch": "train_steps_per_epoch",
     "--label-key": "label_key",
     "--num-classes": "num_classes",
+    "--image-key": "image_key",
+    "--image-shape": "image_shape",
 }
 # Other flags named in error messages by the value they set.
 OTHER_FLAGS = {
     "data_root": "--data-root",
     "schema_path": "--schema",
     "data_format": "--data-format",
+    "output_dir": "--output-dir",
+    "metadata_path": "--metadata-path",
     "accuracy_threshold": "--accuracy-threshold",
     "max_accuracy_drop": "--max-accuracy-drop",
     "methods": "--methods",
@@ -62,9 +66,19 @@ def command_line(argv: list[str] | None = None) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class OutputLayout:
-    """Where a local run writes: everything under one output folder."""
+    """Where a local run writes: everything under one output folder, local or a URI such as
+    gs://BUCKET/out, except ML Metadata's SQLite file when `metadata_file` puts it elsewhere.
+    """
 
     output_dir: str
+    metadata_file: str | None = None
+
+    def __post_init__(self):
+        if self.metadata_file is None and is_uri(self.output_dir):
+            raise ValueError(
+                f"output_dir {self.output_dir} is not local, and ML Metadata's SQLite file must "
+                f"be: set metadata_path, e.g. to metadata.sqlite."
+            )
 
     @property
     def pipeline_root(self) -> str:
@@ -72,7 +86,7 @@ class OutputLayout:
 
     @property
     def metadata_path(self) -> str:
-        return os.path.join(self.output_dir, "metadata.sqlite")
+        return self.metadata_file or os.path.join(self.output_dir, "metadata.sqlite")
 
     @property
     def serving_model_dir(self) -> str:
@@ -164,6 +178,28 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="default: from the schema's label domain (an inferred schema, as for CSV, has none)",
     )
+    group.add_argument(
+        "--image-key",
+        default=defaults.image_key,
+        help="the PNG-encoded image feature, for resnet (default: %(default)s)",
+    )
+    group.add_argument(
+        "--image-shape",
+        type=image_shape,
+        default=defaults.image_shape,
+        metavar="HxWxC",
+        help="height, width and channels (1, 3 or 4) the images are decoded to; images of "
+        "another size are resized (default: %s)" % "x".join(map(str, defaults.image_shape)),
+    )
+
+
+def image_shape(text: str) -> tuple[int, ...]:
+    """`--image-shape` as `(height, width, channels)`, from e.g. `32x32x3`."""
+    if not re.fullmatch(r"\d+x\d+x\d+", text):
+        raise argparse.ArgumentTypeError(
+            f"must be HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3, got {text!r}"
+        )
+    return tuple(int(size) for size in text.split("x"))
 
 
 def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
@@ -247,7 +283,14 @@ def local_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir",
         default=configs.OUTPUT_DIR,
-        help="pipeline root, metadata DB and pushed models (default: %(default)s)",
+        help="pipeline root, metadata DB and pushed models, a folder or a URI such as "
+        "gs://BUCKET/out (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--metadata-path",
+        default=None,
+        help="the ML Metadata SQLite file, always local (default: OUTPUT_DIR/metadata.sqlite; "
+        "needed when --output-dir is a URI)",
     )
     add_training_arguments(parser)
     add_comparison_arguments(parser)
@@ -269,12 +312,12 @@ def training_config(args: argparse.Namespace, data_format: str) -> TrainingConfi
 
 def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tfx.dsl.Pipeline:
     """The pipeline for a run on this machine; a bad value exits naming its flag."""
-    layout = OutputLayout(os.path.abspath(args.output_dir))
     data_root = absolute(args.data_root)
     schema = args.schema and absolute(args.schema)
     if schema is None and data_root == configs.DATA_ROOT:
         schema = configs.SCHEMA_PATH
     with flag_errors(parser):
+        layout = output_layout(args.output_dir, args.metadata_path)
         data_format, split_folders = pipeline.inspect_local_data(
             data_root, args.data_format, schema
         )
@@ -312,5 +355,16 @@ def name_flags(message: str) -> str:
     return f"{message} (flag: {', '.join(named)})" if named else message
 
 
+def output_layout(output_dir: str, metadata_path: str | None = None) -> OutputLayout:
+    """The layout of `--output-dir` and `--metadata-path`, local paths made absolute."""
+    return OutputLayout(absolute(output_dir), metadata_path and absolute(metadata_path))
+
+
+def is_uri(path: str) -> bool:
+    """Whether `path` is a URI (gs://, s3://, hdfs://, ...) rather than a local path."""
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
+
+
 def absolute(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
+    """A local path made absolute; a URI as it is."""
+    return path if is_uri(path) else os.path.abspath(path)

@@ -17,7 +17,7 @@ from tfx import v1 as tfx
 
 from components.report_artifact import ComparisonReportArtifact
 from pipelines import configs
-from pipelines.options import OutputLayout
+from pipelines.options import output_layout
 
 ACCURACY = "sparse_categorical_accuracy"
 
@@ -193,9 +193,14 @@ def _describe(failure) -> str:
     return f"{key.name} {value:.4f} is below the threshold {threshold.value_threshold.lower_bound.value:.4f}"
 
 
-def report(output_dir: str, pipeline_name: str, data_root: str | None = None) -> None:
+def report(
+    output_dir: str,
+    pipeline_name: str,
+    data_root: str | None = None,
+    metadata_path: str | None = None,
+) -> None:
     """Prints the summary of the newest run, or why there is none."""
-    layout = OutputLayout(os.path.abspath(output_dir))
+    layout = output_layout(output_dir, metadata_path)
     try:
         run = latest_run(layout.metadata_path, pipeline_name)
     except (FileNotFoundError, LookupError) as error:
@@ -217,10 +222,11 @@ def report(output_dir: str, pipeline_name: str, data_root: str | None = None) ->
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default=configs.OUTPUT_DIR)
+    parser.add_argument("--metadata-path", default=None, help="default: OUTPUT_DIR/metadata.sqlite")
     parser.add_argument("--pipeline-name", default=configs.PIPELINE_NAME)
     parser.add_argument("--data-root", default=configs.DATA_ROOT)
     args = parser.parse_args(argv)
-    report(args.output_dir, args.pipeline_name, args.data_root)
+    report(args.output_dir, args.pipeline_name, args.data_root, args.metadata_path)
 
 
 if __name__ == "__main__":

@@ -105,6 +105,48 @@ def test_vertex_training_sends_the_trainer_to_vertex(tmp_path):
     assert pools[1]["container_spec"]["image_uri"] == IMAGE
 
 
+def task_parameters(spec: pipeline_spec_pb2.PipelineSpec, task: str) -> dict[str, str]:
+    return {
+        name: value.runtime_value.constant_value.string_value
+        for name, value in spec.root.dag.tasks[task].inputs.parameters.items()
+    }
+
+
+@pytest.mark.parametrize(
+    "runner, file_name", [(vertex_runner, "p.json"), (kubeflow_runner, "p.yaml")]
+)
+def test_cloud_data_schema_and_output_uris_reach_the_compiled_pipeline_unchanged(
+    runner, file_name, tmp_path
+):
+    runner.main(
+        [
+            "--output-file",
+            str(tmp_path / file_name),
+            *COMMON_FLAGS,
+            "--data-root",
+            "gs://my-bucket/cifar",
+            "--data-format",
+            "tfrecord",
+            "--schema",
+            "gs://my-bucket/cifar/schema.pbtxt",
+            "--serving-model-dir",
+            "s3://other-bucket/serving",
+        ]
+    )
+    [document] = yaml.safe_load_all((tmp_path / file_name).read_text())
+    spec = json_format.ParseDict(
+        document.get("pipelineSpec", document), pipeline_spec_pb2.PipelineSpec()
+    )
+    assert task_parameters(spec, "ImportExampleGen")["input_base"] == "gs://my-bucket/cifar"
+    assert task_parameters(spec, "ImportSchemaGen")["schema_file"] == (
+        "gs://my-bucket/cifar/schema.pbtxt"
+    )
+    destination = json.loads(task_parameters(spec, "Pusher")["push_destination"])
+    assert destination["filesystem"]["base_directory"] == "s3://other-bucket/serving"
+    root = document.get("runtimeConfig", {}).get("gcsOutputDirectory")
+    assert (root or spec.default_pipeline_root) == ROOT
+
+
 def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
     output = tmp_path / "pipeline.yaml"
     kubeflow_runner.main(["--output-file", str(output), *COMMON_FLAGS])
@@ -118,7 +160,7 @@ def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
     "runner, argv, message",
     [
         (vertex_runner, ["--pipeline-root", "/local/root"], "--pipeline-root must be a bucket URI"),
-        (vertex_runner, ["--vertex-training"], "--vertex-training needs --project"),
+        (vertex_runner, ["--vertex-training"], "--vertex-training needs --project, even to"),
         (
             vertex_runner,
             ["--vertex-training", "--project", "p-1234", "--accelerator-count", "2"],
@@ -128,7 +170,7 @@ def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
         (
             vertex_runner,
             ["--data-root", "gs://bucket/data"],
-            "--data-format must be tfrecord or csv for --data-root gs://bucket/data",
+            "--data-root gs://bucket/data needs --data-format tfrecord or --data-format csv",
         ),
         (kubeflow_runner, [], "--output-file must end in .yaml"),
     ],
