@@ -13,7 +13,8 @@ import sys
 from tfx import v1 as tfx
 
 from pipelines import configs, pipeline
-from trainer.config import MODELS, OPTIMIZERS, TrainingConfig
+from pipelines.comparison import BUDGETS, ComparisonSpec
+from trainer.config import BASE_OPTIMIZERS, LR_SCHEDULES, MODELS, OPTIMIZERS, TrainingConfig
 from trainer.search_space import ALGORITHMS, OBJECTIVES, SearchSpace
 
 # Flag -> TrainingConfig field, for the flags that map one to one.
@@ -22,6 +23,8 @@ TRAINING_FLAGS = {
     "--epochs": "epochs",
     "--batch-size": "batch_size",
     "--learning-rate": "learning_rate",
+    "--lr-schedule": "lr_schedule",
+    "--base-optimizer": "base_optimizer",
     "--optimizer": "optimizer",
     "--rho-max": "rho_max",
     "--rho-min": "rho_min",
@@ -29,6 +32,8 @@ TRAINING_FLAGS = {
     "--train-steps-per-epoch": "train_steps_per_epoch",
     "--label-key": "label_key",
     "--num-classes": "num_classes",
+    "--image-key": "image_key",
+    "--image-shape": "image_shape",
 }
 # Flag -> SearchSpace field; each flag needs --tune.
 TUNING_FLAGS = {
@@ -48,8 +53,15 @@ OTHER_FLAGS = {
     "data_root": "--data-root",
     "schema_path": "--schema",
     "data_format": "--data-format",
+    "output_dir": "--output-dir",
+    "metadata_path": "--metadata-path",
     "accuracy_threshold": "--accuracy-threshold",
     "max_accuracy_drop": "--max-accuracy-drop",
+    "methods": "--methods",
+    "seeds": "--seeds",
+    "budget": "--budget",
+    "label_noise": "--label-noise",
+    "label_noise_seed": "--label-noise-seed",
     "parallel_trials": "--parallel-trials",
 }
 
@@ -69,9 +81,19 @@ def command_line(argv: list[str] | None = None) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class OutputLayout:
-    """Where a local run writes: everything under one output folder."""
+    """Where a local run writes: everything under one output folder, local or a URI such as
+    gs://BUCKET/out, except ML Metadata's SQLite file when `metadata_file` puts it elsewhere.
+    """
 
     output_dir: str
+    metadata_file: str | None = None
+
+    def __post_init__(self):
+        if self.metadata_file is None and is_uri(self.output_dir):
+            raise ValueError(
+                f"output_dir {self.output_dir} is not local, and ML Metadata's SQLite file must "
+                f"be: set metadata_path, e.g. to metadata.sqlite."
+            )
 
     @property
     def pipeline_root(self) -> str:
@@ -79,7 +101,7 @@ class OutputLayout:
 
     @property
     def metadata_path(self) -> str:
-        return os.path.join(self.output_dir, "metadata.sqlite")
+        return self.metadata_file or os.path.join(self.output_dir, "metadata.sqlite")
 
     @property
     def serving_model_dir(self) -> str:
@@ -131,6 +153,19 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.learning_rate,
         help="peak learning rate (default: %(default)s)",
     )
+    group.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=defaults.lr_schedule,
+        help="cosine decay after the warmup, or constant (default: %(default)s)",
+    )
+    group.add_argument(
+        "--base-optimizer",
+        choices=BASE_OPTIMIZERS,
+        default=defaults.base_optimizer,
+        help="the optimizer SAM and GSAM wrap: sgd (momentum 0.9) or adam "
+        "(default: %(default)s)",
+    )
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     group.add_argument("--rho-max", type=float, default=defaults.rho_max)
     group.add_argument("--rho-min", type=float, default=defaults.rho_min)
@@ -157,6 +192,73 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="default: from the schema's label domain (an inferred schema, as for CSV, has none)",
+    )
+    group.add_argument(
+        "--image-key",
+        default=defaults.image_key,
+        help="the PNG-encoded image feature, for resnet (default: %(default)s)",
+    )
+    group.add_argument(
+        "--image-shape",
+        type=image_shape,
+        default=defaults.image_shape,
+        metavar="HxWxC",
+        help="height, width and channels (1, 3 or 4) the images are decoded to; images of "
+        "another size are resized (default: %s)" % "x".join(map(str, defaults.image_shape)),
+    )
+
+
+def image_shape(text: str) -> tuple[int, ...]:
+    """`--image-shape` as `(height, width, channels)`, from e.g. `32x32x3`."""
+    if not re.fullmatch(r"\d+x\d+x\d+", text):
+        raise argparse.ArgumentTypeError(
+            f"must be HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3, got {text!r}"
+        )
+    return tuple(int(size) for size in text.split("x"))
+
+
+def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ComparisonSpec()
+    group = parser.add_argument_group(
+        "comparison",
+        "--compare trains every method with every seed on the same data, reports them side "
+        "by side, and releases the winner",
+    )
+    group.add_argument("--compare", action="store_true", help="run the comparison pipeline")
+    group.add_argument(
+        "--methods",
+        default=",".join(defaults.methods),
+        help=f"comma-separated, from {', '.join(OPTIMIZERS)} (default: %(default)s)",
+    )
+    group.add_argument(
+        "--seeds", type=int, default=defaults.seeds, help="runs per method (default: %(default)s)"
+    )
+    group.add_argument(
+        "--budget",
+        choices=BUDGETS,
+        default=defaults.budget,
+        help="equal-compute trains plain for as many forward-backward passes as SAM/GSAM "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--label-noise",
+        type=float,
+        default=defaults.label_noise,
+        help="fraction of training labels flipped to another class (default: %(default)s)",
+    )
+    group.add_argument("--label-noise-seed", type=int, default=defaults.label_noise_seed)
+
+
+def comparison_spec(args: argparse.Namespace) -> ComparisonSpec | None:
+    """The comparison the flags ask for, or `None` without --compare."""
+    if not args.compare:
+        return None
+    return ComparisonSpec(
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        seeds=args.seeds,
+        budget=args.budget,
+        label_noise=args.label_noise,
+        label_noise_seed=args.label_noise_seed,
     )
 
 
@@ -236,10 +338,18 @@ def local_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir",
         default=configs.OUTPUT_DIR,
-        help="pipeline root, metadata DB and pushed models (default: %(default)s)",
+        help="pipeline root, metadata DB and pushed models, a folder or a URI such as "
+        "gs://BUCKET/out (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--metadata-path",
+        default=None,
+        help="the ML Metadata SQLite file, always local (default: OUTPUT_DIR/metadata.sqlite; "
+        "needed when --output-dir is a URI)",
     )
     add_training_arguments(parser)
     add_tuning_arguments(parser)
+    add_comparison_arguments(parser)
     add_blessing_arguments(parser)
     add_beam_arguments(parser)
     return parser
@@ -271,12 +381,12 @@ def flag_value(args: argparse.Namespace, flag: str):
 
 def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tfx.dsl.Pipeline:
     """The pipeline for a run on this machine; a bad value exits naming its flag."""
-    layout = OutputLayout(os.path.abspath(args.output_dir))
     data_root = absolute(args.data_root)
     schema = args.schema and absolute(args.schema)
     if schema is None and data_root == configs.DATA_ROOT:
         schema = configs.SCHEMA_PATH
     with flag_errors(parser):
+        layout = output_layout(args.output_dir, args.metadata_path)
         data_format, split_folders = pipeline.inspect_local_data(
             data_root, args.data_format, schema
         )
@@ -296,6 +406,7 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
                 layout.metadata_path
             ),
             beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
+            comparison=comparison_spec(args),
         )
 
 
@@ -315,5 +426,16 @@ def name_flags(message: str) -> str:
     return f"{message} (flag: {', '.join(named)})" if named else message
 
 
+def output_layout(output_dir: str, metadata_path: str | None = None) -> OutputLayout:
+    """The layout of `--output-dir` and `--metadata-path`, local paths made absolute."""
+    return OutputLayout(absolute(output_dir), metadata_path and absolute(metadata_path))
+
+
+def is_uri(path: str) -> bool:
+    """Whether `path` is a URI (gs://, s3://, hdfs://, ...) rather than a local path."""
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
+
+
 def absolute(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
+    """A local path made absolute; a URI as it is."""
+    return path if is_uri(path) else os.path.abspath(path)

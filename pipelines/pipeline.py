@@ -35,7 +35,10 @@ from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 
 from components.atomic_pusher import AtomicPusher
+from components.comparison_report import comparison_report
+from components.label_noise import LabelNoise
 from components.validation_gate import ValidationGate
+from pipelines.comparison import ComparisonSpec, run_name
 from pipelines.vertex_training import vertex_tuning_config
 from trainer import export
 from trainer.config import TrainingConfig
@@ -66,6 +69,7 @@ def create_pipeline(
     tuning: SearchSpace | None = None,
     parallel_trials: int = 1,
     enable_cache: bool = False,
+    comparison: ComparisonSpec | None = None,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline; every value is checked here, before anything runs.
 
@@ -88,24 +92,39 @@ def create_pipeline(
             Trainer, and the Trainer trains with its best values.
         parallel_trials: trials the Tuner runs at once, one per machine; more than one needs
             `vertex_training`.
+        comparison: when set, the comparison variant: one Trainer and Evaluator per method and
+            seed (`training` with each method's optimizer), optional label noise before them,
+            and a ComparisonReport whose winning model goes on to the release stage.
     """
     check_settings(training, data_root, data_format, accuracy_threshold, max_accuracy_drop)
     check_tuning(tuning, training, vertex_training, parallel_trials)
-    data = data_stage(data_root, data_format, split_folders, schema_path)
-    components = list(data.components)
-    hyperparameters = None
-    if tuning is not None:
-        tuner = tuner_component(
-            data.examples, data.schema, training, tuning, vertex_training, parallel_trials
+    if comparison is not None and not isinstance(comparison, ComparisonSpec):
+        raise ValueError(
+            f"comparison must be a ComparisonSpec, got {type(comparison).__name__}."
         )
-        components.append(tuner)
-        hyperparameters = tuner.outputs["best_hyperparameters"]
-    trainer = trainer_component(
-        data.examples, data.schema, training, vertex_training, hyperparameters=hyperparameters
-    )
+    if comparison is not None and tuning is not None:
+        raise ValueError("tuning (--tune) is not wired into the comparison (--compare) yet.")
+    data = data_stage(data_root, data_format, split_folders, schema_path)
+    training_components = []
+    if comparison is None:
+        hyperparameters = None
+        if tuning is not None:
+            tuner = tuner_component(
+                data.examples, data.schema, training, tuning, vertex_training, parallel_trials
+            )
+            training_components.append(tuner)
+            hyperparameters = tuner.outputs["best_hyperparameters"]
+        trainer = trainer_component(
+            data.examples, data.schema, training, vertex_training, hyperparameters=hyperparameters
+        )
+        training_components.append(trainer)
+        candidate = trainer.outputs["model"]
+    else:
+        stage = comparison_stage(data, training, comparison, vertex_training)
+        training_components, candidate = stage.components, stage.best_model
     release = release_stage(
         data.examples,
-        trainer.outputs["model"],
+        candidate,
         label_key=training.label_key,
         accuracy_threshold=accuracy_threshold,
         max_accuracy_drop=max_accuracy_drop,
@@ -114,7 +133,7 @@ def create_pipeline(
     return assemble(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[*components, trainer, *release.components],
+        components=[*data.components, *training_components, *release.components],
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args,
         enable_cache=enable_cache,
@@ -269,6 +288,66 @@ def trainer_component(
         trainer_args["custom_config"] = {**trainer_args["custom_config"], **vertex_training}
         trainer = tfx.extensions.google_cloud_ai_platform.Trainer(**trainer_args)
     return trainer if component_id == "Trainer" else trainer.with_id(component_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonStage:
+    """Label noise (optional), a Trainer and an Evaluator per run, and the report."""
+
+    components: list
+    best_model: Any
+
+
+def comparison_stage(
+    data: DataStage,
+    training: TrainingConfig,
+    spec: ComparisonSpec,
+    vertex_training: dict[str, Any] | None = None,
+) -> ComparisonStage:
+    """Trains every (method, seed) run of `spec` on the same examples, evaluates each on the
+    eval split, and reports. The Trainers do not depend on one another, so orchestrators that
+    can run them in parallel do."""
+    components = []
+    train_examples = data.examples
+    if spec.label_noise > 0:
+        noise = LabelNoise(
+            examples=data.examples,
+            schema=data.schema,
+            noise_rate=spec.label_noise,
+            seed=spec.label_noise_seed,
+            label_key=training.label_key,
+        )
+        components.append(noise)
+        train_examples = noise.outputs["noisy_examples"]
+    run_config = eval_config(training.label_key, accuracy_threshold=0.0, max_accuracy_drop=None)
+    runs = {}
+    for (method, seed), config in spec.training_configs(training).items():
+        name = run_name(method, seed)
+        trainer = trainer_component(
+            train_examples, data.schema, config, vertex_training, component_id=f"Trainer.{name}"
+        )
+        evaluator = evaluator_component(
+            data.examples, trainer.outputs["model"], run_config, component_id=f"Evaluator.{name}"
+        )
+        components += [trainer, evaluator]
+        runs[(method, seed)] = {
+            "model": trainer.outputs["model"],
+            "model_run": trainer.outputs["model_run"],
+            "evaluation": evaluator.outputs["evaluation"],
+        }
+    report = comparison_report(
+        runs,
+        settings={
+            "methods": list(spec.methods),
+            "seeds": spec.seeds,
+            "budget": spec.budget,
+            "label_noise": spec.label_noise,
+            "label_noise_seed": spec.label_noise_seed,
+            "training": training.to_dict(),
+        },
+        label_key=training.label_key,
+    )
+    return ComparisonStage(components=[*components, report], best_model=report.outputs["best_model"])
 
 
 @dataclasses.dataclass(frozen=True)

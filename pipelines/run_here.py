@@ -20,9 +20,9 @@ def run(runner: tfx_runner.TfxRunner, description: str, argv: list[str] | None =
     try:
         runner.run(dag)
     except Exception as error:  # the component's own error, reported after the summary
-        summary.report(args.output_dir, args.pipeline_name, args.data_root)
+        summary.report(args.output_dir, args.pipeline_name, args.data_root, args.metadata_path)
         logging.exception("The pipeline run failed.")
         print(f"\nThe run failed: {error}", file=sys.stderr)
         return 1
-    summary.report(args.output_dir, args.pipeline_name, args.data_root)
+    summary.report(args.output_dir, args.pipeline_name, args.data_root, args.metadata_path)
     return 0

@@ -17,8 +17,9 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.utils import io_utils
 
+from components.report_artifact import ComparisonReportArtifact
 from pipelines import configs
-from pipelines.options import OutputLayout
+from pipelines.options import output_layout
 from trainer.search_space import tuned_fields
 
 ACCURACY = "sparse_categorical_accuracy"
@@ -33,6 +34,20 @@ TRIAL_COLUMNS = {
 
 
 @dataclasses.dataclass
+class ComparisonSummary:
+    """What the ComparisonReport of a comparison run found."""
+
+    report_dir: str
+    winner: str
+    winner_seed: int
+    table: str
+
+    @property
+    def report_path(self) -> str:
+        return os.path.join(self.report_dir, "report.html")
+
+
+@dataclasses.dataclass
 class RunSummary:
     run_id: str
     accuracy: float | None = None
@@ -41,11 +56,19 @@ class RunSummary:
     why: list[str] = dataclasses.field(default_factory=list)
     pushed_model: str | None = None
     seconds_per_component: dict[str, float] = dataclasses.field(default_factory=dict)
+    comparison: ComparisonSummary | None = None
     # Per Tuner: its completed trials (TFX's tuner_results rows), best first.
     tuner_trials: list[list[dict]] = dataclasses.field(default_factory=list)
 
     def render(self, example_file: str | None = None) -> str:
         lines = [f"Run {self.run_id}"]
+        if self.comparison:
+            lines += [
+                self.comparison.table.rstrip("\n"),
+                f"  winner:         {self.comparison.winner} (seed {self.comparison.winner_seed})"
+                " goes on to the blessing",
+                f"  report:         {self.comparison.report_path}",
+            ]
         if self.seconds_per_component:
             tuning = self.seconds_per_component.get("Tuner")
             training = self.seconds_per_component.get("Trainer", 0.0)
@@ -108,20 +131,32 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
     ]
     summary = RunSummary(run_id=run.name)
     node_types = {t.id: t.name for t in store.get_execution_types()}
+    release_evaluations = set()
     for execution in store.get_executions_by_context(run.id):
         name = node_types[execution.type_id].rsplit(".", 1)[-1]
-        summary.seconds_per_component[name] = (
-            execution.last_update_time_since_epoch - execution.create_time_since_epoch
-        ) / 1000
+        summary.seconds_per_component[name] = summary.seconds_per_component.get(name, 0.0) + (
+            (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
+        )
+        if _node_id(store, execution) == "Evaluator":
+            release_evaluations |= {
+                event.artifact_id
+                for event in store.get_events_by_execution_ids([execution.id])
+                if event.type == metadata_store_pb2.Event.OUTPUT
+            }
     types = {t.id: t.name for t in store.get_artifact_types()}
     for artifact in store.get_artifacts_by_context(run.id):
         kind = types[artifact.type_id]
+        # A comparison also evaluates every run; the release Evaluator's verdict is the run's.
+        if kind in ("ModelEvaluation", "ModelBlessing") and artifact.id not in release_evaluations:
+            continue
         if kind == "ModelEvaluation":
             _read_evaluation(artifact.uri, summary)
         elif kind == "ModelBlessing":
             summary.blessed = artifact.custom_properties["blessed"].int_value == 1
         elif kind == "PushedModel" and artifact.custom_properties["pushed"].int_value == 1:
             summary.pushed_model = artifact.custom_properties["pushed_destination"].string_value
+        elif kind == ComparisonReportArtifact.TYPE_NAME:
+            summary.comparison = _read_comparison(artifact)
         elif kind == "TunerResults":
             summary.tuner_trials.append(read_tuner_results(artifact.uri))
     return summary
@@ -167,6 +202,25 @@ def _format(value) -> str:
     return value if isinstance(value, str) else f"{value:.4g}"
 
 
+def _node_id(store, execution) -> str | None:
+    """The pipeline node that ran `execution` (TFX names node contexts `pipeline.node`)."""
+    for context in store.get_contexts_by_execution(execution.id):
+        if context.type == "node":
+            return context.name.split(".", 1)[1]
+    return None
+
+
+def _read_comparison(artifact) -> ComparisonSummary:
+    properties = artifact.custom_properties
+    with tfx.dsl.io.fileio.open(os.path.join(artifact.uri, "summary.txt")) as table:
+        return ComparisonSummary(
+            report_dir=artifact.uri,
+            winner=properties["winner_method"].string_value,
+            winner_seed=properties["winner_seed"].int_value,
+            table=table.read(),
+        )
+
+
 def _read_evaluation(uri: str, summary: RunSummary) -> None:
     for slice_metrics in tfma.load_metrics(uri):
         if slice_metrics.slice_key.single_slice_keys:
@@ -199,9 +253,14 @@ def _describe(failure) -> str:
     return f"{key.name} {value:.4f} is below the threshold {threshold.value_threshold.lower_bound.value:.4f}"
 
 
-def report(output_dir: str, pipeline_name: str, data_root: str | None = None) -> None:
+def report(
+    output_dir: str,
+    pipeline_name: str,
+    data_root: str | None = None,
+    metadata_path: str | None = None,
+) -> None:
     """Prints the summary of the newest run, or why there is none."""
-    layout = OutputLayout(os.path.abspath(output_dir))
+    layout = output_layout(output_dir, metadata_path)
     try:
         run = latest_run(layout.metadata_path, pipeline_name)
     except (FileNotFoundError, LookupError) as error:
@@ -223,10 +282,11 @@ def report(output_dir: str, pipeline_name: str, data_root: str | None = None) ->
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default=configs.OUTPUT_DIR)
+    parser.add_argument("--metadata-path", default=None, help="default: OUTPUT_DIR/metadata.sqlite")
     parser.add_argument("--pipeline-name", default=configs.PIPELINE_NAME)
     parser.add_argument("--data-root", default=configs.DATA_ROOT)
     args = parser.parse_args(argv)
-    report(args.output_dir, args.pipeline_name, args.data_root)
+    report(args.output_dir, args.pipeline_name, args.data_root, args.metadata_path)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
         tfx pipeline create --engine vertex --pipeline_path pipelines/vertex_runner.py
 
 Compiling needs no network. --vertex-training also runs the Trainer as a Vertex AI Training
-job (GPUs, several workers), and with --tune the Tuner too (--parallel-trials machines).
+job (GPUs, several workers), and with --tune the Tuner too (--parallel-trials machines); it
+needs --project even to compile, since the compiled pipeline names the project that job runs in.
 """
 
 import sys
@@ -45,7 +46,10 @@ def main(argv=None) -> int:
     vertex_training = None
     if args.vertex_training:
         if not args.project:
-            parser.error("--vertex-training needs --project")
+            parser.error(
+                "--vertex-training needs --project, even to compile: the compiled pipeline "
+                "names the project the Trainer's Vertex AI Training job runs in"
+            )
         with options.flag_errors(parser):
             vertex_training = vertex_training_config(
                 project=args.project,

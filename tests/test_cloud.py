@@ -156,6 +156,41 @@ def test_vertex_tuning_runs_parallel_trials_and_feeds_the_trainer(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "runner, file_name", [(vertex_runner, "p.json"), (kubeflow_runner, "p.yaml")]
+)
+def test_cloud_data_schema_and_output_uris_reach_the_compiled_pipeline_unchanged(
+    runner, file_name, tmp_path
+):
+    runner.main(
+        [
+            "--output-file",
+            str(tmp_path / file_name),
+            *COMMON_FLAGS,
+            "--data-root",
+            "gs://my-bucket/cifar",
+            "--data-format",
+            "tfrecord",
+            "--schema",
+            "gs://my-bucket/cifar/schema.pbtxt",
+            "--serving-model-dir",
+            "s3://other-bucket/serving",
+        ]
+    )
+    [document] = yaml.safe_load_all((tmp_path / file_name).read_text())
+    spec = json_format.ParseDict(
+        document.get("pipelineSpec", document), pipeline_spec_pb2.PipelineSpec()
+    )
+    assert task_parameters(spec, "ImportExampleGen")["input_base"] == "gs://my-bucket/cifar"
+    assert task_parameters(spec, "ImportSchemaGen")["schema_file"] == (
+        "gs://my-bucket/cifar/schema.pbtxt"
+    )
+    destination = json.loads(task_parameters(spec, "Pusher")["push_destination"])
+    assert destination["filesystem"]["base_directory"] == "s3://other-bucket/serving"
+    root = document.get("runtimeConfig", {}).get("gcsOutputDirectory")
+    assert (root or spec.default_pipeline_root) == ROOT
+
+
 def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
     output = tmp_path / "pipeline.yaml"
     kubeflow_runner.main(["--output-file", str(output), *COMMON_FLAGS])
@@ -169,7 +204,7 @@ def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
     "runner, argv, message",
     [
         (vertex_runner, ["--pipeline-root", "/local/root"], "--pipeline-root must be a bucket URI"),
-        (vertex_runner, ["--vertex-training"], "--vertex-training needs --project"),
+        (vertex_runner, ["--vertex-training"], "--vertex-training needs --project, even to"),
         (
             vertex_runner,
             ["--vertex-training", "--project", "p-1234", "--accelerator-count", "2"],
@@ -190,7 +225,7 @@ def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
         (
             vertex_runner,
             ["--data-root", "gs://bucket/data"],
-            "--data-format must be tfrecord or csv for --data-root gs://bucket/data",
+            "--data-root gs://bucket/data needs --data-format tfrecord or --data-format csv",
         ),
         (kubeflow_runner, [], "--output-file must end in .yaml"),
     ],

@@ -19,7 +19,7 @@ from trainer.search_space import SearchSpace, tuned_config, tuned_fields
         (dict(learning_rate_range=(0.1, float("nan"))), "learning_rate_range high must be a fin"),
         (dict(method_choices=("sam", "adam")), "method_choices must be one of plain, sam, gsam"),
         (dict(method_choices=("sam", "sam")), "method_choices must not repeat a method"),
-        (dict(method_choices="sam"), "method_choices must be a list of methods"),
+        (dict(method_choices="sam"), "method_choices must be a list of method names"),
         (dict(algorithm="grid"), "algorithm must be one of random, bayesian, hyperband"),
         (dict(objective="accuracy"), "objective must be one of val_accuracy, val_loss"),
         (dict(max_trials=0), "max_trials must be an integer >= 1"),

@@ -8,6 +8,7 @@ import pytest
 from tfx import v1 as tfx
 
 from pipelines import configs, options, run_here, summary
+from pipelines.comparison import ComparisonSpec
 from tests.pipeline_support import ALL_NODES, executed_nodes, versions
 from tests.pipeline_support import build_pipeline as build
 from trainer import search_space
@@ -50,6 +51,10 @@ def test_without_tuning_the_trainer_takes_no_hyperparameters(tmp_path):
         ),
         (dict(tuning=SearchSpace(), parallel_trials=3), "parallel_trials (3) needs tuning on"),
         (dict(tuning=SearchSpace(), parallel_trials=0), "parallel_trials must be an integer"),
+        (
+            dict(tuning=SearchSpace(), comparison=ComparisonSpec()),
+            "tuning (--tune) is not wired into the comparison (--compare) yet",
+        ),
     ],
 )
 def test_bad_tuning_arguments_are_named(tmp_path, overrides, message):

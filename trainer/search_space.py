@@ -92,7 +92,7 @@ class SearchSpace:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         methods = self.method_choices
         if isinstance(methods, str) or not isinstance(methods, (tuple, list)):
-            raise ValueError(f"method_choices must be a list of methods, got {methods!r}.")
+            raise ValueError(f"method_choices must be a list of method names, got {methods!r}.")
         for method in methods:
             _check_choice("method_choices", method, OPTIMIZERS)
         if len(set(methods)) != len(methods):
