@@ -144,6 +144,42 @@ def winner_lines(comparison: Comparison) -> list[str]:
     return lines
 
 
+TRAINED_HYPERPARAMETERS = (
+    "epochs",
+    "base_optimizer",
+    "learning_rate",
+    "rho_max",
+    "rho_min",
+    "alpha",
+)
+
+
+def hyperparameter_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    """What each method trained with, from its runs' recorded configs (tuned values too).
+
+    A value that differs between a method's seeds is listed with every distinct value.
+    """
+    header = ["method", *TRAINED_HYPERPARAMETERS]
+    rows = []
+    for summary in comparison.methods:
+        configs = [run.history.get("config", {}) for run in summary.runs]
+        cells = []
+        for name in TRAINED_HYPERPARAMETERS:
+            values = list(dict.fromkeys(_trained_value(config, name) for config in configs))
+            cells.append(" / ".join(values))
+        rows.append([summary.method, *cells])
+    return header, rows
+
+
+def _trained_value(config: dict[str, Any], name: str) -> str:
+    value = config.get(name)
+    if name == "alpha" and config.get("optimizer") in ("plain", "sam"):
+        return MISSING if config.get("optimizer") == "plain" else "0"
+    if name.startswith("rho") and config.get("optimizer") == "plain":
+        return MISSING
+    return MISSING if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def per_class_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     """Mean per-class eval accuracy over seeds: one row per class, one column per method."""
     labels = {}
@@ -209,6 +245,8 @@ def report_blocks(comparison: Comparison, settings: dict[str, Any]) -> list[tupl
             f"seeds.",
         ),
         ("list", significance_lines(comparison)),
+        ("h2", "Hyperparameters as trained"),
+        ("table", *hyperparameter_table(comparison)),
         ("h2", "Winner"),
         *[("p", line) for line in winner_lines(comparison)],
         ("h2", "Per-class eval accuracy (mean over seeds)"),

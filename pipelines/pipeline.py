@@ -102,8 +102,11 @@ def create_pipeline(
         raise ValueError(
             f"comparison must be a ComparisonSpec, got {type(comparison).__name__}."
         )
-    if comparison is not None and tuning is not None:
-        raise ValueError("tuning (--tune) is not wired into the comparison (--compare) yet.")
+    if comparison is not None and tuning is not None and tuning.method_choices:
+        raise ValueError(
+            "tuning's method_choices cannot be searched in a comparison: every compared "
+            "method is tuned on its own."
+        )
     data = data_stage(data_root, data_format, split_folders, schema_path)
     training_components = []
     if comparison is None:
@@ -120,7 +123,9 @@ def create_pipeline(
         training_components.append(trainer)
         candidate = trainer.outputs["model"]
     else:
-        stage = comparison_stage(data, training, comparison, vertex_training)
+        stage = comparison_stage(
+            data, training, comparison, vertex_training, tuning, parallel_trials
+        )
         training_components, candidate = stage.components, stage.best_model
     release = release_stage(
         data.examples,
@@ -303,10 +308,14 @@ def comparison_stage(
     training: TrainingConfig,
     spec: ComparisonSpec,
     vertex_training: dict[str, Any] | None = None,
+    tuning: SearchSpace | None = None,
+    parallel_trials: int = 1,
 ) -> ComparisonStage:
     """Trains every (method, seed) run of `spec` on the same examples, evaluates each on the
     eval split, and reports. The Trainers do not depend on one another, so orchestrators that
-    can run them in parallel do."""
+    can run them in parallel do. With `tuning`, each method is tuned once, on its first seed's
+    config (plain training searches the learning rate alone), and all its seeds train with
+    the tuned values."""
     components = []
     train_examples = data.examples
     if spec.label_noise > 0:
@@ -321,10 +330,28 @@ def comparison_stage(
         train_examples = noise.outputs["noisy_examples"]
     run_config = eval_config(training.label_key, accuracy_threshold=0.0, max_accuracy_drop=None)
     runs = {}
+    tuned = {}
     for (method, seed), config in spec.training_configs(training).items():
+        if tuning is not None and method not in tuned:
+            tuner = tuner_component(
+                train_examples,
+                data.schema,
+                config,
+                tuning.for_method(method),
+                vertex_training,
+                parallel_trials,
+                component_id=f"Tuner.{method}",
+            )
+            components.append(tuner)
+            tuned[method] = tuner.outputs["best_hyperparameters"]
         name = run_name(method, seed)
         trainer = trainer_component(
-            train_examples, data.schema, config, vertex_training, component_id=f"Trainer.{name}"
+            train_examples,
+            data.schema,
+            config,
+            vertex_training,
+            component_id=f"Trainer.{name}",
+            hyperparameters=tuned.get(method),
         )
         evaluator = evaluator_component(
             data.examples, trainer.outputs["model"], run_config, component_id=f"Evaluator.{name}"

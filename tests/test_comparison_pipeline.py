@@ -3,8 +3,9 @@
 import glob
 import json
 import os
-
 from pathlib import Path
+
+import pytest
 
 import yaml
 from google.protobuf import json_format
@@ -16,14 +17,15 @@ from pipelines.comparison import ComparisonSpec
 from pipelines.options import OutputLayout
 from tests.pipeline_support import TRAINING, build_pipeline, executed_nodes, versions
 from trainer.config import TrainingConfig
+from trainer.search_space import SearchSpace
 
 IMAGE = "us-docker.pkg.dev/my-project/gsam/gsam-tfx:1"
 ROOT = "gs://my-bucket/gsam-tfx"
 RUNS = [f"{method}.seed{seed}" for method in ("plain", "sam", "gsam") for seed in (1, 2)]
 
 
-def build(tmp_path, spec):
-    return build_pipeline(tmp_path, pipeline_name="compare", comparison=spec)
+def build(tmp_path, spec, **overrides):
+    return build_pipeline(tmp_path, pipeline_name="compare", comparison=spec, **overrides)
 
 
 def test_every_run_trains_independently_on_the_same_noisy_examples(tmp_path):
@@ -59,6 +61,24 @@ def test_without_label_noise_the_trainers_read_the_examples():
     assert "LabelNoise" not in nodes
     upstream = {node.id for node in nodes["Trainer.gsam.seed1"].upstream_nodes}
     assert upstream == {"ImportExampleGen", "ValidationGate"}
+
+
+def test_with_tuning_each_method_is_tuned_once_and_every_seed_trains_with_it(tmp_path):
+    dag = build(tmp_path, ComparisonSpec(seeds=2), tuning=SearchSpace(max_trials=2))
+    nodes = {node.id: node for node in dag.components}
+    assert {n for n in nodes if n.startswith("Tuner")} == {"Tuner.plain", "Tuner.sam", "Tuner.gsam"}
+    for method in ("plain", "sam", "gsam"):
+        tuner = nodes[f"Tuner.{method}"]
+        space = json.loads(tuner.exec_properties["custom_config"])["tuning"]
+        assert space["method_choices"] == [method]
+        for seed in (1, 2):
+            upstream = {node.id for node in nodes[f"Trainer.{method}.seed{seed}"].upstream_nodes}
+            assert f"Tuner.{method}" in upstream
+
+
+def test_a_method_search_is_refused_in_a_comparison(tmp_path):
+    with pytest.raises(ValueError, match="method_choices cannot be searched in a comparison"):
+        build(tmp_path, ComparisonSpec(), tuning=SearchSpace(method_choices=("sam", "gsam")))
 
 
 def test_compiles_for_kubeflow_with_independent_trainers(tmp_path):
