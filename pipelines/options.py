@@ -70,6 +70,14 @@ class OutputLayout:
     def serving_model_dir(self) -> str:
         return os.path.join(self.output_dir, "serving")
 
+    @property
+    def logs_dir(self) -> str:
+        return os.path.join(self.output_dir, "logs")
+
+    def log_path(self, run_id: str) -> str:
+        """The full log of the run `run_id`."""
+        return os.path.join(self.logs_dir, f"{run_id}.log")
+
 
 def add_data_arguments(
     parser: argparse.ArgumentParser,
@@ -141,7 +149,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-classes",
         type=int,
         default=None,
-        help="default: from the schema's label domain (an inferred schema, as for CSV, has none)",
+        help="default: from the schema's label domain, else the label's largest value + 1 "
+        "in the statistics",
     )
 
 
@@ -181,7 +190,14 @@ def local_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir",
         default=configs.OUTPUT_DIR,
-        help="pipeline root, metadata DB and pushed models (default: %(default)s)",
+        help="pipeline root, metadata DB, pushed models and logs/ (default: %(default)s)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the full log (absl, TFX, Beam, TensorFlow) here too; it is always written "
+        "to <output-dir>/logs/<run id>.log",
     )
     add_training_arguments(parser)
     add_blessing_arguments(parser)
