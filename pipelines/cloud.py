@@ -41,11 +41,13 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
         p,
         IMAGE_DATA_ROOT,
         auto_format=(
-            "TFRecord for the image's sample; other data roots, which the runner cannot look "
-            "into when compiling, need tfrecord or csv"
+            "TFRecord for the image's sample; any other --data-root needs --data-format "
+            "tfrecord or csv, since compiling does not read the data"
         ),
     )
     options.add_training_arguments(p)
+    options.add_tuning_arguments(p)
+    options.add_comparison_arguments(p)
     options.add_blessing_arguments(p)
     options.add_beam_arguments(p, BEAM_PIPELINE_ARGS)
     submission = p.add_argument_group("submission")
@@ -66,10 +68,15 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
 
 
 def build(
-    args: argparse.Namespace, parser: argparse.ArgumentParser, vertex_training: dict | None = None
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    vertex_training: dict | None = None,
+    parallel_trials: int = 1,
 ) -> tfx.dsl.Pipeline:
-    """The pipeline with paths as the containers see them (gs:// or inside the image)."""
-    if "://" not in args.pipeline_root:
+    """The pipeline with paths as the containers see them (gs:// or inside the image), passed
+    on unchanged; `vertex_training` and `parallel_trials` as `pipeline.create_pipeline` takes
+    them."""
+    if not options.is_uri(args.pipeline_root):
         parser.error(
             f"--pipeline-root must be a bucket URI such as gs://BUCKET/root, "
             f"got {args.pipeline_root!r}"
@@ -81,8 +88,8 @@ def build(
     if data_format == "auto":
         if args.data_root != IMAGE_DATA_ROOT:
             parser.error(
-                f"--data-format must be tfrecord or csv for --data-root "
-                f"{args.data_root}: it is not inspected when compiling"
+                f"--data-root {args.data_root} needs --data-format tfrecord or --data-format "
+                f"csv: compiling does not read the data, so it cannot tell"
             )
         data_format = "tfrecord"
     with options.flag_errors(parser):
@@ -94,10 +101,13 @@ def build(
             schema_path=schema,
             serving_model_dir=args.serving_model_dir or f"{args.pipeline_root.rstrip('/')}/serving",
             training=options.training_config(args, data_format),
+            tuning=options.search_space(args),
             accuracy_threshold=args.accuracy_threshold,
             max_accuracy_drop=args.max_accuracy_drop,
             beam_pipeline_args=args.beam_args or BEAM_PIPELINE_ARGS,
             vertex_training=vertex_training,
+            parallel_trials=parallel_trials,
+            comparison=options.comparison_spec(args),
         )
 
 

@@ -15,7 +15,7 @@ tuning): it runs a built pipeline with a `TfxRunner` and prints
 
 Example:
 
-    status = run_pipeline(tfx.orchestration.LocalDagRunner(), dag, OutputLayout("out"))
+    status = run_pipeline(tfx.orchestration.LocalDagRunner(), dag, output_layout("out"))
 """
 
 from __future__ import annotations
@@ -119,7 +119,9 @@ def run_pipeline(
             if log.path is None:  # it failed before any component started
                 log.open_file(layout.log_path(started_at))
             logging.exception("The pipeline run failed in %s.", failure[0])
-        summary.report(layout.output_dir, dag.pipeline_info.pipeline_name, data_root)
+        summary.report(
+            layout.output_dir, dag.pipeline_info.pipeline_name, data_root, layout.metadata_file
+        )
         if failure is None:
             return 0
         where, error = failure

@@ -1,11 +1,13 @@
 """The gsam-tfx pipeline DAG. It holds no configuration: see configs.py and the runners.
 
 ExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidator
--> ValidationGate -> Trainer (GSAM) -> Evaluator (against the last blessed model) -> Pusher.
+-> ValidationGate -> [Tuner] -> Trainer (GSAM) -> Evaluator (against the last blessed model)
+-> Pusher.
 
 `create_pipeline` composes small builders, one per stage: `data_stage` (examples, statistics,
-schema and the validation gate), `trainer_component` and `release_stage` (resolver, Evaluator,
-Pusher). The pipeline variants (comparison, tuning, sharpness) compose the same builders.
+schema and the validation gate), `tuner_component` (with `tuning`), `trainer_component` and
+`release_stage` (resolver, Evaluator, Pusher). The pipeline variants (comparison, tuning,
+sharpness) compose the same builders.
 
 Example:
 
@@ -33,11 +35,17 @@ from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 
 from components.atomic_pusher import AtomicPusher
+from components.comparison_report import comparison_report
+from components.label_noise import LabelNoise
 from components.validation_gate import ValidationGate
+from pipelines.comparison import ComparisonSpec, run_name
+from pipelines.vertex_training import vertex_tuning_config
 from trainer import export
 from trainer.config import TrainingConfig
+from trainer.search_space import SearchSpace
 
 RUN_FN = "trainer.task.run_fn"
+TUNER_FN = "trainer.tuning.tuner_fn"
 DATA_FORMATS = ("tfrecord", "csv")
 # Folders that, when both exist under the data root, are the train and eval splits.
 SPLIT_FOLDERS = ("train", "eval")
@@ -58,7 +66,10 @@ def create_pipeline(
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
     beam_pipeline_args: Sequence[str] = (),
     vertex_training: dict[str, Any] | None = None,
+    tuning: SearchSpace | None = None,
+    parallel_trials: int = 1,
     enable_cache: bool = False,
+    comparison: ComparisonSpec | None = None,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline; every value is checked here, before anything runs.
 
@@ -76,13 +87,49 @@ def create_pipeline(
         max_accuracy_drop: how far (absolute) the candidate may trail the last blessed model.
         vertex_training: when set, the Trainer runs as a Vertex AI Training job: a dict of
             `tfx.extensions.google_cloud_ai_platform` settings (see `pipelines/vertex_training.py`).
+            With `tuning`, the Tuner runs there too, on the same machines.
+        tuning: when set, a Tuner searches this space between the validation gate and the
+            Trainer, and the Trainer trains with its best values.
+        parallel_trials: trials the Tuner runs at once, one per machine; more than one needs
+            `vertex_training`.
+        comparison: when set, the comparison variant: one Trainer and Evaluator per method and
+            seed (`training` with each method's optimizer), optional label noise before them,
+            and a ComparisonReport whose winning model goes on to the release stage.
     """
     check_settings(training, data_root, data_format, accuracy_threshold, max_accuracy_drop)
+    check_tuning(tuning, training, vertex_training, parallel_trials)
+    if comparison is not None and not isinstance(comparison, ComparisonSpec):
+        raise ValueError(
+            f"comparison must be a ComparisonSpec, got {type(comparison).__name__}."
+        )
+    if comparison is not None and tuning is not None and tuning.method_choices:
+        raise ValueError(
+            "tuning's method_choices cannot be searched in a comparison: every compared "
+            "method is tuned on its own."
+        )
     data = data_stage(data_root, data_format, split_folders, schema_path, training.label_key)
-    trainer = trainer_component(data.examples, data.schema, training, vertex_training)
+    training_components = []
+    if comparison is None:
+        hyperparameters = None
+        if tuning is not None:
+            tuner = tuner_component(
+                data.examples, data.schema, training, tuning, vertex_training, parallel_trials
+            )
+            training_components.append(tuner)
+            hyperparameters = tuner.outputs["best_hyperparameters"]
+        trainer = trainer_component(
+            data.examples, data.schema, training, vertex_training, hyperparameters=hyperparameters
+        )
+        training_components.append(trainer)
+        candidate = trainer.outputs["model"]
+    else:
+        stage = comparison_stage(
+            data, training, comparison, vertex_training, tuning, parallel_trials
+        )
+        training_components, candidate = stage.components, stage.best_model
     release = release_stage(
         data.examples,
-        trainer.outputs["model"],
+        candidate,
         label_key=training.label_key,
         accuracy_threshold=accuracy_threshold,
         max_accuracy_drop=max_accuracy_drop,
@@ -91,7 +138,7 @@ def create_pipeline(
     return assemble(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[*data.components, trainer, *release.components],
+        components=[*data.components, *training_components, *release.components],
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args,
         enable_cache=enable_cache,
@@ -118,6 +165,30 @@ def check_settings(
         raise ValueError(
             f"CSV data at {data_root} is tabular: the training config's model must be 'mlp', "
             f"got {training.model!r}."
+        )
+
+
+def check_tuning(
+    tuning: SearchSpace | None,
+    training: TrainingConfig,
+    vertex_training: dict[str, Any] | None,
+    parallel_trials: int,
+) -> None:
+    """The checks of the tuning settings, before building anything."""
+    if tuning is not None:
+        if not isinstance(tuning, SearchSpace):
+            raise ValueError(f"tuning must be a SearchSpace, got {type(tuning).__name__}.")
+        tuning.check_training(training)
+    if (
+        isinstance(parallel_trials, bool)
+        or not isinstance(parallel_trials, int)
+        or parallel_trials < 1
+    ):
+        raise ValueError(f"parallel_trials must be an integer >= 1, got {parallel_trials!r}.")
+    if parallel_trials > 1 and (tuning is None or vertex_training is None):
+        raise ValueError(
+            f"parallel_trials ({parallel_trials}) needs tuning on Vertex AI Training (tuning "
+            f"and vertex_training); elsewhere the Tuner runs one trial at a time."
         )
 
 
@@ -182,18 +253,48 @@ def data_stage(
     return DataStage(example_gen, statistics_gen, schema_gen, example_validator, validation_gate)
 
 
+def tuner_component(
+    examples,
+    schema,
+    training: TrainingConfig,
+    tuning: SearchSpace,
+    vertex_training: dict[str, Any] | None = None,
+    parallel_trials: int = 1,
+    component_id: str = "Tuner",
+):
+    """The Tuner running `trainer.tuning.tuner_fn` over `tuning`, its trials trained like
+    `training`; on Vertex AI Training with `vertex_training`, `parallel_trials` at a time."""
+    tuner_args = dict(
+        tuner_fn=TUNER_FN,
+        examples=examples,
+        schema=schema,
+        custom_config={**training.to_custom_config(), **tuning.to_custom_config()},
+    )
+    if vertex_training is None:
+        tuner = tfx.components.Tuner(**tuner_args)
+    else:
+        tuner_args["custom_config"].update(vertex_tuning_config(vertex_training, parallel_trials))
+        tuner = tfx.extensions.google_cloud_ai_platform.Tuner(
+            **tuner_args, tune_args=tfx.proto.TuneArgs(num_parallel_trials=parallel_trials)
+        )
+    return tuner if component_id == "Tuner" else tuner.with_id(component_id)
+
+
 def trainer_component(
     examples,
     schema,
     training: TrainingConfig,
     vertex_training: dict[str, Any] | None = None,
     component_id: str = "Trainer",
+    hyperparameters=None,
 ):
-    """The Trainer running `trainer.task.run_fn` with `training` as its custom_config."""
+    """The Trainer running `trainer.task.run_fn` with `training` as its custom_config, and
+    the tuned values of `hyperparameters` (a Tuner's `best_hyperparameters`) laid over it."""
     trainer_args = dict(
         run_fn=RUN_FN,
         examples=examples,
         schema=schema,
+        hyperparameters=hyperparameters,
         custom_config=training.to_custom_config(),
     )
     if vertex_training is None:
@@ -202,6 +303,88 @@ def trainer_component(
         trainer_args["custom_config"] = {**trainer_args["custom_config"], **vertex_training}
         trainer = tfx.extensions.google_cloud_ai_platform.Trainer(**trainer_args)
     return trainer if component_id == "Trainer" else trainer.with_id(component_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonStage:
+    """Label noise (optional), a Trainer and an Evaluator per run, and the report."""
+
+    components: list
+    best_model: Any
+
+
+def comparison_stage(
+    data: DataStage,
+    training: TrainingConfig,
+    spec: ComparisonSpec,
+    vertex_training: dict[str, Any] | None = None,
+    tuning: SearchSpace | None = None,
+    parallel_trials: int = 1,
+) -> ComparisonStage:
+    """Trains every (method, seed) run of `spec` on the same examples, evaluates each on the
+    eval split, and reports. The Trainers do not depend on one another, so orchestrators that
+    can run them in parallel do. With `tuning`, each method is tuned once, on its first seed's
+    config (plain training searches the learning rate alone), and all its seeds train with
+    the tuned values."""
+    components = []
+    train_examples = data.examples
+    if spec.label_noise > 0:
+        noise = LabelNoise(
+            examples=data.examples,
+            schema=data.schema,
+            noise_rate=spec.label_noise,
+            seed=spec.label_noise_seed,
+            label_key=training.label_key,
+        )
+        components.append(noise)
+        train_examples = noise.outputs["noisy_examples"]
+    run_config = eval_config(training.label_key, accuracy_threshold=0.0, max_accuracy_drop=None)
+    runs = {}
+    tuned = {}
+    for (method, seed), config in spec.training_configs(training).items():
+        if tuning is not None and method not in tuned:
+            tuner = tuner_component(
+                train_examples,
+                data.schema,
+                config,
+                tuning.for_method(method),
+                vertex_training,
+                parallel_trials,
+                component_id=f"Tuner.{method}",
+            )
+            components.append(tuner)
+            tuned[method] = tuner.outputs["best_hyperparameters"]
+        name = run_name(method, seed)
+        trainer = trainer_component(
+            train_examples,
+            data.schema,
+            config,
+            vertex_training,
+            component_id=f"Trainer.{name}",
+            hyperparameters=tuned.get(method),
+        )
+        evaluator = evaluator_component(
+            data.examples, trainer.outputs["model"], run_config, component_id=f"Evaluator.{name}"
+        )
+        components += [trainer, evaluator]
+        runs[(method, seed)] = {
+            "model": trainer.outputs["model"],
+            "model_run": trainer.outputs["model_run"],
+            "evaluation": evaluator.outputs["evaluation"],
+        }
+    report = comparison_report(
+        runs,
+        settings={
+            "methods": list(spec.methods),
+            "seeds": spec.seeds,
+            "budget": spec.budget,
+            "label_noise": spec.label_noise,
+            "label_noise_seed": spec.label_noise_seed,
+            "training": training.to_dict(),
+        },
+        label_key=training.label_key,
+    )
+    return ComparisonStage(components=[*components, report], best_model=report.outputs["best_model"])
 
 
 @dataclasses.dataclass(frozen=True)

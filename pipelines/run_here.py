@@ -1,7 +1,5 @@
 """Running the pipeline on this machine with a given runner, then printing what it did."""
 
-import os
-
 from tfx.orchestration import tfx_runner
 
 from pipelines import console, options
@@ -18,7 +16,7 @@ def run(runner: tfx_runner.TfxRunner, description: str, argv: list[str] | None =
     return console.run_pipeline(
         runner,
         dag,
-        options.OutputLayout(os.path.abspath(args.output_dir)),
+        options.output_layout(args.output_dir, args.metadata_path),
         verbose=args.verbose,
         data_root=args.data_root,
     )

@@ -56,6 +56,22 @@ ALL_NODES = {
 }
 
 
+def build_pipeline(tmp_path, **overrides):
+    """The pipeline over the embedded sample, with `create_pipeline` arguments overridden."""
+    arguments = dict(
+        pipeline_name="test",
+        pipeline_root=str(tmp_path / "root"),
+        data_root=configs.DATA_ROOT,
+        schema_path=configs.SCHEMA_PATH,
+        serving_model_dir=str(tmp_path / "serving"),
+        training=configs.TRAINING,
+        accuracy_threshold=0.5,
+        max_accuracy_drop=0.01,
+    )
+    arguments.update(overrides)
+    return pipeline.create_pipeline(**arguments)
+
+
 def run_pipeline(
     data_root,
     output_dir,

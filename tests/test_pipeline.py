@@ -14,22 +14,8 @@ from components import atomic_pusher
 from components.validation_gate import find_anomalies
 from pipelines import configs, options, pipeline
 from tests.pipeline_support import ALL_NODES
+from tests.pipeline_support import build_pipeline as build
 from trainer.config import TrainingConfig
-
-
-def build(tmp_path, **overrides):
-    arguments = dict(
-        pipeline_name="test",
-        pipeline_root=str(tmp_path / "root"),
-        data_root=configs.DATA_ROOT,
-        schema_path=configs.SCHEMA_PATH,
-        serving_model_dir=str(tmp_path / "serving"),
-        training=configs.TRAINING,
-        accuracy_threshold=0.5,
-        max_accuracy_drop=0.01,
-    )
-    arguments.update(overrides)
-    return pipeline.create_pipeline(**arguments)
 
 
 def test_the_dag_has_every_component_and_edge(tmp_path):
@@ -143,10 +129,7 @@ class TestCommandLine:
             "--optimizer", "sam", "--epochs", "2", "--rho-max", "0.1", "--rho-min", "0.05"
         )
         dag = options.build_local(args, parser)
-        [trainer] = [node for node in dag.components if node.id == "Trainer"]
-        config = TrainingConfig.from_custom_config(
-            json.loads(trainer.exec_properties["custom_config"])
-        )
+        config = trainer_config(dag)
         assert (config.optimizer, config.epochs, config.rho_max, config.rho_min) == (
             "sam",
             2,
@@ -164,6 +147,8 @@ class TestCommandLine:
             (["--alpha", "-1"], "--alpha"),
             (["--accuracy-threshold", "2"], "--accuracy-threshold"),
             (["--data-root", "/nonexistent"], "--data-root"),
+            (["--image-shape", "32x32x2"], "--image-shape"),
+            (["--output-dir", "gs://bucket/out"], "--output-dir, --metadata-path"),
         ],
     )
     def test_bad_values_exit_naming_the_flag(self, argv, flag, capsys):
@@ -171,6 +156,59 @@ class TestCommandLine:
         with pytest.raises(SystemExit):
             options.build_local(args, parser)
         assert f"(flag: {flag})" in capsys.readouterr().err
+
+    def test_image_flags_reach_the_trainer_config(self):
+        parser, args = self.parse("--image-key", "pixels", "--image-shape", "32x32x3")
+        config = trainer_config(options.build_local(args, parser))
+        assert (config.image_key, config.image_shape) == ("pixels", (32, 32, 3))
+        parser, args = self.parse()
+        assert trainer_config(options.build_local(args, parser)).image_shape == (28, 28, 1)
+
+    def test_an_image_shape_that_is_not_hxwxc_is_refused_by_the_parser(self, capsys):
+        with pytest.raises(SystemExit):
+            self.parse("--image-shape", "32x32")
+        assert "--image-shape: must be HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3" in (
+            capsys.readouterr().err
+        )
+
+    def test_uris_stay_uris_and_metadata_stays_local(self, tmp_path, monkeypatch):
+        inspected = []
+
+        def inspect(data_root, data_format, schema_path):
+            inspected.append(data_root)
+            return "tfrecord", True
+
+        monkeypatch.setattr(pipeline, "inspect_local_data", inspect)
+        monkeypatch.chdir(tmp_path)
+        parser, args = self.parse(
+            "--output-dir",
+            "gs://bucket/out",
+            "--data-root",
+            "gs://bucket/cifar",
+            "--metadata-path",
+            "metadata.sqlite",
+        )
+        dag = options.build_local(args, parser)
+        nodes = {node.id: node for node in dag.components}
+        assert inspected == ["gs://bucket/cifar"]
+        assert nodes["ImportExampleGen"].exec_properties["input_base"] == "gs://bucket/cifar"
+        assert dag.pipeline_info.pipeline_root == "gs://bucket/out/pipeline"
+        destination = nodes["Pusher"].exec_properties["push_destination"]
+        assert "gs://bucket/out/serving" in str(destination)
+        sqlite = dag.metadata_connection_config.sqlite.filename_uri
+        assert sqlite == str(tmp_path / "metadata.sqlite")
+
+    def test_relative_local_paths_are_taken_from_the_working_directory(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        parser, args = self.parse("--output-dir", "out")
+        assert options.build_local(args, parser).pipeline_info.pipeline_root == str(
+            tmp_path / "out" / "pipeline"
+        )
+
+
+def trainer_config(dag) -> TrainingConfig:
+    [trainer] = [node for node in dag.components if node.id == "Trainer"]
+    return TrainingConfig.from_custom_config(json.loads(trainer.exec_properties["custom_config"]))
 
 
 def write_anomalies(tmp_path, per_split):

@@ -130,3 +130,70 @@ def test_csv_data_trains_the_mlp_through_the_local_runner(tmp_path, capsys):
     )
     assert probabilities.shape == (1, 3)
     np.testing.assert_allclose(probabilities.sum(), 1.0, rtol=1e-5)
+
+
+def write_png_examples(path: Path, labels: list[int], shape: tuple[int, int, int], seed: int):
+    """TFRecord of tf.Examples: `image`, PNG bytes of a random uint8 image; `label`, int64."""
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for label in labels:
+            png = tf.io.encode_png(rng.integers(0, 256, shape, dtype=np.uint8)).numpy()
+            feature = {
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+            }
+            writer.write(
+                tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+            )
+
+
+def test_own_32x32x3_png_data_trains_evaluates_and_pushes_with_flags_only(tmp_path):
+    """CIFAR-shaped data in a folder outside the checkout: the README's data contract."""
+    data = tmp_path / "my-images"
+    assert not data.is_relative_to(REPO)
+    write_png_examples(data / "train" / "part-0.tfrecord", list(range(10)) * 4, (32, 32, 3), 1)
+    write_png_examples(data / "eval" / "part-0.tfrecord", list(range(10)) * 2, (32, 32, 3), 2)
+    layout = OutputLayout(str(tmp_path / "out"))
+    status = run_here.run(
+        tfx.orchestration.LocalDagRunner(),
+        "test",
+        [
+            "--data-root",
+            str(data),
+            "--output-dir",
+            layout.output_dir,
+            "--pipeline-name",
+            "cifar-shaped",
+            "--image-shape",
+            "32x32x3",
+            "--num-classes",
+            "10",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--train-steps-per-epoch",
+            "2",
+            "--accuracy-threshold",
+            "0",
+        ],
+    )
+    assert status == 0
+    assert {"ImportExampleGen", "SchemaGen", "Trainer", "Evaluator", "Pusher"} <= (
+        executed_nodes(layout)
+    )
+    run = summary.latest_run(layout.metadata_path, "cifar-shaped")
+    [version] = versions(layout)
+    assert run.accuracy is not None and run.pushed_model == os.path.join(
+        layout.serving_model_dir, version
+    )
+    kernels = tf.train.list_variables(os.path.join(run.pushed_model, "variables", "variables"))
+    assert [3, 3, 3, 16] in [shape for _, shape in kernels], "a stem reading three channels"
+    serving = tf.saved_model.load(run.pushed_model)
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(data / "eval" / "part-0.tfrecord"))]
+    probabilities = serving.signatures["serving_default"](examples=tf.constant(records))[
+        "probabilities"
+    ].numpy()
+    assert probabilities.shape == (20, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)

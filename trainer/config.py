@@ -156,25 +156,35 @@ class TrainingConfig:
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any] | None) -> "TrainingConfig":
         """Reads the config that `to_custom_config` wrote into the Trainer's `custom_config`."""
-        if not custom_config or CUSTOM_CONFIG_KEY not in custom_config:
-            raise ValueError(
-                f"The Trainer's custom_config has no {CUSTOM_CONFIG_KEY!r} entry; build it with "
-                f"TrainingConfig.to_custom_config()."
-            )
-        return cls.from_dict(custom_config[CUSTOM_CONFIG_KEY])
+        return cls.from_dict(custom_config_entry(custom_config, CUSTOM_CONFIG_KEY, cls))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "TrainingConfig":
         """Builds a config from `custom_config`; an unknown key is an error that names it."""
-        values = dict(values or {})
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"Unknown training config key(s): {', '.join(unknown)}. "
-                f"Known keys: {', '.join(sorted(known))}."
-            )
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "training config")
+
+
+def custom_config_entry(custom_config: dict[str, Any] | None, key: str, config_class) -> Any:
+    """The `key` entry of a component's `custom_config`, written by `config_class`."""
+    if not custom_config or key not in custom_config:
+        raise ValueError(
+            f"The component's custom_config has no {key!r} entry; build it with "
+            f"{config_class.__name__}.to_custom_config()."
+        )
+    return custom_config[key]
+
+
+def dataclass_from_dict(cls, values: dict[str, Any] | None, what: str):
+    """`cls(**values)`; a key that is not a field of `cls` is an error naming it."""
+    values = dict(values or {})
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"Unknown {what} key(s): {', '.join(unknown)}. "
+            f"Known keys: {', '.join(sorted(known))}."
+        )
+    return cls(**values)
 
 
 def _check_choice(name, value, choices):

@@ -46,15 +46,20 @@ def resolve_num_classes(config: TrainingConfig, schema: schema_pb2.Schema) -> in
     """`config.num_classes`, or else max + 1 of the label's int_domain in the schema."""
     if config.num_classes is not None:
         return config.num_classes
-    domain = label_int_domain(schema, config.label_key)
+    return schema_num_classes(schema, config.label_key)
+
+
+def schema_num_classes(schema: schema_pb2.Schema, label_key: str) -> int:
+    """max + 1 of the int_domain of the label feature `label_key` in the schema."""
+    domain = label_int_domain(schema, label_key)
     if domain is None or not domain.HasField("max"):
         raise ValueError(
-            f"Cannot tell the number of classes: label feature {config.label_key!r} has no "
-            f"int_domain with a max in the schema; set num_classes in the training config."
+            f"Cannot tell the number of classes: label feature {label_key!r} has no "
+            f"int_domain with a max in the schema; set num_classes."
         )
     if domain.HasField("min") and domain.min < 0:
         raise ValueError(
-            f"Label feature {config.label_key!r} has int_domain min {domain.min}; class "
+            f"Label feature {label_key!r} has int_domain min {domain.min}; class "
             f"labels must be 0..num_classes-1."
         )
     return int(domain.max) + 1

@@ -9,14 +9,30 @@ perturbs along its own shard's gradient, the optimizer averages the descent dire
 every replica of every worker, and all replicas apply the same update. Non-trainable state
 (BatchNormalization statistics) is averaged across replicas after every epoch.
 
-Example (in each worker process, with TF_CONFIG set):
+Example (run in each worker process, with TF_CONFIG set; without it, one local worker):
 
 ```python
+import tensorflow as tf
+from trainer.config import TrainingConfig
+from trainer.gsam import GSAM
+from trainer.model import build_model
+from trainer.multi_worker import fit
+
+def dataset_fn(input_context):  # this worker's shard of random 28x28 images
+    images = tf.random.uniform((256, 28, 28, 1))
+    labels = tf.random.uniform((256,), maxval=10, dtype=tf.int64)
+    return (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        .batch(input_context.get_per_replica_batch_size(32))
+        .repeat()
+    )
+
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 with strategy.scope():
-    model = GSAM(build_model(), rho=0.05, alpha=0.01)
+    model = GSAM(build_model(TrainingConfig(), 10, (28, 28, 1)), rho=0.05, alpha=0.01)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-history = fit(model, dataset_fn, strategy=strategy, epochs=3, steps_per_epoch=100)
+history = fit(model, dataset_fn, strategy=strategy, epochs=2, steps_per_epoch=3)
 ```
 """
 

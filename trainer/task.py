@@ -1,6 +1,8 @@
 """The TFX Trainer entry point: `Trainer(run_fn="trainer.task.run_fn", custom_config=...)`.
 
-`custom_config` is `TrainingConfig(...).to_custom_config()` (trainer/config.py).
+`custom_config` is `TrainingConfig(...).to_custom_config()` (trainer/config.py); with a
+Tuner upstream (`hyperparameters=tuner.outputs["best_hyperparameters"]`), its best values are
+laid over that config (trainer/search_space.py).
 `run_fn` reads the data through the Trainer's DataAccessor, builds the model,
 trains it plainly or with GSAM/SAM, and exports the inner model's serving
 SavedModel to `fn_args.serving_model_dir`.
@@ -35,10 +37,11 @@ import sys
 import tempfile
 
 import keras
+import keras_tuner
 import tensorflow as tf
 from absl import logging
 
-from trainer import data, export, history, multi_worker
+from trainer import data, export, history, multi_worker, search_space
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
 from trainer.model import build_model
@@ -53,10 +56,16 @@ def run_fn(fn_args) -> None:
     Args:
         fn_args: the Trainer's `tfx.components.FnArgs`; reads `custom_config`, `schema_path`,
             `train_files`, `eval_files`, `train_steps`, `eval_steps`, `data_accessor`,
+            `hyperparameters` (the Tuner's best values, laid over the config),
             `model_run_dir` (TensorBoard logs, backups, `history.json`) and `serving_model_dir`
             (export).
     """
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
+    if fn_args.hyperparameters:
+        # The Tuner's best values, checked as flags are.
+        tuned = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters).values
+        config = search_space.tuned_config(config, tuned)
+        logging.info("Training with the tuned hyperparameters %s.", tuned)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     # MultiWorkerMirroredStrategy must exist before the first TensorFlow op.
@@ -66,15 +75,8 @@ def run_fn(fn_args) -> None:
     num_classes = data.resolve_num_classes(config, schema)
     steps_per_epoch = training_steps_per_epoch(fn_args, config, schema)
     input_shape = data.model_input_shape(config, schema)
-    learning_rate, lr_max, lr_min = learning_rate_schedule(config, steps_per_epoch)
     with strategy.scope():
-        model = build_model(config, num_classes, input_shape)
-        trained = wrap_for_training(model, config, input_shape, lr_max, lr_min)
-        trained.compile(
-            optimizer=make_optimizer(config, learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[keras.metrics.SparseCategoricalAccuracy()],
-        )
+        model, trained = compile_for_training(config, num_classes, input_shape, steps_per_epoch)
     logging.info(
         "Training %s (%s, %d classes) for %d epochs x %d steps on %d replica(s), %d worker(s).",
         config.model,
@@ -100,6 +102,33 @@ def run_fn(fn_args) -> None:
         # The workers share the output folder, and the Trainer executor of
         # each checks the export: none may return before the chief's is there.
         multi_worker.barrier(strategy)
+
+
+def compile_for_training(
+    config: TrainingConfig, num_classes: int, input_shape, steps_per_epoch: int
+) -> tuple[keras.Model, keras.Model]:
+    """The model, and what `fit` trains (the model or its GSAM wrapper), compiled.
+
+    One recipe for `run_fn` and the Tuner's trials (trainer/tuning.py): the model of
+    `config.model`, wrapped for GSAM/SAM, its base optimizer on the learning rate schedule,
+    cross-entropy loss and accuracy.
+
+    Example:
+
+    >>> model, trained = compile_for_training(TrainingConfig(model="mlp", epochs=1),
+    ...     num_classes=3, input_shape=(4,), steps_per_epoch=10)
+    >>> type(trained).__name__, model.output_shape
+    ('GSAM', (None, 3))
+    """
+    learning_rate, lr_max, lr_min = learning_rate_schedule(config, steps_per_epoch)
+    model = build_model(config, num_classes, input_shape)
+    trained = wrap_for_training(model, config, input_shape, lr_max, lr_min)
+    trained.compile(
+        optimizer=make_optimizer(config, learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
+    )
+    return model, trained
 
 
 def distribution_strategy(workers: int) -> tf.distribute.Strategy:
@@ -130,7 +159,9 @@ def wrap_for_training(model, config: TrainingConfig, input_shape, lr_max, lr_min
     return trained
 
 
-def _fit(trained, fn_args, config, schema, steps_per_epoch):
+def training_datasets(fn_args, config: TrainingConfig, schema):
+    """`(train, eval)`: the training split shuffled (by `config.seed`) and repeated, and the
+    validation batches of `eval_batches`."""
     train_dataset = data.make_dataset(
         fn_args.train_files,
         fn_args.data_accessor,
@@ -147,6 +178,11 @@ def _fit(trained, fn_args, config, schema, steps_per_epoch):
         training=False,
         num_batches=eval_batches(fn_args, config, schema),
     )
+    return train_dataset, eval_dataset
+
+
+def _fit(trained, fn_args, config, schema, steps_per_epoch):
+    train_dataset, eval_dataset = training_datasets(fn_args, config, schema)
     trained.fit(
         train_dataset,
         epochs=config.epochs,
