@@ -107,6 +107,17 @@ class OutputLayout:
     def serving_model_dir(self) -> str:
         return os.path.join(self.output_dir, "serving")
 
+    @property
+    def logs_dir(self) -> str:
+        """Run logs, appended to as a run goes: under the output folder, or beside ML
+        Metadata's file when the output folder is a URI."""
+        local = os.path.dirname(self.metadata_path) if is_uri(self.output_dir) else self.output_dir
+        return os.path.join(local, "logs")
+
+    def log_path(self, run_id: str) -> str:
+        """The full log of the run `run_id`."""
+        return os.path.join(self.logs_dir, f"{run_id}.log")
+
 
 def add_data_arguments(
     parser: argparse.ArgumentParser,
@@ -191,7 +202,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-classes",
         type=int,
         default=None,
-        help="default: from the schema's label domain (an inferred schema, as for CSV, has none)",
+        help="default: from the schema's label domain, else the label's largest value + 1 "
+        "in the statistics",
     )
     group.add_argument(
         "--image-key",
@@ -338,14 +350,21 @@ def local_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir",
         default=configs.OUTPUT_DIR,
-        help="pipeline root, metadata DB and pushed models, a folder or a URI such as "
+        help="pipeline root, metadata DB, pushed models and logs/, a folder or a URI such as "
         "gs://BUCKET/out (default: %(default)s)",
     )
     parser.add_argument(
         "--metadata-path",
         default=None,
         help="the ML Metadata SQLite file, always local (default: OUTPUT_DIR/metadata.sqlite; "
-        "needed when --output-dir is a URI)",
+        "needed when --output-dir is a URI); with a URI, logs/ goes beside it",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the full log (absl, TFX, Beam, TensorFlow) here too; it is always written "
+        "to OUTPUT_DIR/logs/<run id>.log",
     )
     add_training_arguments(parser)
     add_tuning_arguments(parser)

@@ -107,7 +107,7 @@ def create_pipeline(
             "tuning's method_choices cannot be searched in a comparison: every compared "
             "method is tuned on its own."
         )
-    data = data_stage(data_root, data_format, split_folders, schema_path)
+    data = data_stage(data_root, data_format, split_folders, schema_path, training.label_key)
     training_components = []
     if comparison is None:
         hyperparameters = None
@@ -223,9 +223,16 @@ class DataStage:
 
 
 def data_stage(
-    data_root: str, data_format: str, split_folders: bool, schema_path: str | None
+    data_root: str,
+    data_format: str,
+    split_folders: bool,
+    schema_path: str | None,
+    label_key: str,
 ) -> DataStage:
-    """Reads the examples, computes statistics, takes or infers the schema, and gates."""
+    """Reads the examples, computes statistics, takes or infers the schema, and gates.
+
+    The gate also gives the label of an inferred schema its class range, from the statistics.
+    """
     example_gen = _example_gen(data_root, data_format, split_folders)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if schema_path is None:
@@ -238,7 +245,10 @@ def data_stage(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
     validation_gate = ValidationGate(
-        schema=schema_gen.outputs["schema"], anomalies=example_validator.outputs["anomalies"]
+        schema=schema_gen.outputs["schema"],
+        anomalies=example_validator.outputs["anomalies"],
+        statistics=statistics_gen.outputs["statistics"],
+        label_key=label_key,
     )
     return DataStage(example_gen, statistics_gen, schema_gen, example_validator, validation_gate)
 

@@ -59,6 +59,9 @@ class RunSummary:
     comparison: ComparisonSummary | None = None
     # Per Tuner: its completed trials (TFX's tuner_results rows), best first.
     tuner_trials: list[list[dict]] = dataclasses.field(default_factory=list)
+    # Trainer node id -> its TensorBoard log folder (the ModelRun artifact).
+    training_logs: dict[str, str] = dataclasses.field(default_factory=dict)
+    log_file: str | None = None
 
     def render(self, example_file: str | None = None) -> str:
         lines = [f"Run {self.run_id}"]
@@ -82,13 +85,29 @@ class RunSummary:
             lines += _render_tuning(trials)
         if self.accuracy is None:
             lines.append("  eval accuracy: not evaluated (the run stopped before the Evaluator)")
-            return "\n".join(lines)
+        else:
+            lines += self._render_evaluation(example_file)
+        if self.training_logs:
+            lines.append(f"  tensorboard:    {shlex.join(self.tensorboard_command())}")
+        if self.log_file:
+            lines.append(f"  full log:       {self.log_file}")
+        return "\n".join(lines)
+
+    def tensorboard_command(self) -> list[str]:
+        """`tensorboard` on the run's training logs, each Trainer's under its node id."""
+        if len(self.training_logs) == 1:
+            [logdir] = self.training_logs.values()
+            return ["scripts/in-env", "tensorboard", "--logdir", logdir]
+        spec = ",".join(f"{node}:{logdir}" for node, logdir in sorted(self.training_logs.items()))
+        return ["scripts/in-env", "tensorboard", "--logdir_spec", spec]
+
+    def _render_evaluation(self, example_file: str | None) -> list[str]:
         baseline = (
             "none: this is the first model"
             if self.baseline_accuracy is None
             else f"{self.baseline_accuracy:.4f} (last blessed model)"
         )
-        lines += [
+        lines = [
             f"  eval accuracy:  {self.accuracy:.4f}",
             f"  baseline:       {baseline}",
             f"  blessed:        {'yes' if self.blessed else 'no'}",
@@ -109,7 +128,7 @@ class RunSummary:
                 "5",
             ]
             lines.append(f"  classify:       {shlex.join(command)}")
-        return "\n".join(lines)
+        return lines
 
 
 def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
@@ -150,7 +169,10 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
         if kind in ("ModelEvaluation", "ModelBlessing") and artifact.id not in release_evaluations:
             continue
         if kind == "ModelEvaluation":
-            _read_evaluation(artifact.uri, summary)
+            evaluation = read_evaluation(artifact.uri)
+            summary.accuracy = evaluation.accuracy
+            summary.baseline_accuracy = evaluation.baseline_accuracy
+            summary.why = evaluation.why
         elif kind == "ModelBlessing":
             summary.blessed = artifact.custom_properties["blessed"].int_value == 1
         elif kind == "PushedModel" and artifact.custom_properties["pushed"].int_value == 1:
@@ -159,6 +181,10 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
             summary.comparison = _read_comparison(artifact)
         elif kind == "TunerResults":
             summary.tuner_trials.append(read_tuner_results(artifact.uri))
+        elif kind == "ModelRun":
+            # TFX writes outputs to <pipeline root>/<node id>/<output key>/<execution id>.
+            node = os.path.basename(os.path.dirname(os.path.dirname(artifact.uri)))
+            summary.training_logs[node] = artifact.uri
     return summary
 
 
@@ -221,7 +247,18 @@ def _read_comparison(artifact) -> ComparisonSummary:
         )
 
 
-def _read_evaluation(uri: str, summary: RunSummary) -> None:
+@dataclasses.dataclass
+class Evaluation:
+    """The Evaluator's overall accuracy, the baseline's, and why it blessed or not."""
+
+    accuracy: float | None = None
+    baseline_accuracy: float | None = None
+    why: list[str] = dataclasses.field(default_factory=list)
+
+
+def read_evaluation(uri: str) -> Evaluation:
+    """What the Evaluator wrote to its `evaluation` output at `uri`."""
+    evaluation = Evaluation()
     for slice_metrics in tfma.load_metrics(uri):
         if slice_metrics.slice_key.single_slice_keys:
             continue
@@ -230,14 +267,15 @@ def _read_evaluation(uri: str, summary: RunSummary) -> None:
                 continue
             value = entry.value.double_value.value
             if entry.key.model_name == "baseline":
-                summary.baseline_accuracy = value
+                evaluation.baseline_accuracy = value
             else:
-                summary.accuracy = value
+                evaluation.accuracy = value
     validation = tfma.load_validation_result(uri)
     if validation.validation_ok:
-        summary.why.append("every metric threshold passed")
+        evaluation.why.append("every metric threshold passed")
     for per_slice in validation.metric_validations_per_slice:
-        summary.why += [_describe(failure) for failure in per_slice.failures]
+        evaluation.why += [_describe(failure) for failure in per_slice.failures]
+    return evaluation
 
 
 def _describe(failure) -> str:
@@ -266,6 +304,8 @@ def report(
     except (FileNotFoundError, LookupError) as error:
         print(f"No run summary: {error}")
         return
+    if os.path.exists(layout.log_path(run.run_id)):
+        run.log_file = layout.log_path(run.run_id)
     # The classify hint needs TFRecord files of tf.Examples, as in the sample's eval/ folder.
     examples = (
         [

@@ -2,7 +2,9 @@
 
 import dataclasses
 import os
+import re
 from pathlib import Path
+from typing import Callable
 
 import tensorflow as tf
 from ml_metadata import metadata_store
@@ -14,11 +16,16 @@ from pipelines.options import OutputLayout
 
 
 def write_split_sample(
-    root: Path, train: int, eval: int, bad_eval_label: int | None = None
+    root: Path,
+    train: int,
+    eval: int,
+    bad_eval_label: int | None = None,
+    relabel: Callable[[int], tf.train.Feature] | None = None,
 ) -> Path:
     """Writes `train/` and `eval/` TFRecords with the first examples of each split.
 
     With `bad_eval_label`, the first eval example gets that label (an anomaly for the schema).
+    With `relabel`, every example's label feature becomes `relabel(its label)`.
     """
     for split, count in (("train", train), ("eval", eval)):
         source = Path(configs.DATA_ROOT) / split / "data.tfrecord"
@@ -26,8 +33,11 @@ def write_split_sample(
         with tf.io.TFRecordWriter(str(root / split / "data.tfrecord")) as writer:
             for index, record in enumerate(tf.data.TFRecordDataset(str(source)).take(count)):
                 example = tf.train.Example.FromString(record.numpy())
+                label = example.features.feature["label"]
                 if split == "eval" and index == 0 and bad_eval_label is not None:
-                    example.features.feature["label"].int64_list.value[:] = [bad_eval_label]
+                    label.int64_list.value[:] = [bad_eval_label]
+                if relabel is not None:
+                    label.CopyFrom(relabel(label.int64_list.value[0]))
                 writer.write(example.SerializeToString())
     return root
 
@@ -105,3 +115,8 @@ def versions(layout):
     if not os.path.isdir(layout.serving_model_dir):
         return []
     return sorted(name for name in os.listdir(layout.serving_model_dir) if name.isdigit())
+
+
+def done_line(node: str) -> re.Pattern:
+    """The console's line for a component that finished, with its wall time."""
+    return re.compile(rf"^  done   {re.escape(node)} +\d+\.\d s", re.MULTILINE)

@@ -22,7 +22,7 @@ def test_the_dag_has_every_component_and_edge(tmp_path):
     nodes = {node.id: node for node in build(tmp_path).components}
     assert set(nodes) == ALL_NODES
     upstream = {name: {node.id for node in nodes[name].upstream_nodes} for name in nodes}
-    assert upstream["ValidationGate"] == {"ImportSchemaGen", "ExampleValidator"}
+    assert upstream["ValidationGate"] == {"ImportSchemaGen", "ExampleValidator", "StatisticsGen"}
     # Trainer depends on the gate, so anomalies stop it on every orchestrator.
     assert upstream["Trainer"] == {"ImportExampleGen", "ValidationGate"}
     assert upstream["Evaluator"] == {"ImportExampleGen", "Trainer", "latest_blessed_model_resolver"}

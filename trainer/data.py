@@ -51,12 +51,7 @@ def resolve_num_classes(config: TrainingConfig, schema: schema_pb2.Schema) -> in
 
 def schema_num_classes(schema: schema_pb2.Schema, label_key: str) -> int:
     """max + 1 of the int_domain of the label feature `label_key` in the schema."""
-    feature = _feature(schema, label_key, "label_key")
-    domain = None
-    if feature.HasField("int_domain"):
-        domain = feature.int_domain
-    elif feature.domain:
-        domain = next((d for d in schema.int_domain if d.name == feature.domain), None)
+    domain = label_int_domain(schema, label_key)
     if domain is None or not domain.HasField("max"):
         raise ValueError(
             f"Cannot tell the number of classes: label feature {label_key!r} has no "
@@ -68,6 +63,16 @@ def schema_num_classes(schema: schema_pb2.Schema, label_key: str) -> int:
             f"labels must be 0..num_classes-1."
         )
     return int(domain.max) + 1
+
+
+def label_int_domain(schema: schema_pb2.Schema, label_key: str) -> schema_pb2.IntDomain | None:
+    """The label's int_domain: its own, or the schema-level one it names; `None` if neither."""
+    feature = _feature(schema, label_key, "label_key")
+    if feature.HasField("int_domain"):
+        return feature.int_domain
+    if feature.domain:
+        return next((d for d in schema.int_domain if d.name == feature.domain), None)
+    return None
 
 
 def parse_spec(

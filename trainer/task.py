@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import tempfile
 
 import keras
@@ -188,7 +189,7 @@ def _fit(trained, fn_args, config, schema, steps_per_epoch):
         steps_per_epoch=steps_per_epoch,
         validation_data=eval_dataset,
         shuffle=False,  # The DataAccessor's dataset is shuffled already.
-        verbose=2,
+        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch
         callbacks=[
             keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
             history.TrainingHistory(
