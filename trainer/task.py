@@ -3,7 +3,8 @@
 `custom_config` is `TrainingConfig(...).to_custom_config()` (trainer/config.py).
 `run_fn` reads the data through the Trainer's DataAccessor, builds the model,
 trains it plainly or with GSAM/SAM, and exports the inner model's serving
-SavedModel to `fn_args.serving_model_dir`.
+SavedModel to `fn_args.serving_model_dir` and, beside it in the same Model artifact, the
+Keras model itself (`trainer.export.keras_model_path`, read by the SharpnessProbe).
 
 Steps per epoch, first match wins:
 
@@ -87,6 +88,9 @@ def run_fn(fn_args) -> None:
         _fit(trained, fn_args, config, schema, steps_per_epoch)
     if multi_worker.is_chief():
         export.export_serving_model(model, config, schema, fn_args.serving_model_dir)
+        # The Model artifact's folder holds Format-Serving; the Keras model goes beside it.
+        model_uri = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
+        export.export_keras_model(model, export.keras_model_path(model_uri))
     else:
         # Every worker takes part in saving a distributed model; only the
         # chief's copy is kept.
