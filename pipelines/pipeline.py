@@ -3,18 +3,26 @@
 ExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidator
 -> ValidationGate -> Trainer (GSAM) -> Evaluator (against the last blessed model) -> Pusher.
 
+`create_pipeline` composes small builders, one per stage: `data_stage` (examples, statistics,
+schema and the validation gate), `trainer_component` and `release_stage` (resolver, Evaluator,
+Pusher). The pipeline variants (comparison, tuning, sharpness) compose the same builders.
+
 Example:
 
+    from tfx import v1 as tfx
     from pipelines import configs, pipeline
     dag = pipeline.create_pipeline(
         pipeline_name="gsam-tfx", pipeline_root="/tmp/root", data_root=configs.DATA_ROOT,
         schema_path=configs.SCHEMA_PATH, serving_model_dir="/tmp/serving",
-        training=configs.TRAINING, accuracy_threshold=0.7, max_accuracy_drop=0.01)
+        training=configs.TRAINING, accuracy_threshold=0.7, max_accuracy_drop=0.01,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            "/tmp/metadata.sqlite"))
     tfx.orchestration.LocalDagRunner().run(dag)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Sequence
 
@@ -69,6 +77,35 @@ def create_pipeline(
         vertex_training: when set, the Trainer runs as a Vertex AI Training job: a dict of
             `tfx.extensions.google_cloud_ai_platform` settings (see `pipelines/vertex_training.py`).
     """
+    check_settings(training, data_root, data_format, accuracy_threshold, max_accuracy_drop)
+    data = data_stage(data_root, data_format, split_folders, schema_path)
+    trainer = trainer_component(data.examples, data.schema, training, vertex_training)
+    release = release_stage(
+        data.examples,
+        trainer.outputs["model"],
+        label_key=training.label_key,
+        accuracy_threshold=accuracy_threshold,
+        max_accuracy_drop=max_accuracy_drop,
+        serving_model_dir=serving_model_dir,
+    )
+    return assemble(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[*data.components, trainer, *release.components],
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args,
+        enable_cache=enable_cache,
+    )
+
+
+def check_settings(
+    training: TrainingConfig,
+    data_root: str,
+    data_format: str,
+    accuracy_threshold: float,
+    max_accuracy_drop: float,
+) -> None:
+    """The checks every pipeline variant makes before building anything."""
     if not isinstance(training, TrainingConfig):
         raise ValueError(f"training must be a TrainingConfig, got {type(training).__name__}.")
     _check_fraction("accuracy_threshold", accuracy_threshold)
@@ -83,6 +120,41 @@ def create_pipeline(
             f"got {training.model!r}."
         )
 
+
+@dataclasses.dataclass(frozen=True)
+class DataStage:
+    """ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> ValidationGate."""
+
+    example_gen: Any
+    statistics_gen: Any
+    schema_gen: Any
+    example_validator: Any
+    validation_gate: Any
+
+    @property
+    def examples(self):
+        return self.example_gen.outputs["examples"]
+
+    @property
+    def schema(self):
+        """The schema, available only once the gate passed: training depends on the gate."""
+        return self.validation_gate.outputs["validated_schema"]
+
+    @property
+    def components(self) -> list:
+        return [
+            self.example_gen,
+            self.statistics_gen,
+            self.schema_gen,
+            self.example_validator,
+            self.validation_gate,
+        ]
+
+
+def data_stage(
+    data_root: str, data_format: str, split_folders: bool, schema_path: str | None
+) -> DataStage:
+    """Reads the examples, computes statistics, takes or infers the schema, and gates."""
     example_gen = _example_gen(data_root, data_format, split_folders)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if schema_path is None:
@@ -97,11 +169,21 @@ def create_pipeline(
     validation_gate = ValidationGate(
         schema=schema_gen.outputs["schema"], anomalies=example_validator.outputs["anomalies"]
     )
+    return DataStage(example_gen, statistics_gen, schema_gen, example_validator, validation_gate)
 
+
+def trainer_component(
+    examples,
+    schema,
+    training: TrainingConfig,
+    vertex_training: dict[str, Any] | None = None,
+    component_id: str = "Trainer",
+):
+    """The Trainer running `trainer.task.run_fn` with `training` as its custom_config."""
     trainer_args = dict(
         run_fn=RUN_FN,
-        examples=example_gen.outputs["examples"],
-        schema=validation_gate.outputs["validated_schema"],
+        examples=examples,
+        schema=schema,
         custom_config=training.to_custom_config(),
     )
     if vertex_training is None:
@@ -109,40 +191,76 @@ def create_pipeline(
     else:
         trainer_args["custom_config"] = {**trainer_args["custom_config"], **vertex_training}
         trainer = tfx.extensions.google_cloud_ai_platform.Trainer(**trainer_args)
+    return trainer if component_id == "Trainer" else trainer.with_id(component_id)
 
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseStage:
+    """The candidate judged against the last blessed model, and pushed if blessed."""
+
+    model_resolver: Any
+    evaluator: Any
+    pusher: Any
+
+    @property
+    def components(self) -> list:
+        return [self.model_resolver, self.evaluator, self.pusher]
+
+
+def release_stage(
+    examples,
+    model,
+    *,
+    label_key: str,
+    accuracy_threshold: float,
+    max_accuracy_drop: float,
+    serving_model_dir: str,
+) -> ReleaseStage:
+    """LatestBlessedModel resolver -> Evaluator (candidate vs baseline) -> AtomicPusher."""
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")
-    evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
+    evaluator = evaluator_component(
+        examples,
+        model,
+        eval_config(label_key, accuracy_threshold, max_accuracy_drop),
         baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config(training.label_key, accuracy_threshold, max_accuracy_drop),
     )
     pusher = AtomicPusher(
-        model=trainer.outputs["model"],
+        model=model,
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
         ),
     ).with_id("Pusher")
+    return ReleaseStage(model_resolver, evaluator, pusher)
 
+
+def evaluator_component(
+    examples, model, config: tfma.EvalConfig, baseline_model=None, component_id="Evaluator"
+):
+    """TFMA's Evaluator on the eval split."""
+    evaluator = tfx.components.Evaluator(
+        examples=examples, model=model, baseline_model=baseline_model, eval_config=config
+    )
+    return evaluator if component_id == "Evaluator" else evaluator.with_id(component_id)
+
+
+def assemble(
+    *,
+    pipeline_name: str,
+    pipeline_root: str,
+    components: list,
+    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None,
+    beam_pipeline_args: Sequence[str],
+    enable_cache: bool,
+) -> tfx.dsl.Pipeline:
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[
-            example_gen,
-            statistics_gen,
-            schema_gen,
-            example_validator,
-            validation_gate,
-            trainer,
-            model_resolver,
-            evaluator,
-            pusher,
-        ],
+        components=components,
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args),
@@ -150,14 +268,23 @@ def create_pipeline(
 
 
 def eval_config(
-    label_key: str, accuracy_threshold: float, max_accuracy_drop: float
+    label_key: str, accuracy_threshold: float, max_accuracy_drop: float | None
 ) -> tfma.EvalConfig:
     """TFMA on the serving signature.
 
     Blessing looks at the overall accuracy: it must clear `accuracy_threshold` and may trail
-    the baseline by at most `max_accuracy_drop`. Per-class slices are reported, not gated.
+    the baseline by at most `max_accuracy_drop` (`None`: no baseline comparison). Per-class
+    slices are reported, not gated.
     """
     overall = tfma.SlicingSpec()
+    change = (
+        None
+        if max_accuracy_drop is None
+        else tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -max_accuracy_drop},
+        )
+    )
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
@@ -182,10 +309,7 @@ def eval_config(
                                     value_threshold=tfma.GenericValueThreshold(
                                         lower_bound={"value": accuracy_threshold}
                                     ),
-                                    change_threshold=tfma.GenericChangeThreshold(
-                                        direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                                        absolute={"value": -max_accuracy_drop},
-                                    ),
+                                    change_threshold=change,
                                 ),
                             )
                         ],

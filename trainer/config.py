@@ -52,6 +52,8 @@ class TrainingConfig:
         num_classes: number of classes; `None` reads it from the schema's label domain.
         train_steps_per_epoch, eval_steps: cap the steps (useful on tiny data); `None` means
             one full pass.
+        seed: seeds the initialization, dropout and the training data's order; `None` leaves
+            them random.
     """
 
     model: str = "resnet"
@@ -73,6 +75,7 @@ class TrainingConfig:
     num_classes: int | None = None
     train_steps_per_epoch: int | None = None
     eval_steps: int | None = None
+    seed: int | None = None
 
     def __post_init__(self):
         _check_choice("model", self.model, MODELS)
@@ -83,6 +86,8 @@ class TrainingConfig:
         _check_int("batch_size", self.batch_size, minimum=1)
         if self.num_classes is not None:
             _check_int("num_classes", self.num_classes, minimum=2)
+        if self.seed is not None:
+            _check_int("seed", self.seed, minimum=0)
         for name in ("train_steps_per_epoch", "eval_steps"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
@@ -124,6 +129,20 @@ class TrainingConfig:
         if self.optimizer == "sam":
             return 0.0
         return DEFAULT_GSAM_ALPHA if self.alpha is None else float(self.alpha)
+
+    @property
+    def method(self) -> str:
+        """The training method's name, as comparisons and reports show it."""
+        return self.optimizer
+
+    @property
+    def passes_per_step(self) -> float:
+        """Forward-backward passes per optimizer step: 1 plain, 2 for SAM and GSAM."""
+        return 1.0 if self.optimizer == "plain" else 2.0
+
+    def forward_backward_passes(self, steps: int) -> int:
+        """Forward-backward passes of `steps` optimizer steps."""
+        return round(steps * self.passes_per_step)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

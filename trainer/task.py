@@ -38,7 +38,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from trainer import data, export, multi_worker
+from trainer import data, export, history, multi_worker
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
 from trainer.model import build_model
@@ -53,9 +53,12 @@ def run_fn(fn_args) -> None:
     Args:
         fn_args: the Trainer's `tfx.components.FnArgs`; reads `custom_config`, `schema_path`,
             `train_files`, `eval_files`, `train_steps`, `eval_steps`, `data_accessor`,
-            `model_run_dir` (TensorBoard logs, backups) and `serving_model_dir` (export).
+            `model_run_dir` (TensorBoard logs, backups, `history.json`) and `serving_model_dir`
+            (export).
     """
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
     # MultiWorkerMirroredStrategy must exist before the first TensorFlow op.
     workers = multi_worker.cluster_workers()
     strategy = distribution_strategy(workers)
@@ -137,6 +140,7 @@ def _fit(trained, fn_args, config, schema, steps_per_epoch):
         schema,
         config,
         training=True,
+        shuffle_seed=config.seed,
     )
     eval_dataset = data.make_dataset(
         fn_args.eval_files,
@@ -155,6 +159,11 @@ def _fit(trained, fn_args, config, schema, steps_per_epoch):
         verbose=2,
         callbacks=[
             keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+            history.TrainingHistory(
+                os.path.join(fn_args.model_run_dir, history.HISTORY_FILE),
+                config,
+                hparams_dir=os.path.join(fn_args.model_run_dir, "hparams"),
+            ),
             keras.callbacks.BackupAndRestore(
                 backup_dir=os.path.join(fn_args.model_run_dir, "backup")
             ),
@@ -176,7 +185,7 @@ def _fit_multi_worker(trained, fn_args, config, schema, strategy, steps_per_epoc
             schema,
             per_replica,
             training=True,
-            shuffle_seed=MULTI_WORKER_SHUFFLE_SEED,
+            shuffle_seed=MULTI_WORKER_SHUFFLE_SEED if config.seed is None else config.seed,
         )
         return dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
 
