@@ -22,9 +22,7 @@ def _linear_problem(seed=0):
     x = (rng.normal(size=(EXAMPLES, INPUTS)) * np.linspace(0.5, 2.0, INPUTS)).astype("float32")
     y = rng.normal(size=(EXAMPLES, OUTPUTS)).astype("float32")
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [keras.Input((INPUTS,)), keras.layers.Dense(OUTPUTS, use_bias=False)]
-    )
+    model = keras.Sequential([keras.Input((INPUTS,)), keras.layers.Dense(OUTPUTS, use_bias=False)])
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH)
     return model, dataset, x.astype("float64"), y.astype("float64")
 

@@ -103,17 +103,17 @@ def measure(
         standard error) and `seconds` (wall time of the whole call, reading the data
         included).
     """
-    loss = _check_loss(loss)
-    _check_number("rho", rho, low=0, low_inclusive=False)
-    if not isinstance(adaptive, bool):
-        raise ValueError(f"adaptive must be True or False, got {adaptive!r}.")
-    _check_int("ascent_steps", ascent_steps, minimum=0)
-    _check_int("power_iterations", power_iterations, minimum=1)
-    _check_int("hutchinson_samples", hutchinson_samples, minimum=2)
-    _check_int("seed", seed, minimum=0)
-    _check_number("tolerance", tolerance, low=0)
-    if max_examples is not None:
-        _check_int("max_examples", max_examples, minimum=1)
+    _check_loss(loss)
+    check_arguments(
+        rho=rho,
+        adaptive=adaptive,
+        ascent_steps=ascent_steps,
+        power_iterations=power_iterations,
+        hutchinson_samples=hutchinson_samples,
+        seed=seed,
+        tolerance=tolerance,
+        max_examples=max_examples,
+    )
     if not getattr(model, "built", False) or not model.trainable_variables:
         raise ValueError("model must be a built Keras model with trainable weights.")
 
@@ -158,7 +158,7 @@ def read_batches(dataset, max_examples=None):
         size = int(tf.shape(keras.tree.flatten(x)[0])[0])
         if max_examples is not None and count + size > max_examples:
             size = max_examples - count
-            x, y = keras.tree.map_structure(lambda t: t[:size], (x, y))
+            x, y = keras.tree.map_structure(lambda t, size=size: t[:size], (x, y))
         batches.append(keras.tree.map_structure(tf.convert_to_tensor, (x, y)))
         count += size
         if count == max_examples:
@@ -295,6 +295,30 @@ def _scale(tensors, factor):
     return [t * tf.cast(factor, t.dtype) for t in tensors]
 
 
+def check_arguments(
+    *,
+    rho,
+    adaptive,
+    ascent_steps,
+    power_iterations,
+    hutchinson_samples,
+    seed,
+    tolerance,
+    max_examples,
+):
+    """Raises a ValueError naming the first of `measure`'s settings that is out of range."""
+    _check_number("rho", rho, low=0, low_inclusive=False)
+    if not isinstance(adaptive, bool):
+        raise ValueError(f"adaptive must be True or False, got {adaptive!r}.")
+    _check_int("ascent_steps", ascent_steps, minimum=0)
+    _check_int("power_iterations", power_iterations, minimum=1)
+    _check_int("hutchinson_samples", hutchinson_samples, minimum=2)
+    _check_int("seed", seed, minimum=0)
+    _check_number("tolerance", tolerance, low=0)
+    if max_examples is not None:
+        _check_int("max_examples", max_examples, minimum=1)
+
+
 def _check_loss(loss):
     if not isinstance(loss, keras.losses.Loss):
         raise ValueError(f"loss must be a keras.losses.Loss instance, got {loss!r}.")
@@ -303,4 +327,3 @@ def _check_loss(loss):
             "loss must average over the batch (reduction='sum_over_batch_size'), so that "
             f"batches can be weighted by their size, got reduction={loss.reduction!r}."
         )
-    return loss

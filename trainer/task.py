@@ -41,7 +41,7 @@ from absl import logging
 from trainer import data, export, history, multi_worker
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
-from trainer.model import build_model
+from trainer.model import build_model, training_loss
 
 SGD_MOMENTUM = 0.9
 MULTI_WORKER_SHUFFLE_SEED = 20220420
@@ -72,7 +72,7 @@ def run_fn(fn_args) -> None:
         trained = wrap_for_training(model, config, input_shape, lr_max, lr_min)
         trained.compile(
             optimizer=make_optimizer(config, learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
+            loss=training_loss(),
             metrics=[keras.metrics.SparseCategoricalAccuracy()],
         )
     logging.info(
