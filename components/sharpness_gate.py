@@ -54,7 +54,8 @@ class Check:
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    """Whether the candidate may be pushed, the checks made and the reasons in words."""
+    """Whether the candidate may be pushed, the checks made, and the sharpness reasons in words
+    (the Evaluator's verdict is not repeated among them)."""
 
     blessed: bool
     checks: tuple[Check, ...]
@@ -90,12 +91,6 @@ def decide(
     """
     check_limits(max_top_eigenvalue, max_sharpness_increase, increase_measure)
     checks, reasons = [], []
-    if evaluator_blessed is not None:
-        reasons.append(
-            "the Evaluator blessed the model"
-            if evaluator_blessed
-            else "the Evaluator did not bless the model"
-        )
     if max_top_eigenvalue is not None:
         checks.append(
             Check(

@@ -59,7 +59,8 @@ DEFAULT_MAX_EXAMPLES = 256
 class SharpnessReport(tfx.dsl.Artifact):
     """`sharpness.json` and `summary.md` written by a SharpnessProbe."""
 
-    TYPE_NAME = "SharpnessReport"
+    # namespace.Name: Kubeflow V2 / Vertex compile custom types by this schema title.
+    TYPE_NAME = "gsam_tfx.SharpnessReport"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +162,8 @@ def SharpnessProbe(
         max_sharpness_increase=max_sharpness_increase,
         increase_measure=increase_measure,
         rho=rho,
-        adaptive=adaptive,
+        # Orchestrators without a boolean parameter type (Vertex) pass 0 or 1.
+        adaptive=bool(adaptive),
         ascent_steps=ascent_steps,
         power_iterations=power_iterations,
         hutchinson_samples=hutchinson_samples,
@@ -204,7 +206,7 @@ def SharpnessProbe(
     )
     report["gate"] = decision.to_dict()
     write_report(report, sharpness)
-    write_blessing(decision, blessing, model, baseline_model)
+    write_blessing(decision, report["evaluator_blessed"], blessing, model, baseline_model)
 
 
 def read_split(examples, schema, config: TrainingConfig, split: str, max_examples: int):
@@ -257,7 +259,7 @@ def write_report(report: dict, artifact) -> None:
     artifact.set_int_custom_property("blessed", int(report["gate"]["blessed"]))
 
 
-def write_blessing(decision, blessing, model, baseline_model) -> None:
+def write_blessing(decision, evaluator_blessed, blessing, model, baseline_model) -> None:
     """The ModelBlessing the Pusher reads, with the Evaluator's properties and files."""
     constants = evaluator_constants
     blessing.set_string_custom_property(
@@ -272,7 +274,8 @@ def write_blessing(decision, blessing, model, baseline_model) -> None:
             constants.ARTIFACT_PROPERTY_BASELINE_MODEL_ID_KEY, baseline_model.id
         )
     blessing.set_string_custom_property(
-        constants.ARTIFACT_PROPERTY_BLESSING_MESSAGE_KEY, "; ".join(decision.reasons)
+        constants.ARTIFACT_PROPERTY_BLESSING_MESSAGE_KEY,
+        "; ".join((evaluator_verdict(evaluator_blessed), *decision.reasons)),
     )
     blessed = decision.blessed
     blessing.set_int_custom_property(
@@ -306,9 +309,17 @@ def render_summary(report: dict) -> str:
         shown = _number(baseline[name]) if baseline else "-"
         lines.append(f"| {name} | {_number(candidate[name])} | {shown} |")
     gate = report["gate"]
-    lines += ["", f"Blessed: {'yes' if gate['blessed'] else 'no'}"]
+    verdict = evaluator_verdict(report["evaluator_blessed"])
+    lines += ["", f"Blessed: {'yes' if gate['blessed'] else 'no'} ({verdict})"]
     lines += [f"- {reason}" for reason in gate["reasons"]]
     return "\n".join(lines) + "\n"
+
+
+def evaluator_verdict(evaluator_blessed: bool | None) -> str:
+    """The Evaluator's part of the decision, in words."""
+    if evaluator_blessed is None:
+        return "no Evaluator blessing was given"
+    return f"the Evaluator {'blessed' if evaluator_blessed else 'did not bless'} the model"
 
 
 def _number(value) -> str:

@@ -47,6 +47,7 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
     )
     options.add_training_arguments(p)
     options.add_blessing_arguments(p)
+    options.add_sharpness_arguments(p)
     options.add_beam_arguments(p, BEAM_PIPELINE_ARGS)
     submission = p.add_argument_group("submission")
     submission.add_argument("--submit", action="store_true", help="submit after compiling")
@@ -98,6 +99,7 @@ def build(
             max_accuracy_drop=args.max_accuracy_drop,
             beam_pipeline_args=args.beam_args or BEAM_PIPELINE_ARGS,
             vertex_training=vertex_training,
+            sharpness=options.sharpness_settings(args, parser),
         )
 
 

@@ -12,6 +12,7 @@ import sys
 
 from tfx import v1 as tfx
 
+from components.sharpness_probe import ProbeSettings
 from pipelines import configs, pipeline
 from trainer.config import MODELS, OPTIMIZERS, TrainingConfig
 
@@ -36,6 +37,8 @@ OTHER_FLAGS = {
     "data_format": "--data-format",
     "accuracy_threshold": "--accuracy-threshold",
     "max_accuracy_drop": "--max-accuracy-drop",
+    "max_top_eigenvalue": "--max-top-eigenvalue",
+    "max_sharpness_increase": "--max-sharpness-increase",
 }
 
 
@@ -161,6 +164,47 @@ def add_blessing_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_sharpness_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sharpness")
+    group.add_argument(
+        "--sharpness",
+        action="store_true",
+        help="measure the candidate's (and the baseline's) sharpness after the Evaluator: "
+        "top Hessian eigenvalue, Hessian trace, surrogate gap, worst-case loss",
+    )
+    group.add_argument(
+        "--max-top-eigenvalue",
+        type=float,
+        default=None,
+        help="with --sharpness: push only if the candidate's top Hessian eigenvalue is at "
+        "most this (default: no limit)",
+    )
+    group.add_argument(
+        "--max-sharpness-increase",
+        type=float,
+        default=None,
+        help="with --sharpness: push only if the top eigenvalue exceeds the last blessed "
+        "model's by at most this fraction, e.g. 0.2 (default: no limit)",
+    )
+
+
+def sharpness_settings(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> ProbeSettings | None:
+    """The SharpnessProbe's settings, or None without --sharpness."""
+    limits = {
+        "max_top_eigenvalue": args.max_top_eigenvalue,
+        "max_sharpness_increase": args.max_sharpness_increase,
+    }
+    if not args.sharpness:
+        given = [OTHER_FLAGS[name] for name, value in limits.items() if value is not None]
+        if given:
+            parser.error(f"{', '.join(given)} gates the SharpnessProbe: add --sharpness.")
+        return None
+    with flag_errors(parser):
+        return ProbeSettings(**limits)
+
+
 def add_beam_arguments(
     parser: argparse.ArgumentParser, defaults=configs.BEAM_PIPELINE_ARGS
 ) -> None:
@@ -185,6 +229,7 @@ def local_parser(description: str) -> argparse.ArgumentParser:
     )
     add_training_arguments(parser)
     add_blessing_arguments(parser)
+    add_sharpness_arguments(parser)
     add_beam_arguments(parser)
     return parser
 
@@ -226,6 +271,7 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
                 layout.metadata_path
             ),
             beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
+            sharpness=sharpness_settings(args, parser),
         )
 
 

@@ -1,11 +1,12 @@
 """The gsam-tfx pipeline DAG. It holds no configuration: see configs.py and the runners.
 
 ExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidator
--> ValidationGate -> Trainer (GSAM) -> Evaluator (against the last blessed model) -> Pusher.
+-> ValidationGate -> Trainer (GSAM) -> Evaluator (against the last blessed model)
+[-> SharpnessProbe (with `sharpness=ProbeSettings(...)`)] -> Pusher.
 
 `create_pipeline` composes small builders, one per stage: `data_stage` (examples, statistics,
 schema and the validation gate), `trainer_component` and `release_stage` (resolver, Evaluator,
-Pusher). The pipeline variants (comparison, tuning, sharpness) compose the same builders.
+optionally the SharpnessProbe, Pusher). The pipeline variants (comparison, tuning, sharpness) compose the same builders.
 
 Example:
 
@@ -33,6 +34,7 @@ from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 
 from components.atomic_pusher import AtomicPusher
+from components.sharpness_probe import ProbeSettings, probe_component
 from components.validation_gate import ValidationGate
 from trainer import export
 from trainer.config import TrainingConfig
@@ -58,6 +60,7 @@ def create_pipeline(
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
     beam_pipeline_args: Sequence[str] = (),
     vertex_training: dict[str, Any] | None = None,
+    sharpness: ProbeSettings | None = None,
     enable_cache: bool = False,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline; every value is checked here, before anything runs.
@@ -76,6 +79,9 @@ def create_pipeline(
         max_accuracy_drop: how far (absolute) the candidate may trail the last blessed model.
         vertex_training: when set, the Trainer runs as a Vertex AI Training job: a dict of
             `tfx.extensions.google_cloud_ai_platform` settings (see `pipelines/vertex_training.py`).
+        sharpness: when set, a SharpnessProbe measures the candidate (and the baseline) after
+            the Evaluator, and the Pusher takes its blessing (see
+            `components/sharpness_probe.py`).
     """
     check_settings(training, data_root, data_format, accuracy_threshold, max_accuracy_drop)
     data = data_stage(data_root, data_format, split_folders, schema_path)
@@ -87,6 +93,7 @@ def create_pipeline(
         accuracy_threshold=accuracy_threshold,
         max_accuracy_drop=max_accuracy_drop,
         serving_model_dir=serving_model_dir,
+        sharpness=None if sharpness is None else SharpnessInputs(sharpness, data.schema, training),
     )
     return assemble(
         pipeline_name=pipeline_name,
@@ -195,16 +202,34 @@ def trainer_component(
 
 
 @dataclasses.dataclass(frozen=True)
+class SharpnessInputs:
+    """What `release_stage` needs to add a SharpnessProbe: its settings, the schema channel
+    and the training config (how the Trainer decoded the examples)."""
+
+    settings: ProbeSettings
+    schema: Any
+    training: TrainingConfig
+
+    def __post_init__(self):
+        if not isinstance(self.settings, ProbeSettings):
+            raise ValueError(
+                f"sharpness must be a ProbeSettings, got {type(self.settings).__name__}."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
 class ReleaseStage:
     """The candidate judged against the last blessed model, and pushed if blessed."""
 
     model_resolver: Any
     evaluator: Any
     pusher: Any
+    sharpness_probe: Any = None
 
     @property
     def components(self) -> list:
-        return [self.model_resolver, self.evaluator, self.pusher]
+        probe = [self.sharpness_probe] if self.sharpness_probe is not None else []
+        return [self.model_resolver, self.evaluator, *probe, self.pusher]
 
 
 def release_stage(
@@ -215,8 +240,11 @@ def release_stage(
     accuracy_threshold: float,
     max_accuracy_drop: float,
     serving_model_dir: str,
+    sharpness: SharpnessInputs | None = None,
 ) -> ReleaseStage:
-    """LatestBlessedModel resolver -> Evaluator (candidate vs baseline) -> AtomicPusher."""
+    """LatestBlessedModel resolver -> Evaluator (candidate vs baseline) [-> SharpnessProbe]
+    -> AtomicPusher. With `sharpness`, the Pusher takes the probe's blessing, which requires
+    the Evaluator's."""
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -228,14 +256,27 @@ def release_stage(
         eval_config(label_key, accuracy_threshold, max_accuracy_drop),
         baseline_model=model_resolver.outputs["model"],
     )
+    probe = None
+    blessing = evaluator.outputs["blessing"]
+    if sharpness is not None:
+        probe = probe_component(
+            model,
+            examples,
+            sharpness.schema,
+            sharpness.training,
+            sharpness.settings,
+            baseline_model=model_resolver.outputs["model"],
+            evaluator_blessing=blessing,
+        )
+        blessing = probe.outputs["blessing"]
     pusher = AtomicPusher(
         model=model,
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=blessing,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
         ),
     ).with_id("Pusher")
-    return ReleaseStage(model_resolver, evaluator, pusher)
+    return ReleaseStage(model_resolver, evaluator, pusher, probe)
 
 
 def evaluator_component(

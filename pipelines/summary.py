@@ -1,4 +1,5 @@
-"""What the latest run did, read back from ML Metadata and the Evaluator's output.
+"""What the latest run did, read back from ML Metadata, the Evaluator's output and the
+SharpnessProbe's report.
 
 python -m pipelines.summary --output-dir demo-output
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shlex
 
@@ -15,10 +17,12 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components.sharpness_probe import REPORT_FILE, SharpnessReport
 from pipelines import configs
 from pipelines.options import OutputLayout
 
 ACCURACY = "sparse_categorical_accuracy"
+PROBE = "SharpnessProbe"
 
 
 @dataclasses.dataclass
@@ -30,14 +34,19 @@ class RunSummary:
     why: list[str] = dataclasses.field(default_factory=list)
     pushed_model: str | None = None
     seconds_per_component: dict[str, float] = dataclasses.field(default_factory=dict)
+    # The SharpnessProbe's sharpness.json, when the run had one.
+    sharpness: dict | None = None
 
     def render(self, example_file: str | None = None) -> str:
         lines = [f"Run {self.run_id}"]
         if self.seconds_per_component:
             training = self.seconds_per_component.get("Trainer", 0.0)
-            other = sum(self.seconds_per_component.values()) - training
+            probe = self.seconds_per_component.get(PROBE, 0.0)
+            other = sum(self.seconds_per_component.values()) - training - probe
+            probing = f", sharpness {probe:.0f} s" if PROBE in self.seconds_per_component else ""
             lines.append(
-                f"  time:           training {training:.0f} s, other components {other:.0f} s"
+                f"  time:           training {training:.0f} s{probing}, "
+                f"other components {other:.0f} s"
             )
         if self.accuracy is None:
             lines.append("  eval accuracy: not evaluated (the run stopped before the Evaluator)")
@@ -50,6 +59,7 @@ class RunSummary:
         lines += [
             f"  eval accuracy:  {self.accuracy:.4f}",
             f"  baseline:       {baseline}",
+            *self._sharpness_lines(),
             f"  blessed:        {'yes' if self.blessed else 'no'}",
             *[f"    - {reason}" for reason in self.why],
             f"  pushed model:   {self.pushed_model or 'nothing pushed'}",
@@ -69,6 +79,20 @@ class RunSummary:
             ]
             lines.append(f"  classify:       {shlex.join(command)}")
         return "\n".join(lines)
+
+    def _sharpness_lines(self) -> list[str]:
+        if self.sharpness is None:
+            return []
+        report = self.sharpness
+        settings = report["settings"]
+        lines = [
+            f"  sharpness:      {_describe_sharpness(report['candidate'])}",
+            f"                  ({report['examples']} {report['split']} examples, "
+            f"rho {settings['rho']:g}; see {report['uri']})",
+        ]
+        if report["baseline"] is not None:
+            lines.append(f"  its baseline:   {_describe_sharpness(report['baseline'])}")
+        return lines
 
 
 def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
@@ -104,7 +128,29 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
             summary.blessed = artifact.custom_properties["blessed"].int_value == 1
         elif kind == "PushedModel" and artifact.custom_properties["pushed"].int_value == 1:
             summary.pushed_model = artifact.custom_properties["pushed_destination"].string_value
+        elif kind == SharpnessReport.TYPE_NAME:
+            summary.sharpness = _read_sharpness(artifact.uri)
+    if summary.sharpness is not None:
+        # The Pusher took the probe's blessing: the Evaluator's and the sharpness gate's.
+        gate = summary.sharpness["gate"]
+        summary.blessed = gate["blessed"]
+        summary.why += [f"sharpness: {reason}" for reason in gate["reasons"]]
     return summary
+
+
+def _read_sharpness(uri: str) -> dict:
+    with tfx.dsl.io.fileio.open(os.path.join(uri, REPORT_FILE)) as f:
+        return {**json.load(f), "uri": uri}
+
+
+def _describe_sharpness(measures: dict) -> str:
+    return (
+        f"top eigenvalue {measures['top_eigenvalue']:.4g}, "
+        f"trace {measures['trace']:.4g} ± {measures['trace_stderr']:.2g}, "
+        f"surrogate gap {measures['surrogate_gap']:.4g}, "
+        f"worst-case loss {measures['worst_case_loss']:.4g}, "
+        f"{measures['seconds']:.0f} s"
+    )
 
 
 def _read_evaluation(uri: str, summary: RunSummary) -> None:
