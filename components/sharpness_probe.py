@@ -51,9 +51,10 @@ from trainer.sharpness import RESULT_KEYS, check_arguments, measure, read_batche
 
 REPORT_FILE = "sharpness.json"
 SUMMARY_FILE = "summary.md"
-# Measured examples by default: the defaults cost about 30 s per model on 2 CPU cores for
-# the demo ResNet (see README, "Sharpness").
-DEFAULT_MAX_EXAMPLES = 256
+# Examples measured by default. On the demo ResNet, `measure`'s defaults on 128 examples took
+# 18 CPU seconds (256: 51), so candidate and baseline together stay within about 30 s on two
+# cores (bench/sharpness_cost.py; README, "Sharpness").
+DEFAULT_MAX_EXAMPLES = 128
 
 
 class SharpnessReport(tfx.dsl.Artifact):
@@ -111,9 +112,16 @@ class ProbeSettings:
         return {name: getattr(self, name) for name in names}
 
     def component_parameters(self) -> dict:
-        """The SharpnessProbe's parameters (unset limits left out)."""
-        values = dataclasses.asdict(self)
-        return {name: value for name, value in values.items() if value is not None}
+        """The SharpnessProbe's parameters: the measure's settings as one JSON string, and
+        unset limits left out."""
+        parameters = {
+            "split": self.split,
+            "max_top_eigenvalue": self.max_top_eigenvalue,
+            "max_sharpness_increase": self.max_sharpness_increase,
+            "increase_measure": self.increase_measure,
+            "measure_settings": json.dumps(self.measure_arguments()),
+        }
+        return {name: value for name, value in parameters.items() if value is not None}
 
 
 def probe_component(model, examples, schema, training: TrainingConfig, settings, **inputs):
@@ -147,29 +155,14 @@ def SharpnessProbe(
     max_top_eigenvalue: tfx.dsl.components.Parameter[float] = None,
     max_sharpness_increase: tfx.dsl.components.Parameter[float] = None,
     increase_measure: tfx.dsl.components.Parameter[str] = "top_eigenvalue",
-    rho: tfx.dsl.components.Parameter[float] = 0.05,
-    adaptive: tfx.dsl.components.Parameter[bool] = False,
-    ascent_steps: tfx.dsl.components.Parameter[int] = 5,
-    power_iterations: tfx.dsl.components.Parameter[int] = 20,
-    hutchinson_samples: tfx.dsl.components.Parameter[int] = 10,
-    seed: tfx.dsl.components.Parameter[int] = 0,
-    tolerance: tfx.dsl.components.Parameter[float] = 1e-3,
-    max_examples: tfx.dsl.components.Parameter[int] = DEFAULT_MAX_EXAMPLES,
+    measure_settings: tfx.dsl.components.Parameter[str] = "{}",
 ) -> None:
     settings = ProbeSettings(
         split=split,
         max_top_eigenvalue=max_top_eigenvalue,
         max_sharpness_increase=max_sharpness_increase,
         increase_measure=increase_measure,
-        rho=rho,
-        # Orchestrators without a boolean parameter type (Vertex) pass 0 or 1.
-        adaptive=bool(adaptive),
-        ascent_steps=ascent_steps,
-        power_iterations=power_iterations,
-        hutchinson_samples=hutchinson_samples,
-        seed=seed,
-        tolerance=tolerance,
-        max_examples=max_examples,
+        **json.loads(measure_settings),
     )
     config = TrainingConfig.from_dict(json.loads(training_config))
     batches = read_split(examples, schema, config, settings.split, settings.max_examples)

@@ -109,11 +109,15 @@ def test_settings_name_the_bad_value(kwargs, message):
         ProbeSettings(**kwargs)
 
 
-def test_component_parameters_leave_unset_limits_out():
-    parameters = ProbeSettings(max_top_eigenvalue=5.0).component_parameters()
+def test_component_parameters_leave_unset_limits_out_and_carry_the_measure_settings():
+    settings = ProbeSettings(max_top_eigenvalue=5.0, rho=0.1, adaptive=True)
+    parameters = settings.component_parameters()
     assert parameters["max_top_eigenvalue"] == 5.0
     assert "max_sharpness_increase" not in parameters
-    assert parameters["max_examples"] == ProbeSettings().max_examples
+    measure_settings = json.loads(parameters.pop("measure_settings"))
+    assert measure_settings == settings.measure_arguments()
+    assert measure_settings["max_examples"] == ProbeSettings().max_examples
+    assert ProbeSettings(**parameters, **measure_settings) == settings
 
 
 MLP = TrainingConfig(model="mlp", batch_size=8)
@@ -163,7 +167,8 @@ def _run_probe(tmp_path, baseline=None, evaluator_blessed=None, **settings):
         training_config=json.dumps(MLP.to_dict()),
         baseline_model=baseline,
         evaluator_blessing=evaluator,
-        **{**SETTINGS, **settings},
+        measure_settings=json.dumps(SETTINGS),
+        **settings,
     )
     with open(os.path.join(report.uri, REPORT_FILE)) as f:
         written = json.load(f)
