@@ -49,6 +49,7 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
     options.add_tuning_arguments(p)
     options.add_comparison_arguments(p)
     options.add_blessing_arguments(p)
+    options.add_sharpness_arguments(p)
     options.add_beam_arguments(p, BEAM_PIPELINE_ARGS)
     submission = p.add_argument_group("submission")
     submission.add_argument("--submit", action="store_true", help="submit after compiling")
@@ -108,6 +109,7 @@ def build(
             vertex_training=vertex_training,
             parallel_trials=parallel_trials,
             comparison=options.comparison_spec(args),
+            sharpness=options.sharpness_settings(args, parser),
         )
 
 

@@ -12,6 +12,7 @@ import sys
 
 from tfx import v1 as tfx
 
+from components.sharpness_probe import ProbeSettings
 from pipelines import configs, pipeline
 from pipelines.comparison import BUDGETS, ComparisonSpec
 from trainer.config import BASE_OPTIMIZERS, LR_SCHEDULES, MODELS, OPTIMIZERS, TrainingConfig
@@ -63,6 +64,8 @@ OTHER_FLAGS = {
     "label_noise": "--label-noise",
     "label_noise_seed": "--label-noise-seed",
     "parallel_trials": "--parallel-trials",
+    "max_top_eigenvalue": "--max-top-eigenvalue",
+    "max_sharpness_increase": "--max-sharpness-increase",
 }
 
 
@@ -330,6 +333,47 @@ def add_blessing_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_sharpness_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sharpness")
+    group.add_argument(
+        "--sharpness",
+        action="store_true",
+        help="measure the candidate's (and the baseline's) sharpness after the Evaluator: "
+        "top Hessian eigenvalue, Hessian trace, surrogate gap, worst-case loss",
+    )
+    group.add_argument(
+        "--max-top-eigenvalue",
+        type=float,
+        default=None,
+        help="with --sharpness: push only if the candidate's top Hessian eigenvalue is at "
+        "most this (default: no limit)",
+    )
+    group.add_argument(
+        "--max-sharpness-increase",
+        type=float,
+        default=None,
+        help="with --sharpness: push only if the top eigenvalue exceeds the last blessed "
+        "model's by at most this fraction, e.g. 0.2 (default: no limit)",
+    )
+
+
+def sharpness_settings(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> ProbeSettings | None:
+    """The SharpnessProbe's settings, or None without --sharpness."""
+    limits = {
+        "max_top_eigenvalue": args.max_top_eigenvalue,
+        "max_sharpness_increase": args.max_sharpness_increase,
+    }
+    if not args.sharpness:
+        given = [OTHER_FLAGS[name] for name, value in limits.items() if value is not None]
+        if given:
+            parser.error(f"{', '.join(given)} gates the SharpnessProbe: add --sharpness.")
+        return None
+    with flag_errors(parser):
+        return ProbeSettings(**limits)
+
+
 def add_beam_arguments(
     parser: argparse.ArgumentParser, defaults=configs.BEAM_PIPELINE_ARGS
 ) -> None:
@@ -370,6 +414,7 @@ def local_parser(description: str) -> argparse.ArgumentParser:
     add_tuning_arguments(parser)
     add_comparison_arguments(parser)
     add_blessing_arguments(parser)
+    add_sharpness_arguments(parser)
     add_beam_arguments(parser)
     return parser
 
@@ -426,6 +471,7 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
             ),
             beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
             comparison=comparison_spec(args),
+            sharpness=sharpness_settings(args, parser),
         )
 
 

@@ -2,11 +2,11 @@
 
 ExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidator
 -> ValidationGate -> [Tuner] -> Trainer (GSAM) -> Evaluator (against the last blessed model)
--> Pusher.
+[-> SharpnessProbe] -> Pusher.
 
 `create_pipeline` composes small builders, one per stage: `data_stage` (examples, statistics,
 schema and the validation gate), `tuner_component` (with `tuning`), `trainer_component` and
-`release_stage` (resolver, Evaluator, Pusher). The pipeline variants (comparison, tuning,
+`release_stage` (resolver, Evaluator, optionally the SharpnessProbe, Pusher). The pipeline variants (comparison, tuning,
 sharpness) compose the same builders.
 
 Example:
@@ -37,6 +37,7 @@ from tfx.dsl.io import fileio
 from components.atomic_pusher import AtomicPusher
 from components.comparison_report import comparison_report
 from components.label_noise import LabelNoise
+from components.sharpness_probe import ProbeSettings, probe_component
 from components.validation_gate import ValidationGate
 from pipelines.comparison import ComparisonSpec, run_name
 from pipelines.vertex_training import vertex_tuning_config
@@ -68,6 +69,7 @@ def create_pipeline(
     vertex_training: dict[str, Any] | None = None,
     tuning: SearchSpace | None = None,
     parallel_trials: int = 1,
+    sharpness: ProbeSettings | None = None,
     enable_cache: bool = False,
     comparison: ComparisonSpec | None = None,
 ) -> tfx.dsl.Pipeline:
@@ -95,6 +97,9 @@ def create_pipeline(
         comparison: when set, the comparison variant: one Trainer and Evaluator per method and
             seed (`training` with each method's optimizer), optional label noise before them,
             and a ComparisonReport whose winning model goes on to the release stage.
+        sharpness: when set, a SharpnessProbe measures the candidate (and the baseline) after
+            the Evaluator, and the Pusher takes its blessing (see
+            `components/sharpness_probe.py`).
     """
     check_settings(training, data_root, data_format, accuracy_threshold, max_accuracy_drop)
     check_tuning(tuning, training, vertex_training, parallel_trials)
@@ -134,6 +139,7 @@ def create_pipeline(
         accuracy_threshold=accuracy_threshold,
         max_accuracy_drop=max_accuracy_drop,
         serving_model_dir=serving_model_dir,
+        sharpness=None if sharpness is None else SharpnessInputs(sharpness, data.schema, training),
     )
     return assemble(
         pipeline_name=pipeline_name,
@@ -388,16 +394,34 @@ def comparison_stage(
 
 
 @dataclasses.dataclass(frozen=True)
+class SharpnessInputs:
+    """What `release_stage` needs to add a SharpnessProbe: its settings, the schema channel
+    and the training config (how the Trainer decoded the examples)."""
+
+    settings: ProbeSettings
+    schema: Any
+    training: TrainingConfig
+
+    def __post_init__(self):
+        if not isinstance(self.settings, ProbeSettings):
+            raise ValueError(
+                f"sharpness must be a ProbeSettings, got {type(self.settings).__name__}."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
 class ReleaseStage:
     """The candidate judged against the last blessed model, and pushed if blessed."""
 
     model_resolver: Any
     evaluator: Any
     pusher: Any
+    sharpness_probe: Any = None
 
     @property
     def components(self) -> list:
-        return [self.model_resolver, self.evaluator, self.pusher]
+        probe = [self.sharpness_probe] if self.sharpness_probe is not None else []
+        return [self.model_resolver, self.evaluator, *probe, self.pusher]
 
 
 def release_stage(
@@ -408,8 +432,11 @@ def release_stage(
     accuracy_threshold: float,
     max_accuracy_drop: float,
     serving_model_dir: str,
+    sharpness: SharpnessInputs | None = None,
 ) -> ReleaseStage:
-    """LatestBlessedModel resolver -> Evaluator (candidate vs baseline) -> AtomicPusher."""
+    """LatestBlessedModel resolver -> Evaluator (candidate vs baseline) [-> SharpnessProbe]
+    -> AtomicPusher. With `sharpness`, the Pusher takes the probe's blessing, which requires
+    the Evaluator's."""
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -421,14 +448,27 @@ def release_stage(
         eval_config(label_key, accuracy_threshold, max_accuracy_drop),
         baseline_model=model_resolver.outputs["model"],
     )
+    probe = None
+    blessing = evaluator.outputs["blessing"]
+    if sharpness is not None:
+        probe = probe_component(
+            model,
+            examples,
+            sharpness.schema,
+            sharpness.training,
+            sharpness.settings,
+            baseline_model=model_resolver.outputs["model"],
+            evaluator_blessing=blessing,
+        )
+        blessing = probe.outputs["blessing"]
     pusher = AtomicPusher(
         model=model,
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=blessing,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
         ),
     ).with_id("Pusher")
-    return ReleaseStage(model_resolver, evaluator, pusher)
+    return ReleaseStage(model_resolver, evaluator, pusher, probe)
 
 
 def evaluator_component(

@@ -1,4 +1,5 @@
-"""What the latest run did, read back from ML Metadata and the Evaluator's output.
+"""What the latest run did, read back from ML Metadata, the Evaluator's output and the
+SharpnessProbe's report.
 
 python -m pipelines.summary --output-dir demo-output
 """
@@ -18,11 +19,13 @@ from tfx import v1 as tfx
 from tfx.utils import io_utils
 
 from components.report_artifact import ComparisonReportArtifact
+from components.sharpness_probe import REPORT_FILE, SharpnessReport
 from pipelines import configs
 from pipelines.options import output_layout
 from trainer.search_space import tuned_fields
 
 ACCURACY = "sparse_categorical_accuracy"
+PROBE = "SharpnessProbe"
 # The trials table: header -> the tuned TrainingConfig field it shows.
 TRIAL_COLUMNS = {
     "method": "optimizer",
@@ -62,6 +65,8 @@ class RunSummary:
     # Trainer node id -> its TensorBoard log folder (the ModelRun artifact).
     training_logs: dict[str, str] = dataclasses.field(default_factory=dict)
     log_file: str | None = None
+    # The SharpnessProbe's sharpness.json, when the run had one.
+    sharpness: dict | None = None
 
     def render(self, example_file: str | None = None) -> str:
         lines = [f"Run {self.run_id}"]
@@ -75,11 +80,19 @@ class RunSummary:
         if self.seconds_per_component:
             tuning = self.seconds_per_component.get("Tuner")
             training = self.seconds_per_component.get("Trainer", 0.0)
-            other = sum(self.seconds_per_component.values()) - training - (tuning or 0.0)
+            probe = self.seconds_per_component.get(PROBE)
+            other = (
+                sum(self.seconds_per_component.values())
+                - training
+                - (tuning or 0.0)
+                - (probe or 0.0)
+            )
             lines.append(
                 "  time:           "
                 + ("" if tuning is None else f"tuning {tuning:.0f} s, ")
-                + f"training {training:.0f} s, other components {other:.0f} s"
+                + f"training {training:.0f} s"
+                + ("" if probe is None else f", sharpness {probe:.0f} s")
+                + f", other components {other:.0f} s"
             )
         for trials in self.tuner_trials:
             lines += _render_tuning(trials)
@@ -110,6 +123,7 @@ class RunSummary:
         lines = [
             f"  eval accuracy:  {self.accuracy:.4f}",
             f"  baseline:       {baseline}",
+            *self._sharpness_lines(),
             f"  blessed:        {'yes' if self.blessed else 'no'}",
             *[f"    - {reason}" for reason in self.why],
             f"  pushed model:   {self.pushed_model or 'nothing pushed'}",
@@ -128,6 +142,20 @@ class RunSummary:
                 "5",
             ]
             lines.append(f"  classify:       {shlex.join(command)}")
+        return lines
+
+    def _sharpness_lines(self) -> list[str]:
+        if self.sharpness is None:
+            return []
+        report = self.sharpness
+        settings = report["settings"]
+        lines = [
+            f"  sharpness:      {_describe_sharpness(report['candidate'])}",
+            f"                  ({report['examples']} {report['split']} examples, "
+            f"rho {settings['rho']:g}; see {report['uri']})",
+        ]
+        if report["baseline"] is not None:
+            lines.append(f"  its baseline:   {_describe_sharpness(report['baseline'])}")
         return lines
 
 
@@ -185,7 +213,29 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
             # TFX writes outputs to <pipeline root>/<node id>/<output key>/<execution id>.
             node = os.path.basename(os.path.dirname(os.path.dirname(artifact.uri)))
             summary.training_logs[node] = artifact.uri
+        elif kind == SharpnessReport.TYPE_NAME:
+            summary.sharpness = _read_sharpness(artifact.uri)
+    if summary.sharpness is not None:
+        # The Pusher took the probe's blessing: the Evaluator's and the sharpness gate's.
+        gate = summary.sharpness["gate"]
+        summary.blessed = gate["blessed"]
+        summary.why += [f"sharpness: {reason}" for reason in gate["reasons"]]
     return summary
+
+
+def _read_sharpness(uri: str) -> dict:
+    with tfx.dsl.io.fileio.open(os.path.join(uri, REPORT_FILE)) as f:
+        return {**json.load(f), "uri": uri}
+
+
+def _describe_sharpness(measures: dict) -> str:
+    return (
+        f"top eigenvalue {measures['top_eigenvalue']:.4g}, "
+        f"trace {measures['trace']:.4g} ± {measures['trace_stderr']:.2g}, "
+        f"surrogate gap {measures['surrogate_gap']:.4g}, "
+        f"worst-case loss {measures['worst_case_loss']:.4g}, "
+        f"{measures['seconds']:.0f} s"
+    )
 
 
 def read_tuner_results(uri: str) -> list[dict]:

@@ -79,6 +79,7 @@ def run_pipeline(
     max_accuracy_drop=1.0,
     training=TRAINING,
     runner=None,
+    sharpness=None,
 ):
     layout = OutputLayout(str(output_dir))
     dag = pipeline.create_pipeline(
@@ -94,6 +95,7 @@ def run_pipeline(
             layout.metadata_path
         ),
         beam_pipeline_args=["--direct_running_mode=in_memory"],
+        sharpness=sharpness,
     )
     (runner or tfx.orchestration.LocalDagRunner()).run(dag)
     return layout

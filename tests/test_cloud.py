@@ -78,6 +78,38 @@ def test_vertex_json_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
     check_spec(spec)
 
 
+def test_vertex_json_with_sharpness_puts_the_probe_between_evaluator_and_pusher(tmp_path):
+    output = tmp_path / "pipeline.json"
+    vertex_runner.main(
+        ["--output-file", str(output), *COMMON_FLAGS, "--sharpness", "--max-top-eigenvalue", "250"]
+    )
+    document = json.loads(output.read_text())
+    json_format.ParseDict(document, pipeline_spec_pb2.PipelineJob())
+    spec = json_format.ParseDict(document["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    check_spec(spec, extra_components=["SharpnessProbe"])
+    probe = spec.root.dag.tasks["SharpnessProbe"]
+    producers = {
+        name: artifact.task_output_artifact.producer_task
+        for name, artifact in probe.inputs.artifacts.items()
+    }
+    assert producers == {
+        "model": "Trainer",
+        "examples": "ImportExampleGen",
+        "schema": "ValidationGate",
+        "baseline_model": f"{RESOLVER}-model-resolver",
+        "evaluator_blessing": "Evaluator",
+    }
+    parameters = {
+        name: value.runtime_value.constant_value for name, value in probe.inputs.parameters.items()
+    }
+    assert parameters["max_top_eigenvalue"].double_value == 250.0
+    assert "max_sharpness_increase" not in parameters
+    training = json.loads(parameters["training_config"].string_value)
+    assert TrainingConfig.from_dict(training).epochs == 7
+    pusher_blessing = spec.root.dag.tasks["Pusher"].inputs.artifacts["model_blessing"]
+    assert pusher_blessing.task_output_artifact.producer_task == "SharpnessProbe"
+
+
 def test_vertex_training_sends_the_trainer_to_vertex(tmp_path):
     output = tmp_path / "pipeline.json"
     vertex_runner.main(
@@ -228,6 +260,16 @@ def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
             "--data-root gs://bucket/data needs --data-format tfrecord or --data-format csv",
         ),
         (kubeflow_runner, [], "--output-file must end in .yaml"),
+        (
+            vertex_runner,
+            ["--max-top-eigenvalue", "5"],
+            "--max-top-eigenvalue gates the SharpnessProbe: add --sharpness",
+        ),
+        (
+            vertex_runner,
+            ["--sharpness", "--max-sharpness-increase", "-1"],
+            "max_sharpness_increase must be >= 0, got -1.0. (flag: --max-sharpness-increase)",
+        ),
     ],
 )
 def test_bad_flags_are_named_before_compiling(runner, argv, message, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -96,6 +97,31 @@ def test_export_refuses_an_existing_dir_and_leaves_nothing_when_it_fails(tmp_pat
     with pytest.raises(OSError, match="disk full"):
         export.export_serving_model(model, config, tabular_schema(), str(tmp_path / "new"))
     assert os.listdir(tmp_path) == ["taken"]
+
+
+def test_keras_model_beside_the_serving_export(tmp_path, monkeypatch):
+    config = TrainingConfig(model="mlp")
+    model = build_model(config, 3, (3,))
+    path = export.keras_model_path(str(tmp_path / "model"))
+    assert path == str(tmp_path / "model" / "Format-Keras" / "model.keras")
+
+    export.export_keras_model(model, path)
+
+    inputs = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded(inputs), model(inputs), atol=1e-6)
+    assert os.listdir(os.path.dirname(path)) == ["model.keras"]
+    with pytest.raises(ValueError, match="already exists"):
+        export.export_keras_model(model, path)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tf.io.gfile, "rename", fail)
+    other = str(tmp_path / "other" / "model.keras")
+    with pytest.raises(OSError, match="disk full"):
+        export.export_keras_model(model, other)
+    assert os.listdir(tmp_path / "other") == []
 
 
 def test_tfma_tf_generic_evaluates_the_exported_model(tmp_path):

@@ -11,6 +11,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import path_utils, proto_utils
 
 from components import atomic_pusher
+from components.sharpness_probe import ProbeSettings
 from components.validation_gate import find_anomalies
 from pipelines import configs, options, pipeline
 from tests.pipeline_support import ALL_NODES
@@ -32,6 +33,26 @@ def test_the_dag_has_every_component_and_edge(tmp_path):
     assert json.loads(trainer.exec_properties["custom_config"]) == {
         "training": configs.TRAINING.to_dict()
     }
+
+
+def test_the_sharpness_probe_sits_between_the_evaluator_and_the_pusher(tmp_path):
+    dag = build(tmp_path, sharpness=ProbeSettings(max_top_eigenvalue=5.0))
+    nodes = {node.id: node for node in dag.components}
+    assert set(nodes) == ALL_NODES | {"SharpnessProbe"}
+    upstream = {name: {node.id for node in nodes[name].upstream_nodes} for name in nodes}
+    assert upstream["SharpnessProbe"] == {
+        "ImportExampleGen",
+        "ValidationGate",
+        "Trainer",
+        "latest_blessed_model_resolver",
+        "Evaluator",
+    }
+    assert upstream["Pusher"] == {"Trainer", "SharpnessProbe"}
+    probe = nodes["SharpnessProbe"]
+    assert probe.exec_properties["max_top_eigenvalue"] == 5.0
+    assert json.loads(probe.exec_properties["training_config"]) == configs.TRAINING.to_dict()
+    with pytest.raises(ValueError, match="sharpness must be a ProbeSettings, got dict"):
+        build(tmp_path, sharpness={"max_top_eigenvalue": 5.0})
 
 
 def test_without_a_schema_it_is_inferred(tmp_path):
@@ -138,6 +159,16 @@ class TestCommandLine:
         )
         assert config.effective_alpha == 0.0
         assert dag.pipeline_info.pipeline_root == "/tmp/out/pipeline"
+        assert "SharpnessProbe" not in [node.id for node in dag.components]
+
+    def test_sharpness_flags_reach_the_probe(self):
+        parser, args = self.parse(
+            "--sharpness", "--max-top-eigenvalue", "100", "--max-sharpness-increase", "0.2"
+        )
+        dag = options.build_local(args, parser)
+        [probe] = [node for node in dag.components if node.id == "SharpnessProbe"]
+        assert probe.exec_properties["max_top_eigenvalue"] == 100.0
+        assert probe.exec_properties["max_sharpness_increase"] == 0.2
 
     @pytest.mark.parametrize(
         "argv, flag",
@@ -149,6 +180,7 @@ class TestCommandLine:
             (["--data-root", "/nonexistent"], "--data-root"),
             (["--image-shape", "32x32x2"], "--image-shape"),
             (["--output-dir", "gs://bucket/out"], "--output-dir, --metadata-path"),
+            (["--sharpness", "--max-sharpness-increase", "-1"], "--max-sharpness-increase"),
         ],
     )
     def test_bad_values_exit_naming_the_flag(self, argv, flag, capsys):

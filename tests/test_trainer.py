@@ -3,12 +3,13 @@
 import glob
 import os
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests import trainer_examples
-from trainer import task
+from trainer import data, export, task
 from trainer.config import TrainingConfig
 
 
@@ -54,7 +55,15 @@ def test_gsam_training_logs_gsam_metrics_and_exports_inner_model(tmp_path, capsy
         assert name in output
     signature = tf.saved_model.load(serving_dir).signatures["serving_default"]
     assert set(signature.structured_input_signature[1]) == {"examples"}
-    assert_probabilities(trainer_examples.serve(serving_dir, splits["eval"]), 16, 10)
+    served = trainer_examples.serve(serving_dir, splits["eval"])
+    assert_probabilities(served, 16, 10)
+    # The Keras model beside the serving export is the same inner model.
+    keras_model = keras.saving.load_model(export.keras_model_path(os.path.dirname(serving_dir)))
+    assert keras_model.name == "resnet"
+    schema = data.load_schema(trainer_examples.SAMPLE_SCHEMA)
+    features = tf.io.parse_example(splits["eval"], data.parse_spec(config, schema))
+    inputs = data.features_to_inputs(features, config, schema)
+    np.testing.assert_allclose(keras_model(inputs, training=False), served, atol=1e-5)
 
 
 def test_sam_training_of_mlp_on_tabular_features(tmp_path):

@@ -5,7 +5,8 @@ Tuner upstream (`hyperparameters=tuner.outputs["best_hyperparameters"]`), its be
 laid over that config (trainer/search_space.py).
 `run_fn` reads the data through the Trainer's DataAccessor, builds the model,
 trains it plainly or with GSAM/SAM, and exports the inner model's serving
-SavedModel to `fn_args.serving_model_dir`.
+SavedModel to `fn_args.serving_model_dir` and, beside it in the same Model artifact, the
+Keras model itself (`trainer.export.keras_model_path`, read by the SharpnessProbe).
 
 Steps per epoch, first match wins:
 
@@ -44,7 +45,7 @@ from absl import logging
 from trainer import data, export, history, multi_worker, search_space
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
-from trainer.model import build_model
+from trainer.model import build_model, training_loss
 
 SGD_MOMENTUM = 0.9
 MULTI_WORKER_SHUFFLE_SEED = 20220420
@@ -93,6 +94,9 @@ def run_fn(fn_args) -> None:
         _fit(trained, fn_args, config, schema, steps_per_epoch)
     if multi_worker.is_chief():
         export.export_serving_model(model, config, schema, fn_args.serving_model_dir)
+        # The Model artifact's folder holds Format-Serving; the Keras model goes beside it.
+        model_uri = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
+        export.export_keras_model(model, export.keras_model_path(model_uri))
     else:
         # Every worker takes part in saving a distributed model; only the
         # chief's copy is kept.
@@ -125,7 +129,7 @@ def compile_for_training(
     trained = wrap_for_training(model, config, input_shape, lr_max, lr_min)
     trained.compile(
         optimizer=make_optimizer(config, learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
+        loss=training_loss(),
         metrics=[keras.metrics.SparseCategoricalAccuracy()],
     )
     return model, trained
