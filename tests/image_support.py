@@ -12,6 +12,7 @@ import importlib
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -32,17 +33,25 @@ class Image:
     cli: str
 
     def run(self, *command: str, mounts=(), entrypoint=None, workdir=None, timeout=900):
-        """`docker run` of `command`; each of `mounts` is bound at its own path."""
-        args = [self.cli, "run", "--rm"]
+        """`docker run` of `command`; each of `mounts` is bound at its own path.
+
+        A run past `timeout` removes its container, which would outlive the CLI otherwise.
+        """
+        name = f"gsam-tfx-test-{uuid.uuid4().hex[:12]}"
+        args = [self.cli, "run", "--rm", "--name", name]
         for mount in mounts:
             args += ["--volume", f"{mount}:{mount}"]
         if entrypoint:
             args += ["--entrypoint", entrypoint]
         if workdir:
             args += ["--workdir", workdir]
-        return subprocess.run(
-            args + [self.tag, *command], capture_output=True, text=True, timeout=timeout
-        )
+        try:
+            return subprocess.run(
+                args + [self.tag, *command], capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            subprocess.run([self.cli, "rm", "--force", name], capture_output=True)
+            raise
 
 
 def image_under_test() -> Image:
