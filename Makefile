@@ -18,7 +18,10 @@ COMPARE_SETTINGS := --compare --methods plain,sam,gsam --seeds 3 --label-noise 0
 	--rho-max 0.2 --rho-min 0.2 --epochs 10 \
 	--output-dir compare-output --pipeline-name gsam-tfx-compare
 
-.PHONY: demo compare test bench env lock prune
+# make image IMAGE_ARGS="--tf-package 'tensorflow[and-cuda]'" passes flags to build_image.py.
+IMAGE_ARGS ?=
+
+.PHONY: demo compare test image bench env lock prune
 
 # The whole pipeline on the embedded Fashion-MNIST sample, then a summary of the run.
 demo:
@@ -29,8 +32,14 @@ demo:
 compare:
 	$(IN_ENV) python -m pipelines.local_runner $(COMPARE_SETTINGS) $(COMPARE_ARGS)
 
+# The suite runs while scripts/build_image.py holds a Docker daemon and the image (built, or
+# reused when its inputs are unchanged); without Docker the image tests skip, saying why.
 test:
-	$(IN_ENV) python -m pytest $(PYTEST_ARGS)
+	python3 scripts/build_image.py --allow-no-docker -- $(IN_ENV) python -m pytest $(PYTEST_ARGS)
+
+# The Docker image, gsam-tfx:<hash of its inputs>; prints the tag and the size.
+image:
+	python3 scripts/build_image.py $(IMAGE_ARGS)
 
 # Step time and peak memory of plain Keras, SAM and GSAM; a table, and bench/results/*.json.
 bench:

@@ -65,6 +65,10 @@ SMOKE_IMPORTS = (
     "apache_beam, kfp, ml_metadata"
 )
 ACTIVE_ENV_VARIABLE = "GSAM_TFX_ACTIVE_ENV"
+# Set by scripts/build_image.py for the image tests: the host's docker CLI, which the rootfs
+# sandbox sees, with the daemon's socket, under SANDBOX_DOCKER_DIR.
+DOCKER_CLI_VARIABLE = "GSAM_TFX_DOCKER"
+SANDBOX_DOCKER_DIR = "/run/gsam-tfx-host"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Host pip settings that point at host-only paths.
 DROPPED_VARIABLES = ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT", "PYTHONHOME")
@@ -334,23 +338,8 @@ def _relocate_venv(venv: Path, target: Path) -> None:
 
 
 def _build_rootfs(staging: Path) -> None:
-    _ensure_host_tools()
-    mirror = os.environ.get("GSAM_TFX_DEBIAN_MIRROR", DEFAULT_MIRROR)
-    # A private mount namespace: debootstrap's /proc and /sys mounts die with it, even if killed.
-    _run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "debootstrap",
-            "--variant=minbase",
-            "--include=python3,python3-venv,python3-pip,ca-certificates",
-            DEBIAN_SUITE,
-            str(staging),
-            mirror,
-        ]
-    )
+    install_host_tools({"debootstrap": "debootstrap", "bwrap": "bubblewrap"})
+    debootstrap(staging, include=("python3", "python3-venv", "python3-pip", "ca-certificates"))
     for host_file in ("/etc/ssl/certs/ca-certificates.crt", "/etc/resolv.conf"):
         if os.path.exists(host_file):
             shutil.copy(host_file, staging / host_file.lstrip("/"), follow_symlinks=True)
@@ -368,12 +357,22 @@ def _build_rootfs(staging: Path) -> None:
     )
 
 
-def _ensure_host_tools() -> None:
-    missing = [
-        pkg
-        for tool, pkg in (("debootstrap", "debootstrap"), ("bwrap", "bubblewrap"))
-        if shutil.which(tool) is None
-    ]
+def debootstrap(target: Path, include: tuple[str, ...] = ()) -> None:
+    """Makes a minimal Debian 13 root at `target`, from $GSAM_TFX_DEBIAN_MIRROR if set."""
+    install_host_tools({"debootstrap": "debootstrap"})
+    mirror = os.environ.get("GSAM_TFX_DEBIAN_MIRROR", DEFAULT_MIRROR)
+    packages = [f"--include={','.join(include)}"] if include else []
+    # A private mount namespace: debootstrap's /proc and /sys mounts die with it, even if killed.
+    _run(
+        ["unshare", "--mount", "--propagation", "private", "debootstrap", "--variant=minbase"]
+        + packages
+        + [DEBIAN_SUITE, str(target), mirror]
+    )
+
+
+def install_host_tools(tools: dict[str, str]) -> None:
+    """Installs with apt-get the packages of those `tools` (command: package) not on PATH."""
+    missing = [package for tool, package in tools.items() if shutil.which(tool) is None]
     if missing:
         _log(f"installing {' '.join(missing)} with apt-get")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -494,8 +493,33 @@ def bwrap_command(rootfs: Path, command: list[str], view: HostView | None = None
         args += ["--bind", path, path.replace("/var/run/", "/run/", 1)]
     for path in view.read_only:
         args += ["--ro-bind", path, path]
+    args += _docker_binds()
     args += ["--die-with-parent", "--chdir", view.cwd, "--setenv", "HOME", view.home or "/root"]
     return args + ["--"] + command
+
+
+def _docker_binds() -> list[str]:
+    """The host's docker CLI and daemon socket, when $GSAM_TFX_DOCKER names the CLI.
+
+    They go under a tmpfs /run, so that no mount point is left behind in the root.
+    """
+    cli = os.environ.get(DOCKER_CLI_VARIABLE)
+    if not cli:
+        return []
+    inside = f"{SANDBOX_DOCKER_DIR}/docker"
+    args = ["--tmpfs", "/run", "--ro-bind", cli, inside, "--setenv", DOCKER_CLI_VARIABLE, inside]
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://"):  # tcp:// daemons are reached through the shared network
+        socket = f"{SANDBOX_DOCKER_DIR}/docker.sock"
+        args += [
+            "--bind",
+            host[len("unix://") :],
+            socket,
+            "--setenv",
+            "DOCKER_HOST",
+            f"unix://{socket}",
+        ]
+    return args
 
 
 def command_in_env(

@@ -10,6 +10,7 @@ import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.types import artifact_utils
 
 from pipelines import configs, pipeline
 from pipelines.options import OutputLayout
@@ -101,16 +102,42 @@ def run_pipeline(
     return layout
 
 
+def _store(layout):
+    config = tfx.orchestration.metadata.sqlite_metadata_connection_config(layout.metadata_path)
+    return metadata_store.MetadataStore(config)
+
+
 def executed_nodes(layout):
     """Node ids with a completed execution, per the metadata store."""
-    config = tfx.orchestration.metadata.sqlite_metadata_connection_config(layout.metadata_path)
-    store = metadata_store.MetadataStore(config)
+    store = _store(layout)
     done = set()
     for context in store.get_contexts_by_type("node"):
         executions = store.get_executions_by_context(context.id)
         if any(e.last_known_state == metadata_store_pb2.Execution.COMPLETE for e in executions):
             done.add(context.name.split(".", 1)[1])
     return done
+
+
+def node_outputs(layout, node, key):
+    """The artifacts that `node`'s last completed execution output under `key`."""
+    store = _store(layout)
+    [context] = [c for c in store.get_contexts_by_type("node") if c.name.endswith(f".{node}")]
+    last = max(
+        (
+            e
+            for e in store.get_executions_by_context(context.id)
+            if e.last_known_state == metadata_store_pb2.Execution.COMPLETE
+        ),
+        key=lambda execution: execution.id,
+    )
+    ids = [
+        event.artifact_id
+        for event in store.get_events_by_execution_ids([last.id])
+        if event.type == metadata_store_pb2.Event.OUTPUT and event.path.steps[0].key == key
+    ]
+    artifacts = store.get_artifacts_by_id(ids)
+    types = {t.id: t for t in store.get_artifact_types_by_id({a.type_id for a in artifacts})}
+    return [artifact_utils.deserialize_artifact(types[a.type_id], a) for a in artifacts]
 
 
 def versions(layout):

@@ -232,6 +232,34 @@ def test_command_in_env_for_the_root_binds_the_checkout():
     assert "PIP_FIND_LINKS" not in env
 
 
+@pytest.mark.parametrize(
+    "docker_host, socket",
+    [(None, "/var/run/docker.sock"), ("unix:///srv/d.sock", "/srv/d.sock"), ("tcp://h:2375", None)],
+)
+def test_the_root_sees_the_docker_cli_and_socket_it_is_given(monkeypatch, docker_host, socket):
+    monkeypatch.delenv(provision.DOCKER_CLI_VARIABLE, raising=False)
+    assert "/run" not in provision.bwrap_command(Path("/cache/rootfs-k"), ["true"])
+    monkeypatch.setenv(provision.DOCKER_CLI_VARIABLE, "/usr/bin/docker")
+    if docker_host:
+        monkeypatch.setenv("DOCKER_HOST", docker_host)
+    else:
+        monkeypatch.delenv("DOCKER_HOST", raising=False)
+    argv = provision.bwrap_command(Path("/cache/rootfs-k"), ["true"])
+    inside = provision.SANDBOX_DOCKER_DIR
+    assert argv[argv.index("--tmpfs", argv.index("/tmp")) :][:2] == ["--tmpfs", "/run"]
+    assert ["--ro-bind", "/usr/bin/docker", f"{inside}/docker"] in windows(argv, 3)
+    assert ["--setenv", provision.DOCKER_CLI_VARIABLE, f"{inside}/docker"] in windows(argv, 3)
+    if socket:
+        assert ["--bind", socket, f"{inside}/docker.sock"] in windows(argv, 3)
+        assert ["--setenv", "DOCKER_HOST", f"unix://{inside}/docker.sock"] in windows(argv, 3)
+    else:
+        assert "DOCKER_HOST" not in argv  # a tcp:// daemon is reached over the shared network
+
+
+def windows(items, size):
+    return [items[i : i + size] for i in range(len(items) - size + 1)]
+
+
 def test_in_env_without_a_command_is_a_clear_error():
     result = subprocess.run([str(REPO / "scripts" / "in-env")], capture_output=True, text=True)
     assert result.returncode == 1
