@@ -12,10 +12,10 @@ BENCH_ARGS ?=
 # make compare COMPARE_ARGS="--seeds 5" passes flags to the comparison run (they win).
 COMPARE_ARGS ?=
 # The comparison's settings, chosen by measuring (README, "Does it help on my data?"): 30%
-# symmetric label noise, Adam at a constant 1e-3, rho 0.2, 10 epochs, 3 seeds per method.
+# symmetric label noise, Adam at a constant 1e-3, rho 0.2, 8 epochs, 3 seeds per method.
 COMPARE_SETTINGS := --compare --methods plain,sam,gsam --seeds 3 --label-noise 0.3 \
 	--base-optimizer adam --learning-rate 0.001 --lr-schedule constant \
-	--rho-max 0.2 --rho-min 0.2 --epochs 10 \
+	--rho-max 0.2 --rho-min 0.2 --epochs 8 \
 	--output-dir compare-output --pipeline-name gsam-tfx-compare
 
 # make image IMAGE_ARGS="--tf-package 'tensorflow[and-cuda]'" passes flags to build_image.py.
