@@ -60,6 +60,11 @@ class TrainingHistory(keras.callbacks.Callback):
         self._steps = 0
         self._epoch_start = 0.0
 
+    def resume(self, epochs: list[dict]) -> None:
+        """Continues the history of an interrupted run, whose `epochs` were recorded already."""
+        self.epochs = list(epochs)
+        self._steps = self.epochs[-1]["steps"] if self.epochs else 0
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
 

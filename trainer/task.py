@@ -37,7 +37,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from trainer import data, export, history, multi_worker
+from trainer import data, export, history, multi_worker, resume
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
 from trainer.model import build_model
@@ -52,7 +52,7 @@ def run_fn(fn_args) -> None:
     Args:
         fn_args: the Trainer's `tfx.components.FnArgs`; reads `custom_config`, `schema_path`,
             `train_files`, `eval_files`, `train_steps`, `eval_steps`, `data_accessor`,
-            `model_run_dir` (TensorBoard logs, backups, `history.json`) and `serving_model_dir`
+            `model_run_dir` (TensorBoard logs, `history.json`; backups beside it, trainer/resume.py) and `serving_model_dir`
             (export).
     """
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
@@ -90,6 +90,7 @@ def run_fn(fn_args) -> None:
         _fit(trained, fn_args, config, schema, steps_per_epoch)
     if multi_worker.is_chief():
         export.export_serving_model(model, config, schema, fn_args.serving_model_dir)
+        resume.remove_backup(resume.backup_dir(fn_args))
     else:
         # Every worker takes part in saving a distributed model; only the
         # chief's copy is kept.
@@ -124,7 +125,7 @@ def wrap_for_training(model, config: TrainingConfig, input_shape, lr_max, lr_min
         adaptive=config.adaptive,
         **lr_bounds,
     )
-    # BackupAndRestore needs a built model.
+    # Restoring a backup needs a built model.
     trained.build((None, *input_shape))
     return trained
 
@@ -146,6 +147,11 @@ def _fit(trained, fn_args, config, schema, steps_per_epoch):
         training=False,
         num_batches=eval_batches(fn_args, config, schema),
     )
+    training_history = history.TrainingHistory(
+        os.path.join(fn_args.model_run_dir, history.HISTORY_FILE),
+        config,
+        hparams_dir=os.path.join(fn_args.model_run_dir, "hparams"),
+    )
     trained.fit(
         train_dataset,
         epochs=config.epochs,
@@ -155,13 +161,9 @@ def _fit(trained, fn_args, config, schema, steps_per_epoch):
         verbose=2,
         callbacks=[
             keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-            history.TrainingHistory(
-                os.path.join(fn_args.model_run_dir, history.HISTORY_FILE),
-                config,
-                hparams_dir=os.path.join(fn_args.model_run_dir, "hparams"),
-            ),
-            keras.callbacks.BackupAndRestore(
-                backup_dir=os.path.join(fn_args.model_run_dir, "backup")
+            training_history,
+            resume.EpochBackup(
+                resume.backup_dir(fn_args), epochs=config.epochs, history=training_history
             ),
         ],
     )
@@ -192,6 +194,12 @@ def _fit_multi_worker(trained, fn_args, config, schema, strategy, steps_per_epoc
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         log=logging.info,
+        backup=resume.WorkerCheckpoints(
+            trained,
+            resume.backup_dir(fn_args),
+            chief=multi_worker.is_chief(),
+            task_id=strategy.cluster_resolver.task_id,
+        ),
     )
     if multi_worker.is_chief():
         with tf.summary.create_file_writer(
