@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                 workers=args.workers,
             )
     path = cloud.compile_pipeline(
-        cloud.build(args, parser, vertex_training), args.image, args.output_file
+        cloud.build(args, parser, vertex_training), args.image, args.output_file, args.trainer_retries
     )
     print(f"compiled {path}")
     if args.submit:
