@@ -5,7 +5,7 @@ import sys
 from absl import logging
 from tfx.orchestration import tfx_runner
 
-from pipelines import options, summary
+from pipelines import options, run_lock, summary
 
 
 def run(runner: tfx_runner.TfxRunner, description: str, argv: list[str] | None = None) -> int:
@@ -16,6 +16,7 @@ def run(runner: tfx_runner.TfxRunner, description: str, argv: list[str] | None =
     parser = options.local_parser(description)
     args = parser.parse_args(options.command_line(argv))
     dag = options.build_local(args, parser)
+    runner = run_lock.LockedRunner(runner, run_lock.lock_path(args.output_dir, args.metadata_path))
     logging.set_verbosity(logging.INFO)
     try:
         runner.run(dag)
