@@ -113,6 +113,7 @@ def build(
             vertex_training=vertex_training,
             comparison=options.comparison_spec(args),
             enable_cache=args.enable_cache,
+            stock_resolver=True,
         )
 
 

@@ -33,6 +33,7 @@ from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 
 from components.atomic_pusher import AtomicPusher
+from components.baseline_resolver import BaselineBeforeCandidateStrategy
 from components.comparison_report import comparison_report
 from components.label_noise import LabelNoise
 from components.validation_gate import ValidationGate
@@ -63,6 +64,7 @@ def create_pipeline(
     vertex_training: dict[str, Any] | None = None,
     enable_cache: bool = False,
     comparison: ComparisonSpec | None = None,
+    stock_resolver: bool = False,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline; every value is checked here, before anything runs.
 
@@ -83,6 +85,9 @@ def create_pipeline(
         comparison: when set, the comparison variant: one Trainer and Evaluator per method and
             seed (`training` with each method's optimizer), optional label noise before them,
             and a ComparisonReport whose winning model goes on to the release stage.
+        enable_cache: reuse the outputs of steps whose inputs and settings are unchanged.
+        stock_resolver: the baseline from TFX's LatestBlessedModelStrategy (needed by
+            KubeflowV2DagRunner) rather than the latest model blessed before the candidate.
     """
     check_settings(training, data_root, data_format, accuracy_threshold, max_accuracy_drop)
     if comparison is not None and not isinstance(comparison, ComparisonSpec):
@@ -103,6 +108,7 @@ def create_pipeline(
         accuracy_threshold=accuracy_threshold,
         max_accuracy_drop=max_accuracy_drop,
         serving_model_dir=serving_model_dir,
+        stock_resolver=stock_resolver,
     )
     return assemble(
         pipeline_name=pipeline_name,
@@ -291,13 +297,28 @@ def release_stage(
     accuracy_threshold: float,
     max_accuracy_drop: float,
     serving_model_dir: str,
+    stock_resolver: bool = False,
 ) -> ReleaseStage:
-    """LatestBlessedModel resolver -> Evaluator (candidate vs baseline) -> AtomicPusher."""
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+    """Baseline resolver -> Evaluator (candidate vs baseline) -> AtomicPusher.
+
+    The baseline is the latest model blessed before the candidate was trained
+    (components/baseline_resolver.py), so a cached rerun evaluates and pushes nothing new;
+    `stock_resolver` uses TFX's LatestBlessedModelStrategy instead, the one KubeflowV2DagRunner
+    compiles.
+    """
+    history = dict(
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    )
+    if stock_resolver:
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **history
+        )
+    else:
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=BaselineBeforeCandidateStrategy, candidate=model, **history
+        )
+    model_resolver = model_resolver.with_id("latest_blessed_model_resolver")
     evaluator = evaluator_component(
         examples,
         model,
