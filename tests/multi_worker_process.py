@@ -131,4 +131,5 @@ def train_with_run_fn(output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    {"loop": train_with_the_loop, "run_fn": train_with_run_fn, "resume": train_with_backups}[sys.argv[1]](sys.argv[2])
+    modes = {"loop": train_with_the_loop, "run_fn": train_with_run_fn, "resume": train_with_backups}
+    modes[sys.argv[1]](sys.argv[2])

@@ -74,6 +74,17 @@ def test_resumed_training_matches_uninterrupted_training(tmp_path):
     )
 
 
+def test_a_run_killed_after_its_last_epoch_resumes_with_its_whole_history(tmp_path):
+    lines = []
+    backup_dir = str(tmp_path / "b")
+    _, trained_history = train(tmp_path, "killed", backup_dir, lines=lines)
+    resumed, resumed_history = train(tmp_path, "resumed", backup_dir, lines=lines)
+
+    assert lines == [f"resuming from epoch 4 of 4 ({resume.epoch_folder(backup_dir, 4)})"]
+    assert int(resumed.optimizer.iterations) == 16
+    assert resumed_history == trained_history
+
+
 def fn_args(**changes):
     values = dict(
         train_files=["/root/ExampleGen/examples/1/Split-train/*"],

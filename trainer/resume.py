@@ -26,12 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from typing import Callable
 
 import keras
 import tensorflow as tf
 from absl import logging
+
+from trainer import history as training_history
 
 RESUME_FOLDER = "resume"
 MARKER_FILE = "complete.json"
@@ -78,11 +79,8 @@ def latest_backup(directory: str) -> tuple[str, dict] | None:
 
 
 def write_marker(folder: str, content: dict) -> None:
-    """Writes `folder`'s marker atomically, last: a temporary sibling renamed into place."""
-    temp_path = os.path.join(folder, f"{MARKER_FILE}.tmp-{uuid.uuid4().hex}")
-    with tf.io.gfile.GFile(temp_path, "w") as file:
-        json.dump(content, file)
-    tf.io.gfile.rename(temp_path, os.path.join(folder, MARKER_FILE), overwrite=True)
+    """Writes `folder`'s marker, last and atomically."""
+    training_history.write_json(os.path.join(folder, MARKER_FILE), content)
 
 
 def epoch_folder(directory: str, epoch: int) -> str:

@@ -52,8 +52,8 @@ def run_fn(fn_args) -> None:
     Args:
         fn_args: the Trainer's `tfx.components.FnArgs`; reads `custom_config`, `schema_path`,
             `train_files`, `eval_files`, `train_steps`, `eval_steps`, `data_accessor`,
-            `model_run_dir` (TensorBoard logs, `history.json`; backups beside it, trainer/resume.py) and `serving_model_dir`
-            (export).
+            `model_run_dir` (TensorBoard logs, `history.json`; resume backups beside it, see
+            trainer/resume.py) and `serving_model_dir` (export).
     """
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
     if config.seed is not None:
