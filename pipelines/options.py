@@ -416,7 +416,20 @@ def local_parser(description: str) -> argparse.ArgumentParser:
     add_blessing_arguments(parser)
     add_sharpness_arguments(parser)
     add_beam_arguments(parser)
+    add_cache_argument(parser, default=False)
     return parser
+
+
+def add_cache_argument(parser: argparse.ArgumentParser, default: bool) -> None:
+    """`--enable-cache` / `--no-enable-cache`: whether unchanged steps reuse their outputs."""
+    parser.add_argument(
+        "--enable-cache",
+        action=argparse.BooleanOptionalAction,
+        default=default,
+        help="reuse the outputs of steps whose inputs and settings are unchanged; a rerun then "
+        "trains, evaluates and pushes nothing new, and a preempted Trainer rerun resumes "
+        "(default: %(default)s)",
+    )
 
 
 def training_config(args: argparse.Namespace, data_format: str) -> TrainingConfig:
@@ -472,6 +485,7 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
             beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
             comparison=comparison_spec(args),
             sharpness=sharpness_settings(args, parser),
+            enable_cache=args.enable_cache,
         )
 
 

@@ -35,6 +35,7 @@ from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 
 from components.atomic_pusher import AtomicPusher
+from components.baseline_resolver import BaselineBeforeCandidateStrategy
 from components.comparison_report import comparison_report
 from components.label_noise import LabelNoise
 from components.sharpness_probe import ProbeSettings, probe_component
@@ -72,6 +73,7 @@ def create_pipeline(
     sharpness: ProbeSettings | None = None,
     enable_cache: bool = False,
     comparison: ComparisonSpec | None = None,
+    stock_resolver: bool = False,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline; every value is checked here, before anything runs.
 
@@ -100,6 +102,9 @@ def create_pipeline(
         sharpness: when set, a SharpnessProbe measures the candidate (and the baseline) after
             the Evaluator, and the Pusher takes its blessing (see
             `components/sharpness_probe.py`).
+        enable_cache: reuse the outputs of steps whose inputs and settings are unchanged.
+        stock_resolver: the baseline from TFX's LatestBlessedModelStrategy (needed by
+            KubeflowV2DagRunner) rather than the latest model blessed before the candidate.
     """
     check_settings(training, data_root, data_format, accuracy_threshold, max_accuracy_drop)
     check_tuning(tuning, training, vertex_training, parallel_trials)
@@ -140,6 +145,7 @@ def create_pipeline(
         max_accuracy_drop=max_accuracy_drop,
         serving_model_dir=serving_model_dir,
         sharpness=None if sharpness is None else SharpnessInputs(sharpness, data.schema, training),
+        stock_resolver=stock_resolver,
     )
     return assemble(
         pipeline_name=pipeline_name,
@@ -433,15 +439,30 @@ def release_stage(
     max_accuracy_drop: float,
     serving_model_dir: str,
     sharpness: SharpnessInputs | None = None,
+    stock_resolver: bool = False,
 ) -> ReleaseStage:
-    """LatestBlessedModel resolver -> Evaluator (candidate vs baseline) [-> SharpnessProbe]
+    """Baseline resolver -> Evaluator (candidate vs baseline) [-> SharpnessProbe]
     -> AtomicPusher. With `sharpness`, the Pusher takes the probe's blessing, which requires
-    the Evaluator's."""
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+    the Evaluator's.
+
+    The baseline is the latest model blessed before the candidate was trained
+    (components/baseline_resolver.py), so a cached rerun evaluates and pushes nothing new;
+    `stock_resolver` uses TFX's LatestBlessedModelStrategy instead, the one KubeflowV2DagRunner
+    compiles.
+    """
+    history = dict(
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    )
+    if stock_resolver:
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **history
+        )
+    else:
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=BaselineBeforeCandidateStrategy, candidate=model, **history
+        )
+    model_resolver = model_resolver.with_id("latest_blessed_model_resolver")
     evaluator = evaluator_component(
         examples,
         model,

@@ -2,7 +2,7 @@
 
 from tfx.orchestration import tfx_runner
 
-from pipelines import console, options
+from pipelines import console, options, run_lock
 
 
 def run(runner: tfx_runner.TfxRunner, description: str, argv: list[str] | None = None) -> int:
@@ -13,6 +13,7 @@ def run(runner: tfx_runner.TfxRunner, description: str, argv: list[str] | None =
     parser = options.local_parser(description)
     args = parser.parse_args(options.command_line(argv))
     dag = options.build_local(args, parser)
+    runner = run_lock.LockedRunner(runner, run_lock.lock_path(args.output_dir, args.metadata_path))
     return console.run_pipeline(
         runner,
         dag,

@@ -60,11 +60,8 @@ def main(argv=None) -> int:
                 accelerator_count=args.accelerator_count,
                 workers=args.workers,
             )
-    path = cloud.compile_pipeline(
-        cloud.build(args, parser, vertex_training, args.parallel_trials),
-        args.image,
-        args.output_file,
-    )
+    dag = cloud.build(args, parser, vertex_training, args.parallel_trials)
+    path = cloud.compile_pipeline(dag, args.image, args.output_file, args.trainer_retries)
     print(f"compiled {path}")
     if args.submit:
         with options.flag_errors(parser):

@@ -271,19 +271,23 @@ def test_the_gate_reports_every_anomaly_by_split(tmp_path):
 
 
 class TestAtomicPusher:
-    def push(self, tmp_path, blessed=True):
+    def push(self, tmp_path, blessed=True, name="model", fingerprint=None):
+        """Pushes a stand-in SavedModel `name`; with `fingerprint`, its fingerprint.pb."""
         model = standard_artifacts.Model()
-        model.uri = str(tmp_path / "model")
+        model.uri = str(tmp_path / name)
         serving = path_utils.serving_model_path(model.uri)
         os.makedirs(os.path.join(serving, "variables"))
-        for name in ("saved_model.pb", "variables/variables.index"):
-            with open(os.path.join(serving, name), "w") as file:
-                file.write(name)
+        files = {"saved_model.pb": name, "variables/variables.index": name}
+        if fingerprint is not None:
+            files[atomic_pusher.FINGERPRINT_FILE] = fingerprint
+        for file_name, content in files.items():
+            with open(os.path.join(serving, file_name), "w") as file:
+                file.write(content)
         blessing = standard_artifacts.ModelBlessing()
         blessing.uri = str(tmp_path / "blessing")
         blessing.set_int_custom_property("blessed", int(blessed))
         pushed = standard_artifacts.PushedModel()
-        pushed.uri = str(tmp_path / "pushed")
+        pushed.uri = str(tmp_path / f"pushed-{name}")
         destination = tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=str(tmp_path / "serving")
@@ -308,6 +312,22 @@ class TestAtomicPusher:
         assert pushed.get_string_custom_property("pushed_destination") == str(
             tmp_path / "serving" / version
         )
+
+    def test_the_same_model_pushed_twice_keeps_one_version(self, tmp_path):
+        first = self.push(tmp_path, fingerprint="fingerprint-a")
+        again = self.push(tmp_path, name="same-model-again", fingerprint="fingerprint-a")
+        [version] = os.listdir(tmp_path / "serving")
+        assert again.get_int_custom_property("pushed") == 1
+        assert again.get_string_custom_property("pushed_destination") == str(
+            tmp_path / "serving" / version
+        )
+        assert first.get_string_custom_property("pushed_version") == version
+        assert again.get_string_custom_property("pushed_version") == version
+
+    def test_a_different_model_gets_a_new_version(self, tmp_path):
+        self.push(tmp_path, fingerprint="fingerprint-a")
+        self.push(tmp_path, name="other", fingerprint="fingerprint-b")
+        assert len(os.listdir(tmp_path / "serving")) == 2
 
     def test_an_unblessed_model_is_not_pushed(self, tmp_path):
         pushed = self.push(tmp_path, blessed=False)

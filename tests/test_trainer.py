@@ -36,7 +36,8 @@ def test_plain_training_exports_serving_model_and_tensorboard_logs(tmp_path):
     assert_probabilities(trainer_examples.serve(serving_dir, splits["eval"][:5]), 5, 10)
     assert glob.glob(os.path.join(run_dir, "train", "events.out.tfevents.*"))
     assert glob.glob(os.path.join(run_dir, "validation", "events.out.tfevents.*"))
-    assert not os.path.exists(os.path.join(run_dir, "backup"))  # removed after success
+    # The resume backup is removed after the export.
+    assert os.listdir(os.path.join(os.path.dirname(run_dir), "resume")) == []
     assert not glob.glob(serving_dir + ".tmp-*")
 
 

@@ -60,6 +60,15 @@ class TrainingHistory(keras.callbacks.Callback):
         self._steps = 0
         self._epoch_start = 0.0
 
+    def resume(self, epochs: list[dict]) -> None:
+        """Continues the history of an interrupted run, whose `epochs` were recorded already.
+
+        Writes them at once: a run killed after its last epoch trains none on resuming.
+        """
+        self.epochs = list(epochs)
+        self._steps = self.epochs[-1]["steps"] if self.epochs else 0
+        write_history(self.path, self.config, self.epochs)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
 
@@ -98,8 +107,12 @@ def hparams(config: TrainingConfig) -> dict:
 
 
 def write_history(path: str, config: TrainingConfig, epochs: list[dict]) -> None:
-    """Writes the history file atomically: a temporary sibling renamed into place."""
-    document = {"method": config.method, "config": config.to_dict(), "epochs": epochs}
+    """Writes the history file atomically."""
+    write_json(path, {"method": config.method, "config": config.to_dict(), "epochs": epochs})
+
+
+def write_json(path: str, document) -> None:
+    """Writes `document` as JSON atomically: a temporary sibling renamed into place."""
     temp_path = f"{path}.tmp-{uuid.uuid4().hex}"
     with tf.io.gfile.GFile(temp_path, "w") as file:
         json.dump(document, file, indent=1)

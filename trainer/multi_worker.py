@@ -78,6 +78,7 @@ def fit(
     epochs: int,
     steps_per_epoch: int,
     log: Callable[[str], None] = print,
+    backup=None,
 ) -> list[dict[str, float]]:
     """Trains `model` (built and compiled under `strategy.scope()`) with `strategy.run`.
 
@@ -86,9 +87,12 @@ def fit(
             as for `strategy.distribute_datasets_from_function`.
         epochs, steps_per_epoch: how long to train.
         log: receives one line per epoch.
+        backup: a `trainer.resume.WorkerCheckpoints`: training resumes from its latest
+            checkpoint and saves one after every epoch; `None` for none.
 
     Returns:
-        Per epoch, the logs of its last step (loss and metrics are means over the epoch).
+        Per epoch, the logs of its last step (loss and metrics are means over the epoch),
+        those of the epochs before a resume included.
     """
     for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -126,8 +130,10 @@ def fit(
 
         strategy.run(replica_average)
 
-    history = []
-    for epoch in range(epochs):
+    history = [] if backup is None else backup.restore()
+    if history:
+        log(f"resuming from epoch {len(history)} of {epochs}")
+    for epoch in range(len(history), epochs):
         model.reset_metrics()
         for _ in range(steps_per_epoch):
             logs = train_step(iterator)
@@ -137,6 +143,8 @@ def fit(
             f"epoch {epoch + 1}/{epochs}: "
             + ", ".join(f"{name}={value:.4g}" for name, value in history[-1].items())
         )
+        if backup is not None:
+            backup.save(history)
     return history
 
 

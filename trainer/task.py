@@ -42,7 +42,7 @@ import keras_tuner
 import tensorflow as tf
 from absl import logging
 
-from trainer import data, export, history, multi_worker, search_space
+from trainer import data, export, history, multi_worker, resume, search_space
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
 from trainer.model import build_model, training_loss
@@ -58,8 +58,8 @@ def run_fn(fn_args) -> None:
         fn_args: the Trainer's `tfx.components.FnArgs`; reads `custom_config`, `schema_path`,
             `train_files`, `eval_files`, `train_steps`, `eval_steps`, `data_accessor`,
             `hyperparameters` (the Tuner's best values, laid over the config),
-            `model_run_dir` (TensorBoard logs, backups, `history.json`) and `serving_model_dir`
-            (export).
+            `model_run_dir` (TensorBoard logs, `history.json`; resume backups beside it, see
+            trainer/resume.py) and `serving_model_dir` (export).
     """
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
     if fn_args.hyperparameters:
@@ -97,6 +97,7 @@ def run_fn(fn_args) -> None:
         # The Model artifact's folder holds Format-Serving; the Keras model goes beside it.
         model_uri = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
         export.export_keras_model(model, export.keras_model_path(model_uri))
+        resume.remove_backup(resume.backup_dir(fn_args))
     else:
         # Every worker takes part in saving a distributed model; only the
         # chief's copy is kept.
@@ -158,7 +159,7 @@ def wrap_for_training(model, config: TrainingConfig, input_shape, lr_max, lr_min
         adaptive=config.adaptive,
         **lr_bounds,
     )
-    # BackupAndRestore needs a built model.
+    # Restoring a backup needs a built model.
     trained.build((None, *input_shape))
     return trained
 
@@ -187,6 +188,11 @@ def training_datasets(fn_args, config: TrainingConfig, schema):
 
 def _fit(trained, fn_args, config, schema, steps_per_epoch):
     train_dataset, eval_dataset = training_datasets(fn_args, config, schema)
+    training_history = history.TrainingHistory(
+        os.path.join(fn_args.model_run_dir, history.HISTORY_FILE),
+        config,
+        hparams_dir=os.path.join(fn_args.model_run_dir, "hparams"),
+    )
     trained.fit(
         train_dataset,
         epochs=config.epochs,
@@ -196,13 +202,9 @@ def _fit(trained, fn_args, config, schema, steps_per_epoch):
         verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch
         callbacks=[
             keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-            history.TrainingHistory(
-                os.path.join(fn_args.model_run_dir, history.HISTORY_FILE),
-                config,
-                hparams_dir=os.path.join(fn_args.model_run_dir, "hparams"),
-            ),
-            keras.callbacks.BackupAndRestore(
-                backup_dir=os.path.join(fn_args.model_run_dir, "backup")
+            training_history,
+            resume.EpochBackup(
+                resume.backup_dir(fn_args), epochs=config.epochs, history=training_history
             ),
         ],
     )
@@ -233,6 +235,12 @@ def _fit_multi_worker(trained, fn_args, config, schema, strategy, steps_per_epoc
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         log=logging.info,
+        backup=resume.WorkerCheckpoints(
+            trained,
+            resume.backup_dir(fn_args),
+            chief=multi_worker.is_chief(),
+            task_id=strategy.cluster_resolver.task_id,
+        ),
     )
     if multi_worker.is_chief():
         with tf.summary.create_file_writer(
