@@ -1,5 +1,7 @@
 """Running the pipeline on this machine with a given runner, then printing what it did."""
 
+import sys
+
 from tfx.orchestration import tfx_runner
 
 from pipelines import console, options, run_lock
@@ -13,11 +15,15 @@ def run(runner: tfx_runner.TfxRunner, description: str, argv: list[str] | None =
     parser = options.local_parser(description)
     args = parser.parse_args(options.command_line(argv))
     dag = options.build_local(args, parser)
-    runner = run_lock.LockedRunner(runner, run_lock.lock_path(args.output_dir, args.metadata_path))
-    return console.run_pipeline(
-        runner,
-        dag,
-        options.output_layout(args.output_dir, args.metadata_path),
-        verbose=args.verbose,
-        data_root=args.data_root,
-    )
+    try:
+        with run_lock.hold(run_lock.lock_path(args.output_dir, args.metadata_path)):
+            return console.run_pipeline(
+                runner,
+                dag,
+                options.output_layout(args.output_dir, args.metadata_path),
+                verbose=args.verbose,
+                data_root=args.data_root,
+            )
+    except run_lock.RunLockedError as error:
+        print(f"Not started: {error}", file=sys.stderr)
+        return 1

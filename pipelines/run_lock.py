@@ -1,17 +1,16 @@
 """One run at a time per output folder: a second run refuses at once, naming the lock holder.
 
 Two runs writing one ML Metadata SQLite file and one `serving/` folder at once could corrupt the
-store or interleave pushes. `LockedRunner` wraps a runner: its `run` first takes an exclusive
-`flock` on a lock file beside the metadata file (always local, even when the output folder is a
-gs:// URI), records the holder (pid, host, start time, command) in it, and lets go when the run
-ends. The operating system drops the lock when the holder dies, even by SIGKILL, so a killed
+store or interleave pushes. `hold` takes an exclusive `flock` on a lock file beside the
+metadata file (always local, even when the output folder is a gs:// URI) before the run starts,
+records the holder (pid, host, start time, command) in it, and lets go when the run ends. The operating system drops the lock when the holder dies, even by SIGKILL, so a killed
 run never leaves a stale lock behind.
 
 Example:
 
 ```python
-runner = LockedRunner(tfx.orchestration.LocalDagRunner(), "out/metadata.sqlite.lock")
-runner.run(dag)  # RunLockedError if another run holds out/metadata.sqlite.lock
+with hold("out/metadata.sqlite.lock"):  # RunLockedError if another run holds it
+    tfx.orchestration.LocalDagRunner().run(dag)
 ```
 """
 
@@ -84,20 +83,3 @@ def describe_holder(text: str) -> str:
         f"pid {record['pid']} on host {record['host']}, started {record['started']} "
         f"({record['command']})"
     )
-
-
-class LockedRunner:
-    """A TFX runner whose `run` holds the lock at `lock_path` throughout.
-
-    Args:
-        runner: the runner to wrap, e.g. `LocalDagRunner()`.
-        lock_path: the lock file, e.g. the metadata file's path plus `.lock`.
-    """
-
-    def __init__(self, runner, lock_path: str):
-        self.runner = runner
-        self.lock_path = lock_path
-
-    def run(self, pipeline):
-        with hold(self.lock_path):
-            return self.runner.run(pipeline)
