@@ -25,6 +25,7 @@ TRAINING_FLAGS = {
     "--rho-max": "rho_max",
     "--rho-min": "rho_min",
     "--alpha": "alpha",
+    "--perturb-every": "perturb_every",
     "--train-steps-per-epoch": "train_steps_per_epoch",
     "--label-key": "label_key",
     "--num-classes": "num_classes",
@@ -126,6 +127,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"GSAM's alpha (default: {defaults.alpha} for gsam; sam is alpha 0)",
     )
     group.add_argument("--adaptive", action="store_true", help="|w|-scaled perturbation")
+    group.add_argument(
+        "--perturb-every",
+        type=int,
+        default=defaults.perturb_every,
+        help="sam/gsam: run the perturbed pass every K steps and reuse its flatness direction "
+        "in between, LookSAM-style (default: %(default)s, exact)",
+    )
     group.add_argument(
         "--train-steps-per-epoch",
         type=int,

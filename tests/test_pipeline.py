@@ -140,8 +140,9 @@ class TestCommandLine:
 
     def test_flags_reach_the_trainer_config(self):
         parser, args = self.parse(
-            "--optimizer", "sam", "--epochs", "2", "--rho-max", "0.1", "--rho-min", "0.05"
-        )
+            "--optimizer", "sam", "--epochs", "2", "--rho-max", "0.1", "--rho-min", "0.05",
+            "--perturb-every", "5",
+        )  # fmt: skip
         dag = options.build_local(args, parser)
         [trainer] = [node for node in dag.components if node.id == "Trainer"]
         config = TrainingConfig.from_custom_config(
@@ -154,6 +155,7 @@ class TestCommandLine:
             0.05,
         )
         assert config.effective_alpha == 0.0
+        assert config.perturb_every == 5
         assert dag.pipeline_info.pipeline_root == "/tmp/out/pipeline"
 
     @pytest.mark.parametrize(
@@ -162,6 +164,7 @@ class TestCommandLine:
             (["--rho-min", "0.5", "--rho-max", "0.1"], "--rho-max, --rho-min"),
             (["--epochs", "0"], "--epochs"),
             (["--alpha", "-1"], "--alpha"),
+            (["--perturb-every", "0"], "--perturb-every"),
             (["--accuracy-threshold", "2"], "--accuracy-threshold"),
             (["--data-root", "/nonexistent"], "--data-root"),
         ],

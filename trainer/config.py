@@ -46,6 +46,9 @@ class TrainingConfig:
             them (the GSAM paper's schedule). Equal values give a constant rho.
         alpha: GSAM's ascent coefficient; `None` means 0.01 for gsam. Must be unset or 0 for sam.
         adaptive: scale the perturbation by |w| (the paper's adaptive variant).
+        perturb_every: for sam/gsam, run the perturbed pass every `perturb_every` steps and
+            reuse its flatness direction in between (LookSAM-style; see `trainer.gsam.GSAM`);
+            1 is exact SAM/GSAM. Must be 1 for plain.
         label_key: the integer class label feature.
         image_key: the PNG-encoded image feature, for `"resnet"`; ignored by `"mlp"`.
         image_shape: (height, width, channels) of the decoded images.
@@ -67,6 +70,7 @@ class TrainingConfig:
     rho_min: float = 0.02
     alpha: float | None = None
     adaptive: bool = False
+    perturb_every: int = 1
     label_key: str = "label"
     image_key: str = "image"
     image_shape: tuple[int, int, int] = (28, 28, 1)
@@ -81,6 +85,12 @@ class TrainingConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_int("epochs", self.epochs, minimum=1)
         _check_int("batch_size", self.batch_size, minimum=1)
+        _check_int("perturb_every", self.perturb_every, minimum=1)
+        if self.optimizer == "plain" and self.perturb_every != 1:
+            raise ValueError(
+                f"perturb_every must be 1 with optimizer='plain' (it has no perturbed pass), "
+                f"got {self.perturb_every}."
+            )
         if self.num_classes is not None:
             _check_int("num_classes", self.num_classes, minimum=2)
         for name in ("train_steps_per_epoch", "eval_steps"):
@@ -124,6 +134,13 @@ class TrainingConfig:
         if self.optimizer == "sam":
             return 0.0
         return DEFAULT_GSAM_ALPHA if self.alpha is None else float(self.alpha)
+
+    @property
+    def passes_per_step(self) -> float:
+        """Forward-backward passes per training step: 1 for plain, 1 + 1/perturb_every else."""
+        if self.optimizer == "plain":
+            return 1.0
+        return 1.0 + 1.0 / self.perturb_every
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
