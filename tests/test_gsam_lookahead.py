@@ -7,15 +7,18 @@ tests.test_gsam_lookahead`), like test_gsam_distributed.py.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.test_gsam_distributed import (
+    largest_difference,
+    replica_spread,
+    run_scenarios,
+    two_cpu_strategy,
+)
 from tests.test_gsam_reference import (
     _mlp_problem,
     _norm,
@@ -31,8 +34,6 @@ from trainer.gsam import (
     apply_sharpness_aware_gradients,
     sharpness_aware_gradients,
 )
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def reference_flatness(g, g_p):
@@ -502,16 +503,7 @@ def test_training_config_reaches_the_wrapper():
 
 @pytest.fixture(scope="module")
 def measured():
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.test_gsam_lookahead"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    assert result.returncode == 0, result.stderr[-6000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_scenarios("tests.test_gsam_lookahead")
 
 
 def test_replicas_stay_identical(measured):
@@ -546,12 +538,9 @@ def test_non_finite_cheap_step_is_skipped_on_every_replica(measured):
 
 
 def _scenarios():
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-
+    strategy = two_cpu_strategy()
     from trainer import multi_worker
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 4)).astype("float32")
     y = rng.normal(size=(32, 1)).astype("float32")
@@ -568,17 +557,6 @@ def _scenarios():
     def weights(gsam_model):
         return [v.numpy() for v in gsam_model.trainable_variables]
 
-    def error(a, b):
-        return float(max(np.abs(p - q).max() for p, q in zip(a, b)))
-
-    def spread(variables):
-        return float(
-            max(
-                np.abs(local[0].numpy() - local[1].numpy()).max()
-                for local in (strategy.experimental_local_results(v.value) for v in variables)
-            )
-        )
-
     def fit(gsam_model, x):
         seen = []
         record = keras.callbacks.LambdaCallback(
@@ -593,8 +571,8 @@ def _scenarios():
             gsam_model = build(sync_perturbation=sync)
         perturbed = fit(gsam_model, x)
         results[name] = {
-            "replica_spread": spread(gsam_model.trainable_variables),
-            "flatness_replica_gap": spread(gsam_model.flatness_direction),
+            "replica_spread": replica_spread(strategy, gsam_model.trainable_variables),
+            "flatness_replica_gap": replica_spread(strategy, gsam_model.flatness_direction),
             "perturbed_steps": perturbed,
             "weights": weights(gsam_model),
         }
@@ -604,8 +582,8 @@ def _scenarios():
     exact.fit(x, y, batch_size=8, shuffle=False, verbose=0)
     synced = results["sync_perturbation"].pop("weights")
     synced_error = {
-        "error_vs_global_batch": error(synced, weights(global_batch)),
-        "error_vs_exact_gsam": error(synced, weights(exact)),
+        "error_vs_global_batch": largest_difference(synced, weights(global_batch)),
+        "error_vs_exact_gsam": largest_difference(synced, weights(exact)),
     }
     results["sync_perturbation"].update(synced_error)
 
@@ -620,8 +598,8 @@ def _scenarios():
         looped, dataset_fn, strategy=strategy, epochs=1, steps_per_epoch=4, log=lambda line: None
     )
     results["multi_worker_loop"] = {
-        "replica_spread": spread(looped.trainable_variables),
-        "error_vs_fit": error(weights(looped), results["per_replica"].pop("weights")),
+        "replica_spread": replica_spread(strategy, looped.trainable_variables),
+        "error_vs_fit": largest_difference(weights(looped), results["per_replica"].pop("weights")),
         "last_perturbed_step": history[-1]["perturbed_step"],
         "steps_until_perturbation": int(looped.steps_until_perturbation.numpy()),
     }
@@ -632,7 +610,7 @@ def _scenarios():
         failing = build()
     results["non_finite"] = {
         "perturbed_steps": fit(failing, bad_x),
-        "replica_spread": spread(failing.trainable_variables),
+        "replica_spread": replica_spread(strategy, failing.trainable_variables),
         "skipped_steps": int(failing.skipped_steps.numpy()),
     }
     return results

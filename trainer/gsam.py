@@ -559,6 +559,17 @@ class GSAM(keras.Model):
     gsam_model.fit(keras.random.normal((32, 8)), keras.random.normal((32, 1)),
                    epochs=2, verbose=0)
     ```
+
+    Example, the perturbed pass every 5th step (1.2 forward-backward passes
+    per step instead of 2):
+
+    ```python
+    gsam_model = GSAM(model, rho=0.05, alpha=0.01, perturb_every=5)
+    gsam_model.compile(optimizer="sgd", loss="mse")
+    history = gsam_model.fit(keras.random.normal((64, 8)),
+                             keras.random.normal((64, 1)), batch_size=8, verbose=0)
+    # history.history["perturbed_step"]: 1.0 if the last step perturbed.
+    ```
     """
 
     rho = _LiveHyperparameter()
@@ -671,25 +682,11 @@ class GSAM(keras.Model):
         self._rho_max = self._hyperparameter("rho_max", rho_max) if lr_tied else None
         self._rho_min = self._hyperparameter("rho_min", rho_min) if lr_tied else None
         self._alpha = self._hyperparameter("alpha", alpha)
-        self.skipped_steps = self.add_weight(
-            shape=(),
-            dtype="int64",
-            initializer="zeros",
-            trainable=False,
-            aggregation="only_first_replica",
-            name="skipped_steps",
-        )
+        self.skipped_steps = self._counter("skipped_steps")
         self.flatness_direction = None
         if self.perturb_every > 1:
             self.reuse_scale = DEFAULT_REUSE_SCALE if reuse_scale is None else float(reuse_scale)
-            self.steps_until_perturbation = self.add_weight(
-                shape=(),
-                dtype="int64",
-                initializer="zeros",
-                trainable=False,
-                aggregation="only_first_replica",
-                name="steps_until_perturbation",
-            )
+            self.steps_until_perturbation = self._counter("steps_until_perturbation")
             if model.built:
                 self._build_flatness_direction()
         self._step_means = {
@@ -714,6 +711,17 @@ class GSAM(keras.Model):
 
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
+
+    def _counter(self, name):
+        # Equal on every replica; assigned from the first.
+        return self.add_weight(
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+            name=name,
+        )
 
     def _build_flatness_direction(self):
         # Per replica (ON_READ): each replica reuses the direction of its own
