@@ -2,11 +2,16 @@
 
 For each model (`bench.models`) and with and without `jit_compile`, times
 Keras's compiled training step (`model.train_function`, the step `fit` runs)
-of three methods on one fixed batch:
+of these methods on one fixed batch:
 
 - `plain`: the bare model and its optimizer;
 - `sam`: `GSAM(model, rho=0.05, alpha=0)`;
-- `gsam`: `GSAM(model, rho=0.05, alpha=0.01)`.
+- `gsam`: `GSAM(model, rho=0.05, alpha=0.01)`;
+- `gsam-k2`, `gsam-k5`, `gsam-k10`: `gsam` with `perturb_every=k`, the
+  perturbed pass every k-th step (expected ratio to plain about 1 + 1/k).
+  Their measurements span whole cycles of k steps (the step count per
+  round is a multiple of k), so each holds the same share of perturbing
+  steps.
 
 All configurations of a model live in one process and are timed in
 interleaved rounds (the order rotates every round), so the ratios compare
@@ -18,7 +23,7 @@ own subprocess: the process's peak resident set size (and, on a GPU,
 TensorFlow's peak device memory) over building, compiling and a few steps.
 
 Targets (the floor is 2.0: two forward-backward passes): GSAM/SAM <= 1.05 and
-GSAM/plain <= 2.05.
+GSAM/plain <= 2.05; with the perturbed pass every 5th step, gsam-k5/plain <= 1.3.
 
 Usage:
 
@@ -50,8 +55,10 @@ import tensorflow as tf  # noqa: E402
 from bench import models  # noqa: E402
 from trainer.gsam import GSAM  # noqa: E402
 
-METHODS = ("plain", "sam", "gsam")
-TARGETS = {"gsam/sam": 1.05, "gsam/plain": 2.05}
+# Methods with the perturbed pass only every k-th step, and their k.
+PERTURB_EVERY = {"gsam-k2": 2, "gsam-k5": 5, "gsam-k10": 10}
+METHODS = ("plain", "sam", "gsam", *PERTURB_EVERY)
+TARGETS = {"gsam/sam": 1.05, "gsam/plain": 2.05, "gsam-k5/plain": 1.3}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join("bench", "results", "step_time.json")
 
@@ -60,7 +67,12 @@ def compiled_model(model_name, method, jit_compile):
     """The model for `method`, compiled with SGD (momentum 0.9)."""
     model = models.build(model_name)
     if method != "plain":
-        model = GSAM(model, rho=0.05, alpha=0.0 if method == "sam" else 0.01)
+        model = GSAM(
+            model,
+            rho=0.05,
+            alpha=0.0 if method == "sam" else 0.01,
+            perturb_every=PERTURB_EVERY.get(method, 1),
+        )
     model.compile(
         optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -100,7 +112,8 @@ def warm_up(model, data):
 def time_model(model_name, jit_modes, batch_size, steps, rounds, min_seconds):
     """Per-step (wall, CPU) seconds of each (method, jit), round by round.
 
-    Each measurement runs at least `steps` steps and at least `min_seconds`.
+    Each measurement runs at least `steps` steps and at least `min_seconds`,
+    in whole cycles of `perturb_every` steps.
     """
     data = batch(batch_size)
     configs = [(m, j) for j in jit_modes for m in METHODS]
@@ -108,7 +121,9 @@ def time_model(model_name, jit_modes, batch_size, steps, rounds, min_seconds):
     for config in configs:
         compiled[config] = compiled_model(model_name, *config)
         step_seconds = warm_up(compiled[config], data)
-        steps_per_round[config] = max(steps, math.ceil(min_seconds / step_seconds))
+        least = max(steps, math.ceil(min_seconds / step_seconds))
+        cycle = PERTURB_EVERY.get(config[0], 1)
+        steps_per_round[config] = cycle * math.ceil(least / cycle)
     seconds = {config: [] for config in configs}
     for r in range(rounds):
         order = configs[r % len(configs) :] + configs[: r % len(configs)]
@@ -173,9 +188,9 @@ def summarize(model_name, jit, seconds, steps_per_round, memory):
         "cpu_time_ratios": {},
         "memory": {m: memory.get((model_name, m, jit)) for m in METHODS},
     }
-    for numerator, denominator in (
-        ("gsam", "plain"), ("gsam", "sam"), ("sam", "plain"),
-    ):  # fmt: skip
+    pairs = [("gsam", "plain"), ("gsam", "sam"), ("sam", "plain")]
+    pairs += [(m, base) for m in PERTURB_EVERY for base in ("plain", "gsam")]
+    for numerator, denominator in pairs:
         name = f"{numerator}/{denominator}"
         for key, times in (("ratios", wall), ("cpu_time_ratios", cpu)):
             row[key][name] = statistics.median(
@@ -194,9 +209,7 @@ def format_table(rows):
     lines = [header, "-" * len(header)]
     for row in rows:
         ms, ratios = row["step_ms"], row["ratios"]
-        peaks = "/".join(
-            "-" if row["memory"][m] is None else _peak_text(row["memory"][m]) for m in METHODS
-        )
+        peaks = "/".join(_peak_text(row["memory"][m]) for m in ("plain", "sam", "gsam"))
         lines.append(
             f"{row['model']:<9} {'on' if row['jit_compile'] else 'off':<4} "
             f"{ms['plain']:>9.1f} {ms['sam']:>9.1f} {ms['gsam']:>9.1f} "
@@ -204,12 +217,27 @@ def format_table(rows):
             f"{ratios['sam/plain']:>9.3f} "
             f"{'met' if row['meets_targets'] else 'missed':>7}  {peaks}"
         )
+    header = (
+        f"{'model':<9} {'jit':<4} {'method':<9} {'ms':>9} {'/plain':>7} {'/gsam':>7} "
+        f"{'1+1/k':>6}  peak MB"
+    )
+    lines += ["", header, "-" * len(header)]
+    for row in rows:
+        for method, k in PERTURB_EVERY.items():
+            lines.append(
+                f"{row['model']:<9} {'on' if row['jit_compile'] else 'off':<4} {method:<9} "
+                f"{row['step_ms'][method]:>9.1f} {row['ratios'][f'{method}/plain']:>7.3f} "
+                f"{row['ratios'][f'{method}/gsam']:>7.3f} {1 + 1 / k:>6.3f}  "
+                f"{_peak_text(row['memory'][method])}"
+            )
     limits = ", ".join(f"{k} <= {v}" for k, v in TARGETS.items())
     lines.append(f"targets: {limits} (ratios: median over rounds)")
     return "\n".join(lines)
 
 
 def _peak_text(memory):
+    if memory is None:
+        return "-"
     if memory["gpu_peak_mb"] is not None:
         return f"{memory['gpu_peak_mb']:.0f}"
     return f"{memory['peak_rss_mb']:.0f}"

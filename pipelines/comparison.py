@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 from trainer.config import OPTIMIZERS, TrainingConfig
 
 BUDGETS = ("equal-epochs", "equal-compute")
+# A method: an optimizer, and for sam/gsam optionally `-kN`, the perturbed pass every N steps.
+METHOD = re.compile(r"^(plain|sam|gsam)(?:-k([1-9][0-9]*))?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,8 +34,9 @@ class ComparisonSpec:
 
     Args:
         methods: training methods to compare, each one of `trainer.config.OPTIMIZERS`
-            (`plain`, `sam`, `gsam`); at least two, no repeats. The first is the reference
-            that gains are measured against when `plain` is absent.
+            (`plain`, `sam`, `gsam`), or `sam-kN` / `gsam-kN` for the perturbed pass every N
+            steps (`perturb_every`); at least two, no repeats. The first is the reference that
+            gains are measured against when `plain` is absent.
         seeds: runs per method, seeded 1..seeds (initialization and data order).
         budget: `"equal-epochs"` or `"equal-compute"` (see the module docstring).
         label_noise: fraction of training labels flipped to another class before training,
@@ -48,10 +52,11 @@ class ComparisonSpec:
 
     def __post_init__(self):
         methods = tuple(self.methods)
-        unknown = [m for m in methods if m not in OPTIMIZERS]
+        unknown = [m for m in methods if not isinstance(m, str) or not _parse_method(m)]
         if unknown:
             raise ValueError(
-                f"methods must each be one of {', '.join(OPTIMIZERS)}, got {', '.join(unknown)}."
+                f"methods must each be one of {', '.join(OPTIMIZERS)}, or sam-kN / gsam-kN, got "
+                f"{', '.join(map(str, unknown))}."
             )
         if len(methods) < 2 or len(set(methods)) != len(methods):
             raise ValueError(f"methods must name at least two different methods, got {methods}.")
@@ -82,10 +87,23 @@ class ComparisonSpec:
 
     @staticmethod
     def method_config(base: TrainingConfig, method: str) -> TrainingConfig:
-        """`base` trained with `method`: only the optimizer wrapper (and its alpha) change."""
+        """`base` trained with `method`: only the optimizer wrapper (its alpha and how often it
+        perturbs) change."""
+        optimizer, perturb_every = _parse_method(method)
         return dataclasses.replace(
-            base, optimizer=method, alpha=base.alpha if method == "gsam" else None
+            base,
+            optimizer=optimizer,
+            alpha=base.alpha if optimizer == "gsam" else None,
+            perturb_every=perturb_every,
         )
+
+
+def _parse_method(method: str) -> tuple[str, int] | None:
+    """(optimizer, perturb_every) of a method name, or None when it names none."""
+    match = METHOD.match(method)
+    if match is None or (match.group(1) == "plain" and match.group(2)):
+        return None
+    return match.group(1), int(match.group(2) or 1)
 
 
 def run_name(method: str, seed: int) -> str:

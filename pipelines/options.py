@@ -30,6 +30,7 @@ TRAINING_FLAGS = {
     "--rho-max": "rho_max",
     "--rho-min": "rho_min",
     "--alpha": "alpha",
+    "--perturb-every": "perturb_every",
     "--train-steps-per-epoch": "train_steps_per_epoch",
     "--label-key": "label_key",
     "--num-classes": "num_classes",
@@ -191,6 +192,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--adaptive", action="store_true", help="|w|-scaled perturbation")
     group.add_argument(
+        "--perturb-every",
+        type=int,
+        default=defaults.perturb_every,
+        help="sam/gsam: run the perturbed pass every K steps and reuse its flatness direction "
+        "in between, LookSAM-style (default: %(default)s, exact)",
+    )
+    group.add_argument(
         "--train-steps-per-epoch",
         type=int,
         default=None,
@@ -243,7 +251,8 @@ def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--methods",
         default=",".join(defaults.methods),
-        help=f"comma-separated, from {', '.join(OPTIMIZERS)} (default: %(default)s)",
+        help=f"comma-separated, from {', '.join(OPTIMIZERS)}, or sam-kN / gsam-kN "
+        "(perturbed pass every N steps) (default: %(default)s)",
     )
     group.add_argument(
         "--seeds", type=int, default=defaults.seeds, help="runs per method (default: %(default)s)"

@@ -27,6 +27,15 @@ def test_equal_compute_gives_plain_twice_the_epochs():
     assert passes[("plain", 1)] == passes[("gsam", 1)]
 
 
+def test_lookahead_methods_perturb_every_k_steps_and_pay_for_it_in_the_budget():
+    spec = ComparisonSpec(methods=("plain", "gsam", "gsam-k5"), seeds=1, budget="equal-compute")
+    configs = spec.training_configs(TrainingConfig(epochs=6))
+    looked = configs[("gsam-k5", 1)]
+    assert (looked.optimizer, looked.perturb_every, looked.method) == ("gsam", 5, "gsam-k5")
+    assert configs[("gsam", 1)].perturb_every == 1
+    assert [configs[(m, 1)].epochs for m in ("plain", "gsam", "gsam-k5")] == [12, 6, 10]
+
+
 def test_equal_compute_without_plain_changes_nothing():
     configs = ComparisonSpec(methods=("sam", "gsam"), seeds=1, budget="equal-compute")
     assert {c.epochs for c in configs.training_configs(TrainingConfig(epochs=3)).values()} == {3}
@@ -35,7 +44,9 @@ def test_equal_compute_without_plain_changes_nothing():
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (dict(methods=("plain", "adam")), "methods must each be one of plain, sam, gsam, got adam"),
+        (dict(methods=("plain", "adam")), "methods must each be one of plain, sam, gsam, or sam-kN"),
+        (dict(methods=("plain-k5", "gsam")), "got plain-k5"),
+        (dict(methods=("gsam-k0", "gsam")), "got gsam-k0"),
         (dict(methods=("gsam",)), "methods must name at least two different methods"),
         (dict(methods=("gsam", "gsam")), "methods must name at least two different methods"),
         (dict(seeds=0), "seeds must be an integer >= 1"),

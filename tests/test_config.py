@@ -33,6 +33,10 @@ BAD_VALUES = [
     ("alpha", -0.1, {}),
     ("alpha", 0.1, {"optimizer": "sam"}),
     ("adaptive", "yes", {}),
+    ("perturb_every", 0, {}),
+    ("perturb_every", -2, {}),
+    ("perturb_every", 2.5, {}),
+    ("perturb_every", 5, {"optimizer": "plain"}),
     ("label_key", "", {}),
     ("image_key", None, {}),
     ("image_shape", (28, 28), {}),
@@ -53,6 +57,17 @@ def test_every_validation_error_names_its_field(field, value, extra):
 
 def test_every_field_is_validated():
     assert sorted({field for field, _, _ in BAD_VALUES}) == sorted(FIELDS)
+
+
+@pytest.mark.parametrize(
+    "optimizer, perturb_every, passes",
+    [("plain", 1, 1.0), ("sam", 1, 2.0), ("gsam", 1, 2.0), ("gsam", 5, 1.2), ("sam", 2, 1.5)],
+)
+def test_passes_per_step_counts_the_perturbed_pass_every_perturb_every_steps(
+    optimizer, perturb_every, passes
+):
+    config = TrainingConfig(optimizer=optimizer, perturb_every=perturb_every)
+    assert config.passes_per_step == pytest.approx(passes)
 
 
 def test_unknown_keys_are_named():

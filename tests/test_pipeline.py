@@ -147,8 +147,9 @@ class TestCommandLine:
 
     def test_flags_reach_the_trainer_config(self):
         parser, args = self.parse(
-            "--optimizer", "sam", "--epochs", "2", "--rho-max", "0.1", "--rho-min", "0.05"
-        )
+            "--optimizer", "sam", "--epochs", "2", "--rho-max", "0.1", "--rho-min", "0.05",
+            "--perturb-every", "5",
+        )  # fmt: skip
         dag = options.build_local(args, parser)
         config = trainer_config(dag)
         assert (config.optimizer, config.epochs, config.rho_max, config.rho_min) == (
@@ -158,6 +159,7 @@ class TestCommandLine:
             0.05,
         )
         assert config.effective_alpha == 0.0
+        assert config.perturb_every == 5
         assert dag.pipeline_info.pipeline_root == "/tmp/out/pipeline"
         assert "SharpnessProbe" not in [node.id for node in dag.components]
 
@@ -176,6 +178,7 @@ class TestCommandLine:
             (["--rho-min", "0.5", "--rho-max", "0.1"], "--rho-max, --rho-min"),
             (["--epochs", "0"], "--epochs"),
             (["--alpha", "-1"], "--alpha"),
+            (["--perturb-every", "0"], "--perturb-every"),
             (["--accuracy-threshold", "2"], "--accuracy-threshold"),
             (["--data-root", "/nonexistent"], "--data-root"),
             (["--image-shape", "32x32x2"], "--image-shape"),

@@ -46,6 +46,9 @@ class TrainingConfig:
             them (the GSAM paper's schedule). Equal values give a constant rho.
         alpha: GSAM's ascent coefficient; `None` means 0.01 for gsam. Must be unset or 0 for sam.
         adaptive: scale the perturbation by |w| (the paper's adaptive variant).
+        perturb_every: for sam/gsam, run the perturbed pass every `perturb_every` steps and
+            reuse its flatness direction in between (LookSAM-style; see `trainer.gsam.GSAM`);
+            1 is exact SAM/GSAM. Must be 1 for plain.
         label_key: the integer class label feature.
         image_key: the PNG-encoded image feature, for `"resnet"`; ignored by `"mlp"`.
         image_shape: (height, width, channels) of the decoded images.
@@ -69,6 +72,7 @@ class TrainingConfig:
     rho_min: float = 0.02
     alpha: float | None = None
     adaptive: bool = False
+    perturb_every: int = 1
     label_key: str = "label"
     image_key: str = "image"
     image_shape: tuple[int, int, int] = (28, 28, 1)
@@ -84,6 +88,12 @@ class TrainingConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_int("epochs", self.epochs, minimum=1)
         _check_int("batch_size", self.batch_size, minimum=1)
+        _check_int("perturb_every", self.perturb_every, minimum=1)
+        if self.optimizer == "plain" and self.perturb_every != 1:
+            raise ValueError(
+                f"perturb_every must be 1 with optimizer='plain' (it has no perturbed pass), "
+                f"got {self.perturb_every}."
+            )
         if self.num_classes is not None:
             _check_int("num_classes", self.num_classes, minimum=2)
         if self.seed is not None:
@@ -132,17 +142,25 @@ class TrainingConfig:
 
     @property
     def method(self) -> str:
-        """The training method's name, as comparisons and reports show it."""
-        return self.optimizer
+        """The training method's name, as comparisons and reports show it: the optimizer, with
+        `-kN` when the perturbed gradient is computed every N steps (e.g. `gsam-k5`)."""
+        if self.optimizer == "plain" or self.perturb_every == 1:
+            return self.optimizer
+        return f"{self.optimizer}-k{self.perturb_every}"
 
     @property
     def passes_per_step(self) -> float:
-        """Forward-backward passes per optimizer step: 1 plain, 2 for SAM and GSAM."""
-        return 1.0 if self.optimizer == "plain" else 2.0
+        """Forward-backward passes per training step: 1 for plain, 1 + 1/perturb_every else."""
+        if self.optimizer == "plain":
+            return 1.0
+        return 1.0 + 1.0 / self.perturb_every
 
     def forward_backward_passes(self, steps: int) -> int:
-        """Forward-backward passes of `steps` optimizer steps."""
-        return round(steps * self.passes_per_step)
+        """Forward-backward passes of the first `steps` optimizer steps: the perturbed pass
+        runs at steps 0, perturb_every, 2 * perturb_every, ..."""
+        if self.optimizer == "plain":
+            return steps
+        return steps + math.ceil(steps / self.perturb_every)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

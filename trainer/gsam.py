@@ -30,6 +30,7 @@ history = gsam_model.fit(x, y, epochs=2, verbose=0)
 """
 
 import collections
+import numbers
 
 import keras
 import tensorflow as tf
@@ -38,11 +39,25 @@ from keras import ops
 from trainer import gsam_math
 from trainer import rho as rho_lib
 
+# LookSAM's coefficient of the reused direction, as in its public ports.
+DEFAULT_REUSE_SCALE = 0.7
+# Logs measured by the perturbed pass; with `perturb_every > 1`, averaged
+# over the steps that ran it.
+PERTURBED_PASS_LOGS = ("perturbed_loss", "surrogate_gap", "grad_cosine")
+
 
 class SharpnessAwareGradients(
     collections.namedtuple(
         "SharpnessAwareGradients",
-        ["directions", "y_pred", "state_updates", "finite", "logs"],
+        [
+            "directions",
+            "y_pred",
+            "state_updates",
+            "finite",
+            "logs",
+            "perturbed",
+            "flatness_updates",
+        ],
     )
 ):
     """What `sharpness_aware_gradients` returns.
@@ -63,7 +78,16 @@ class SharpnessAwareGradients(
         logs: scalar tensors `loss` (clean), `perturbed_loss`,
             `surrogate_gap`, `rho`, `grad_norm` (of the clean gradient) and
             `grad_cosine` (between clean and perturbed gradients), unscaled
-            and for this replica's batch.
+            and for this replica's batch. With a stored `flatness`, also
+            `perturbed_step` (1 when the perturbed pass ran, else 0); on a
+            step without it, `perturbed_loss` is the clean loss, the gap 0
+            and the cosine 1.
+        perturbed: scalar bool (or Python `True`), whether the perturbed
+            pass ran.
+        flatness_updates: `(variable, g_v)` pairs for the stored flatness
+            direction; `apply_sharpness_aware_gradients` assigns them only
+            after a finite step that ran the perturbed pass. Empty without
+            `flatness`.
     """
 
 
@@ -80,6 +104,9 @@ def sharpness_aware_gradients(
     minimize_fp=True,
     sync_perturbation=False,
     eps=1e-12,
+    perturb=True,
+    flatness=None,
+    reuse_scale=DEFAULT_REUSE_SCALE,
 ):
     """One GSAM gradient computation on a batch; changes no state.
 
@@ -97,6 +124,16 @@ def sharpness_aware_gradients(
     `g` and `g_p` first, so the step equals the single-device step on the
     global batch.
 
+    LookSAM-style reuse: with `flatness` (variables holding the stored
+    direction `g_v`, see `gsam_math.flatness_direction`) and a scalar bool
+    `perturb`, a `tf.cond` runs the perturbed pass only when `perturb` is
+    true; then the direction is exact GSAM's and the new `g_v` goes to
+    `flatness_updates`. Otherwise the clean pass alone gives
+    `gsam_math.reused_gsam_direction(g, g_v, alpha, reuse_scale)`. Under
+    `sync_perturbation` the all-reduce of `g_p` runs on every step (a
+    replica cannot skip a collective inside a `tf.cond`); its result is
+    unused on steps without the perturbed pass.
+
     Args:
         model: a compiled Keras model; its `compute_loss` and `optimizer`
             (for loss scaling) are used.
@@ -110,6 +147,12 @@ def sharpness_aware_gradients(
         sync_perturbation: average gradients across replicas before
             perturbing (and before decomposing).
         eps: added to every norm before dividing.
+        perturb: Python `True` (always run the perturbed pass), or a scalar
+            bool tensor; anything else needs `flatness`.
+        flatness: `None`, or one variable per `model.trainable_variables`
+            entry, of its shape, holding the stored `g_v`.
+        reuse_scale: LookSAM's coefficient of the reused direction; see
+            `gsam_math.reused_gsam_direction`. Only read with `flatness`.
 
     Returns:
         A `SharpnessAwareGradients`.
@@ -145,21 +188,53 @@ def sharpness_aware_gradients(
             "sharpness_aware_gradients must run in a replica context: call "
             "it inside `strategy.run`, not in a `strategy.scope()`."
         )
+    if flatness is None and perturb is not True:
+        raise ValueError(
+            "A step may skip the perturbed pass (`perturb` other than True) only with the "
+            f"stored `flatness` direction to reuse. Received: perturb={perturb!r}, flatness=None"
+        )
+    if flatness is not None:
+        _check_flatness(flatness, model.trainable_variables)
     num_replicas = replica.num_replicas_in_sync
     weights = [tf.convert_to_tensor(v) for v in model.trainable_variables]
 
     loss, grads, y_pred, state_updates = _training_pass(model, weights, x, y, sample_weight)
     if sync_perturbation:
         grads = _sum_over_replicas(replica, grads)
-    e = gsam_math.perturbation(grads, weights, rho, perturbation, eps=eps, asam_eta=asam_eta)
-    perturbed_weights = [w if ei is None else w + ei for w, ei in zip(weights, e)]
-    perturbed_loss, perturbed_grads, _, _ = _training_pass(
-        model, perturbed_weights, x, y, sample_weight
-    )
+
+    def perturbed_pass():
+        e = gsam_math.perturbation(grads, weights, rho, perturbation, eps=eps, asam_eta=asam_eta)
+        perturbed_weights = [w if ei is None else w + ei for w, ei in zip(weights, e)]
+        perturbed_loss, perturbed_grads, _, _ = _training_pass(
+            model, perturbed_weights, x, y, sample_weight
+        )
+        return perturbed_loss, perturbed_grads
+
+    # Without the perturbed pass, the clean loss and gradient stand in for it.
+    perturbed_loss, perturbed_grads = _cond(perturb, perturbed_pass, lambda: (loss, grads))
     if sync_perturbation:
         perturbed_grads = _sum_over_replicas(replica, perturbed_grads)
-    directions = gsam_math.gsam_direction(
-        grads, perturbed_grads, alpha, minimize_fp=minimize_fp, eps=eps
+
+    def exact_direction():
+        directions = gsam_math.gsam_direction(
+            grads, perturbed_grads, alpha, minimize_fp=minimize_fp, eps=eps
+        )
+        new_flatness = None
+        if flatness is not None:
+            new_flatness = gsam_math.flatness_direction(grads, perturbed_grads, eps=eps)
+        inner = gsam_math.inner_product(grads, perturbed_grads)
+        return directions, new_flatness, gsam_math.global_norm(perturbed_grads), inner
+
+    def reused_direction():
+        directions = gsam_math.reused_gsam_direction(
+            grads, flatness, alpha, reuse_scale, minimize_fp=minimize_fp, eps=eps
+        )
+        stored = [None if g is None else tf.convert_to_tensor(v) for g, v in zip(grads, flatness)]
+        grad_norm = gsam_math.global_norm(grads)
+        return directions, stored, grad_norm, tf.square(grad_norm)
+
+    directions, new_flatness, perturbed_norm, inner = _cond(
+        perturb, exact_direction, reused_direction
     )
     if sync_perturbation:
         # Every replica holds the global direction; the optimizer sums the
@@ -167,7 +242,6 @@ def sharpness_aware_gradients(
         directions = [None if d is None else d / num_replicas for d in directions]
 
     grad_norm = gsam_math.global_norm(grads)
-    perturbed_norm = gsam_math.global_norm(perturbed_grads)
     finite = ops.logical_and(ops.isfinite(grad_norm), ops.isfinite(perturbed_norm))
     if num_replicas > 1:
         nonfinite = replica.all_reduce(
@@ -188,10 +262,48 @@ def sharpness_aware_gradients(
         "surrogate_gap": perturbed_loss - loss,
         "rho": ops.cast(rho, "float32"),
         "grad_norm": grad_norm * grad_units,
-        "grad_cosine": gsam_math.inner_product(grads, perturbed_grads)
-        / (grad_norm * perturbed_norm + eps),
+        "grad_cosine": inner / (grad_norm * perturbed_norm + eps),
     }
-    return SharpnessAwareGradients(directions, y_pred, state_updates, finite, logs)
+    flatness_updates = []
+    if flatness is not None:
+        logs["perturbed_step"] = ops.cast(perturb, "float32")
+        flatness_updates = [(v, g_v) for v, g_v in zip(flatness, new_flatness) if g_v is not None]
+    return SharpnessAwareGradients(
+        directions, y_pred, state_updates, finite, logs, perturb, flatness_updates
+    )
+
+
+def _cond(perturb, perturbed_fn, reused_fn):
+    """`perturbed_fn()` when `perturb` is Python `True`, else a `tf.cond`.
+
+    The branches return the same structure, with `None` (variables without
+    a gradient) in the same places; `tf.cond` only sees the tensors.
+    """
+    if perturb is True:
+        return perturbed_fn()
+    traced = {}
+
+    def tensors_of(fn):
+        def branch():
+            traced["output"] = fn()
+            return [t for t in tf.nest.flatten(traced["output"]) if t is not None]
+
+        return branch
+
+    tensors = iter(ops.cond(perturb, tensors_of(perturbed_fn), tensors_of(reused_fn)))
+    flat = [None if t is None else next(tensors) for t in tf.nest.flatten(traced["output"])]
+    return tf.nest.pack_sequence_as(traced["output"], flat)
+
+
+def _check_flatness(flatness, variables):
+    shapes = [tuple(v.shape) for v in variables]
+    stored = [tuple(v.shape) for v in flatness]
+    if stored != shapes:
+        raise ValueError(
+            "`flatness` must hold one variable per trainable variable, of its shape; did the "
+            f"trainable variables change since it was made? Received shapes {stored} for "
+            f"trainable variables of shapes {shapes}"
+        )
 
 
 def _training_pass(model, weights, x, y, sample_weight):
@@ -237,10 +349,20 @@ def apply_sharpness_aware_gradients(model, step):
     BatchNormalization statistic. A `LossScaleOptimizer` is still called so
     that it lowers its loss scale.
 
+    After a finite step that ran the perturbed pass it also stores the new
+    flatness direction (`step.flatness_updates`).
+
     Call it in the same replica context as `sharpness_aware_gradients`.
     """
     for variable, value in step.state_updates:
         variable.assign(ops.where(step.finite, value, variable))
+    if step.flatness_updates:
+
+        def store_flatness():
+            for variable, value in step.flatness_updates:
+                variable.assign(value)
+
+        ops.cond(ops.logical_and(step.perturbed, step.finite), store_flatness, lambda: None)
     optimizer = model.optimizer
     variables = model.trainable_variables
     directions = step.directions
@@ -363,6 +485,36 @@ class GSAM(keras.Model):
     directions. That is m-sharpness with `m` the micro-batch size per
     replica; the perturbation never spans the accumulated batch.
 
+    Perturbing only every k-th step (`perturb_every=k`, LookSAM's reuse, Liu
+    et al., CVPR 2022): steps 0, k, 2k, ... are exact GSAM steps and also
+    store the flatness direction, the part of `g_p` orthogonal to `g`:
+
+        g_v = g_p - <g_p, g^> g^
+
+    The k - 1 steps in between run only the clean pass (a `tf.cond` skips
+    the perturbed one, also under `jit_compile`), estimate the perturbed
+    gradient from the current `g` and the stored `g_v`, rescaled to `|g|`,
+
+        g~_p = g + reuse_scale * |g| / |g_v| * g_v
+
+    and descend along GSAM's direction of `(g, g~_p)`, so alpha enters as in
+    an exact step: `d = g~_p - alpha * (g - <g, g~_p^> g~_p^)` (with
+    `minimize_fp=False`, `d = g + alpha * (g~_p - <g~_p, g^> g^)`). With
+    `alpha=0` this is LookSAM. The stored `g_v` is LookSAM's choice and also
+    GSAM's own surrogate-gap component (`minimize_fp=False` is exactly
+    `d = g + alpha * g_v`); rebuilding `g_p` rather than storing the final
+    direction keeps `alpha` live on every step. Forward-backward passes per
+    step: `1 + 1 / k`. `g_v` lives in non-trainable variables
+    (`flatness_direction`, one per trainable variable, its shape and dtype),
+    saved with checkpoints and `.keras` files; under a distribution strategy
+    each replica keeps its own (they are equal with `sync_perturbation`) and
+    files hold their mean. `steps_until_perturbation` counts down to the
+    next perturbing step; a non-finite perturbing step is retried at the
+    next step. Each micro-batch of gradient accumulation is a step. Logged:
+    `perturbed_step` (1 when this step ran the perturbed pass, else 0);
+    `perturbed_loss`, `surrogate_gap` and `grad_cosine` are running means
+    over the perturbing steps only (0 before an epoch's first one).
+
     Args:
         model: the Keras model to train. Available as `gsam_model.model`,
             e.g. for `tf.saved_model.save(gsam_model.model, path)`.
@@ -390,6 +542,11 @@ class GSAM(keras.Model):
             global batch) instead of each replica's own; costs two extra
             all-reduces.
         eps: added to every norm before dividing, > 0.
+        perturb_every: run the perturbed pass every `perturb_every` steps,
+            an integer >= 1; 1 (the default) is exact GSAM at every step.
+        reuse_scale: LookSAM's coefficient of the reused direction, >= 0;
+            only with `perturb_every > 1`, which defaults it to 0.7 (the
+            value of LookSAM's public ports; the paper tunes it).
         **kwargs: `name`, `trainable`, `dtype` as for any Keras model.
 
     Example, rho following a cosine learning rate from 0.04 down to 0.02:
@@ -401,6 +558,17 @@ class GSAM(keras.Model):
     gsam_model.compile(optimizer=keras.optimizers.SGD(schedule), loss="mse")
     gsam_model.fit(keras.random.normal((32, 8)), keras.random.normal((32, 1)),
                    epochs=2, verbose=0)
+    ```
+
+    Example, the perturbed pass every 5th step (1.2 forward-backward passes
+    per step instead of 2):
+
+    ```python
+    gsam_model = GSAM(model, rho=0.05, alpha=0.01, perturb_every=5)
+    gsam_model.compile(optimizer="sgd", loss="mse")
+    history = gsam_model.fit(keras.random.normal((64, 8)),
+                             keras.random.normal((64, 1)), batch_size=8, verbose=0)
+    # history.history["perturbed_step"]: 1.0 if the last step perturbed.
     ```
     """
 
@@ -425,6 +593,8 @@ class GSAM(keras.Model):
         minimize_fp=True,
         sync_perturbation=False,
         eps=1e-12,
+        perturb_every=1,
+        reuse_scale=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -480,6 +650,22 @@ class GSAM(keras.Model):
             )
         if not eps > 0:
             raise ValueError(f"`eps` must be > 0. Received: eps={eps}")
+        if (
+            isinstance(perturb_every, bool)
+            or not isinstance(perturb_every, numbers.Integral)
+            or perturb_every < 1
+        ):
+            raise ValueError(
+                "`perturb_every` must be an integer >= 1 (1 is exact GSAM). "
+                f"Received: perturb_every={perturb_every!r}"
+            )
+        if reuse_scale is not None:
+            if perturb_every == 1:
+                raise ValueError(
+                    "`reuse_scale` only applies when steps reuse the stored direction "
+                    f"(`perturb_every` > 1). Received: reuse_scale={reuse_scale}, perturb_every=1"
+                )
+            _check_non_negative("reuse_scale", reuse_scale)
 
         self.model = model
         self.lr_max = lr_max
@@ -490,18 +676,19 @@ class GSAM(keras.Model):
         self.minimize_fp = bool(minimize_fp)
         self.sync_perturbation = bool(sync_perturbation)
         self.eps = eps
+        self.perturb_every = int(perturb_every)
+        self.reuse_scale = None
         self._rho = None if lr_tied else self._hyperparameter("rho", rho)
         self._rho_max = self._hyperparameter("rho_max", rho_max) if lr_tied else None
         self._rho_min = self._hyperparameter("rho_min", rho_min) if lr_tied else None
         self._alpha = self._hyperparameter("alpha", alpha)
-        self.skipped_steps = self.add_weight(
-            shape=(),
-            dtype="int64",
-            initializer="zeros",
-            trainable=False,
-            aggregation="only_first_replica",
-            name="skipped_steps",
-        )
+        self.skipped_steps = self._counter("skipped_steps")
+        self.flatness_direction = None
+        if self.perturb_every > 1:
+            self.reuse_scale = DEFAULT_REUSE_SCALE if reuse_scale is None else float(reuse_scale)
+            self.steps_until_perturbation = self._counter("steps_until_perturbation")
+            if model.built:
+                self._build_flatness_direction()
         self._step_means = {
             name: keras.metrics.Mean(name=name)
             for name in (
@@ -525,9 +712,46 @@ class GSAM(keras.Model):
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
 
+    def _counter(self, name):
+        # Equal on every replica; assigned from the first.
+        return self.add_weight(
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
+            aggregation="only_first_replica",
+            name=name,
+        )
+
+    def _build_flatness_direction(self):
+        # Per replica (ON_READ): each replica reuses the direction of its own
+        # shard, as each perturbs along its own gradient; reads outside a
+        # replica, as in saving, give the mean.
+        with keras.name_scope(self.name, caller=self):
+            directions = [
+                keras.Variable(
+                    keras.initializers.Zeros(),
+                    shape=variable.shape,
+                    dtype=variable.dtype,
+                    trainable=False,
+                    autocast=False,
+                    aggregation="mean",
+                    synchronization="on_read",
+                    name=f"flatness_direction_{i}",
+                )
+                for i, variable in enumerate(self.model.trainable_variables)
+            ]
+        # One attribute each: TensorFlow checkpoints follow attributes, not
+        # Keras's tracked lists.
+        for i, direction in enumerate(directions):
+            setattr(self, f"_flatness_direction_{i}", direction)
+        self.flatness_direction = directions
+
     def build(self, input_shape):
         if not self.model.built:
             self.model.build(input_shape)
+        if self.perturb_every > 1 and self.flatness_direction is None:
+            self._build_flatness_direction()
 
     def current_rho(self):
         """rho for the next step: constant, or from the learning rate."""
@@ -550,6 +774,19 @@ class GSAM(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         rho_t = self.current_rho()
+        reuse = {}
+        if self.perturb_every > 1:
+            if self.flatness_direction is None:
+                raise ValueError(
+                    "`perturb_every` > 1 stores a direction per weight, so the weights must "
+                    "exist before training: give `model` an `Input`, or call "
+                    "`gsam_model.build(input_shape)` first."
+                )
+            reuse = dict(
+                perturb=ops.equal(self.steps_until_perturbation, 0),
+                flatness=self.flatness_direction,
+                reuse_scale=self.reuse_scale,
+            )
         step = sharpness_aware_gradients(
             self,
             x,
@@ -562,18 +799,30 @@ class GSAM(keras.Model):
             minimize_fp=self.minimize_fp,
             sync_perturbation=self.sync_perturbation,
             eps=self.eps,
+            **reuse,
         )
         apply_sharpness_aware_gradients(self, step)
         self.skipped_steps.assign_add(ops.cast(ops.logical_not(step.finite), "int64"))
+        if reuse:
+            # A non-finite perturbing step stored nothing: perturb again next step.
+            after_perturbing = ops.where(step.finite, self.perturb_every - 1, 0)
+            countdown = self.steps_until_perturbation
+            countdown.assign(
+                ops.cast(ops.where(step.perturbed, after_perturbing, countdown - 1), "int64")
+            )
 
         batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
         self._loss_tracker.update_state(step.logs["loss"], sample_weight=batch_size)
         for name, mean in self._step_means.items():
             weight = batch_size if name.endswith(("loss", "gap")) else 1
+            if reuse and name in PERTURBED_PASS_LOGS:
+                weight = ops.cast(weight, "float32") * step.logs["perturbed_step"]
             mean.update_state(step.logs[name], sample_weight=weight)
         logs = self.compute_metrics(x, y, step.y_pred, sample_weight)
         logs["rho"] = rho_t
         logs["skipped_steps"] = ops.convert_to_tensor(self.skipped_steps)
+        if reuse:
+            logs["perturbed_step"] = step.logs["perturbed_step"]
         return logs
 
     @property
@@ -603,6 +852,8 @@ class GSAM(keras.Model):
                 "minimize_fp": self.minimize_fp,
                 "sync_perturbation": self.sync_perturbation,
                 "eps": self.eps,
+                "perturb_every": self.perturb_every,
+                "reuse_scale": self.reuse_scale,
             }
         )
         return config

@@ -18,6 +18,8 @@ g = [np.array([3.0, 0.0], "float32")]
 g_p = [np.array([1.0, 1.0], "float32")]
 e = gsam_math.perturbation(g, weights=None, rho=0.5)  # [[0.5, 0.0]]
 d = gsam_math.gsam_direction(g, g_p, alpha=0.1)  # [[0.85, 1.15]]
+g_v = gsam_math.flatness_direction(g, g_p)  # [[0.0, 1.0]]
+d_cheap = gsam_math.reused_gsam_direction(g, g_v, alpha=0.1, reuse_scale=0.7)  # [[2.90, 2.24]]
 ```
 """
 
@@ -107,21 +109,110 @@ def gsam_direction(grads, perturbed_grads, alpha, minimize_fp=True, eps=1e-12):
     Returns:
         A list with one tensor of the gradient's dtype (or `None`) per entry.
     """
-    alpha = _f32(alpha)
-    inner = inner_product(grads, perturbed_grads)
-    # Both forms rearranged to one multiply-add per element:
-    # g_p - alpha * (g - c * g_p) = (1 + alpha * c) * g_p - alpha * g, and
-    # g + alpha * (g_p - c * g) = (1 - alpha * c) * g + alpha * g_p.
-    if minimize_fp:
-        c = inner / tf.square(global_norm(perturbed_grads) + eps)
-        scale_g, scale_g_p = -alpha, 1.0 + alpha * c
-    else:
-        c = inner / tf.square(global_norm(grads) + eps)
-        scale_g, scale_g_p = 1.0 - alpha * c, alpha
+    projected_out = perturbed_grads if minimize_fp else grads
+    scale_g, scale_g_p = _gsam_scales(
+        inner_product(grads, perturbed_grads), global_norm(projected_out), alpha, minimize_fp, eps
+    )
     return [
         (None if g is None or g_p is None else _like(scale_g_p * _f32(g_p) + scale_g * _f32(g), g))
         for g, g_p in zip(grads, perturbed_grads)
     ]
+
+
+def flatness_direction(grads, perturbed_grads, eps=1e-12):
+    """LookSAM's stored direction `g_v = g_p - <g_p, g^> g^`.
+
+    The component of the perturbed gradient `g_p` orthogonal to the clean
+    gradient `g` (LookSAM, Liu et al., CVPR 2022): the part of `g_p` that
+    steers towards flat regions, where the part along `g` mostly restates the
+    descent. It is also GSAM's own surrogate-gap term: with
+    `minimize_fp=False`, `gsam_direction` is exactly `g + alpha * g_v`.
+
+    Args:
+        grads: list of clean gradients `g` (or `None`).
+        perturbed_grads: list of gradients `g_p` at the perturbed weights.
+        eps: added to the norm before dividing.
+
+    Returns:
+        A list with one tensor of the gradient's dtype (or `None`) per entry.
+    """
+    c = inner_product(grads, perturbed_grads) / tf.square(global_norm(grads) + eps)
+    return [
+        None if g is None or g_p is None else _like(_f32(g_p) - c * _f32(g), g)
+        for g, g_p in zip(grads, perturbed_grads)
+    ]
+
+
+def reused_gsam_direction(grads, flatness, alpha, reuse_scale, minimize_fp=True, eps=1e-12):
+    """The GSAM direction of a step without a perturbed pass (LookSAM reuse).
+
+    LookSAM's estimate of the perturbed gradient from the clean gradient `g`
+    and a stored `g_v = flatness_direction(g_old, g_p_old)`, rescaled to the
+    current gradient's norm:
+
+        g~_p = g + reuse_scale * |g| / (|g_v| + eps) * g_v
+
+    and then GSAM's own decomposition, `gsam_direction(g, g~_p, alpha,
+    minimize_fp)`, so alpha enters exactly as in an exact step:
+
+    - `minimize_fp=True`: `d = g~_p - alpha * (g - <g, g~_p^> g~_p^)`;
+    - `minimize_fp=False`: `d = g + alpha * (g~_p - <g~_p, g^> g^)`.
+
+    `alpha=0` is LookSAM's update `d = g~_p`. A zero `g_v` (e.g. `rho=0`)
+    gives `d = g`. `g~_p` is never built: `<g, g~_p>` and `|g~_p|` follow from
+    `|g|`, `|g_v|` and `<g, g_v>`, and `d` is one multiply-add of `g` and `g_v`.
+    The result scales like `g` (loss scale, replicas); `g_v` may be in any
+    units.
+
+    Args:
+        grads: list of clean gradients `g` (or `None`).
+        flatness: list of stored directions `g_v`, matching `grads`; entries
+            where `grads` is `None` are skipped.
+        alpha: the GSAM coefficient, a scalar.
+        reuse_scale: LookSAM's coefficient of the rescaled `g_v`, a scalar.
+        minimize_fp: the GSAM form; see `gsam_direction`.
+        eps: added to every norm before dividing.
+
+    Returns:
+        A list with one tensor of the gradient's dtype (or `None`) per entry.
+    """
+    flatness = [None if g is None else v for g, v in zip(grads, flatness)]
+    norm_g = global_norm(grads)
+    norm_v = global_norm(flatness)
+    g_dot_v = inner_product(grads, flatness)
+    beta = _f32(reuse_scale) * norm_g / (norm_v + eps)
+    # <g, g~_p> and |g~_p| for g~_p = g + beta * g_v.
+    inner = tf.square(norm_g) + beta * g_dot_v
+    if minimize_fp:
+        squared = tf.square(norm_g) + 2.0 * beta * g_dot_v + tf.square(beta * norm_v)
+        projected_out_norm = tf.sqrt(tf.maximum(squared, 0.0))
+    else:
+        projected_out_norm = norm_g
+    scale_g, scale_g_p = _gsam_scales(inner, projected_out_norm, alpha, minimize_fp, eps)
+    # scale_g * g + scale_g_p * (g + beta * g_v)
+    scale_v = scale_g_p * beta
+    scale_g = scale_g + scale_g_p
+    return [
+        None if g is None or v is None else _like(scale_g * _f32(g) + scale_v * _f32(v), g)
+        for g, v in zip(grads, flatness)
+    ]
+
+
+def _gsam_scales(inner, projected_out_norm, alpha, minimize_fp, eps):
+    """`(a, b)` with GSAM's direction `d = a * g + b * g_p`.
+
+    `inner` is `<g, g_p>`; `projected_out_norm` is the norm of the gradient
+    that the surrogate-gap term is made orthogonal to: `|g_p|` when
+    `minimize_fp`, else `|g|`.
+    """
+    alpha = _f32(alpha)
+    c = inner / tf.square(projected_out_norm + eps)
+    # Both forms rearranged to one multiply-add per element:
+    # g_p - alpha * (g - c * g_p) = (1 + alpha * c) * g_p - alpha * g, and
+    # g + alpha * (g_p - c * g) = (1 - alpha * c) * g + alpha * g_p.
+    if minimize_fp:
+        return -alpha, 1.0 + alpha * c
+    return 1.0 - alpha * c, alpha
 
 
 def _f32(x):

@@ -157,6 +157,7 @@ def wrap_for_training(model, config: TrainingConfig, input_shape, lr_max, lr_min
         rho_min=config.rho_min,
         alpha=config.effective_alpha,
         adaptive=config.adaptive,
+        perturb_every=config.perturb_every,
         **lr_bounds,
     )
     # Restoring a backup needs a built model.
