@@ -60,12 +60,13 @@ RUN_INPUTS = {
     "model_run": standard_artifacts.ModelRun,
     "evaluation": standard_artifacts.ModelEvaluation,
 }
-METHOD_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+METHOD_PATTERN = re.compile(r"[a-z][a-z0-9_-]*")
 
 
 def input_key(kind: str, method: str, seed: int) -> str:
-    """The component input of one run's `kind`, e.g. `model__gsam__seed1`."""
-    return f"{kind}__{method}__seed{seed}"
+    """The component input of one run's `kind`, e.g. `model__gsam__seed1` (`-` in a method
+    name becomes `_`: input names are identifiers)."""
+    return f"{kind}__{method.replace('-', '_')}__seed{seed}"
 
 
 def comparison_report(
@@ -229,7 +230,7 @@ def _check_run(run) -> tuple[str, int]:
     method, seed = run
     if not isinstance(method, str) or not METHOD_PATTERN.fullmatch(method):
         raise ValueError(
-            f"the method of run {run!r} must be a lower-case identifier (letters, digits, _)."
+            f"the method of run {run!r} must be lower-case letters, digits, _ and -."
         )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"the seed of run {run!r} must be an integer >= 0.")

@@ -90,6 +90,20 @@ def test_compiles_for_kubeflow_with_independent_trainers(tmp_path):
     check_independent_trainers(spec)
 
 
+def test_a_lookahead_method_compiles_beside_exact_gsam(tmp_path):
+    output = tmp_path / "pipeline.json"
+    flags = ["--image", IMAGE, "--pipeline-root", ROOT, "--compare", "--seeds", "1"]
+    vertex_runner.main(["--output-file", str(output), *flags, "--methods", "gsam,gsam-k5"])
+    document = json.loads(output.read_text())
+    spec = json_format.ParseDict(document["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    [trainer] = [name for name in spec.root.dag.tasks if "k5" in name and "rainer" in name]
+    custom = spec.root.dag.tasks[trainer].inputs.parameters["custom_config"]
+    config = TrainingConfig.from_custom_config(
+        json.loads(custom.runtime_value.constant_value.string_value)
+    )
+    assert (config.optimizer, config.perturb_every) == ("gsam", 5)
+
+
 def test_compiles_for_vertex_with_independent_trainers(tmp_path):
     output = tmp_path / "pipeline.json"
     flags = ["--image", IMAGE, "--pipeline-root", ROOT, "--compare", "--seeds", "2"]

@@ -268,7 +268,7 @@ def test_the_factory_names_the_component_and_one_input_per_run_and_kind():
     [
         ({}, {}, "runs must hold at least one"),
         ({("plain",): channels()}, {}, "runs keys must be \\(method, seed\\) pairs"),
-        ({("Plain!", 1): channels()}, {}, "method of run .* must be a lower-case identifier"),
+        ({("Plain!", 1): channels()}, {}, "method of run .* must be lower-case letters, digits, _ and -"),
         ({("plain", -1): channels()}, {}, "seed of run .* must be an integer >= 0"),
         (
             {("plain", 1): {"model": channels()["model"]}},
