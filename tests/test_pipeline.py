@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
 
+import pandas as pd
 import pytest
+import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
@@ -12,7 +15,7 @@ from tfx.utils import path_utils, proto_utils
 
 from components import atomic_pusher
 from components.sharpness_probe import ProbeSettings
-from components.validation_gate import find_anomalies
+from components.validation_gate import DataAnomaliesError, ValidationGate, find_anomalies
 from pipelines import configs, options, pipeline
 from tests.pipeline_support import ALL_NODES
 from tests.pipeline_support import build_pipeline as build
@@ -247,15 +250,19 @@ def trainer_config(dag) -> TrainingConfig:
 
 
 def write_anomalies(tmp_path, per_split):
+    """An ExampleAnomalies artifact; per split, `{feature: description}` or an Anomalies proto."""
     artifact = standard_artifacts.ExampleAnomalies()
     artifact.uri = str(tmp_path / "anomalies")
     artifact.split_names = json.dumps(list(per_split))
     for split, features in per_split.items():
         anomalies = anomalies_pb2.Anomalies()
-        for feature, description in features.items():
-            info = anomalies.anomaly_info[feature]
-            info.short_description = "Out-of-range values"
-            info.description = description
+        if isinstance(features, anomalies_pb2.Anomalies):
+            anomalies = features
+        else:
+            for feature, description in features.items():
+                info = anomalies.anomaly_info[feature]
+                info.short_description = "Out-of-range values"
+                info.description = description
         os.makedirs(os.path.join(artifact.uri, f"Split-{split}"))
         with open(os.path.join(artifact.uri, f"Split-{split}", "SchemaDiff.pb"), "wb") as file:
             file.write(anomalies.SerializeToString())
@@ -271,6 +278,33 @@ def test_the_gate_reports_every_anomaly_by_split(tmp_path):
     }
     clean = write_anomalies(tmp_path / "clean", {"train": {}, "eval": {}})
     assert find_anomalies(clean) == {}
+
+
+def test_the_gate_stops_on_a_dataset_level_anomaly(tmp_path):
+    """TFDV's own verdict on too few examples: an anomaly of the dataset, of no feature."""
+    statistics = tfdv.generate_statistics_from_dataframe(pd.DataFrame({"x": [1.0, 2.0, 3.0]}))
+    schema = tfdv.infer_schema(statistics)
+    schema.dataset_constraints.min_examples_count = 10
+    anomalies = tfdv.validate_statistics(statistics, schema)
+    assert not anomalies.anomaly_info and anomalies.HasField("dataset_anomaly_info")
+    artifact = write_anomalies(tmp_path, {"train": anomalies_pb2.Anomalies(), "eval": anomalies})
+    line = (
+        "<dataset>: Low num examples in dataset. "
+        "(The dataset has 3 examples, which is fewer than expected.)"
+    )
+    assert find_anomalies(artifact) == {"eval": [line]}
+
+    schema_artifact = standard_artifacts.Schema()
+    schema_artifact.uri = str(tmp_path / "schema")
+    validated = standard_artifacts.Schema()
+    validated.uri = str(tmp_path / "validated")
+    with pytest.raises(DataAnomaliesError, match=re.escape(f"[eval] {line}")):
+        ValidationGate.EXECUTOR_SPEC.executor_class().Do(
+            {"schema": [schema_artifact], "anomalies": [artifact]},
+            {"validated_schema": [validated]},
+            {},
+        )
+    assert not os.path.exists(validated.uri)
 
 
 class TestAtomicPusher:
