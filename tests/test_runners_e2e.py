@@ -167,8 +167,6 @@ def test_own_32x32x3_png_data_trains_evaluates_and_pushes_with_flags_only(tmp_pa
             "cifar-shaped",
             "--image-shape",
             "32x32x3",
-            "--num-classes",
-            "10",
             "--epochs",
             "1",
             "--batch-size",
