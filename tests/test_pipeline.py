@@ -298,11 +298,18 @@ def test_the_gate_stops_on_a_dataset_level_anomaly(tmp_path):
     schema_artifact.uri = str(tmp_path / "schema")
     validated = standard_artifacts.Schema()
     validated.uri = str(tmp_path / "validated")
+    # The anomalies stop the gate before it reads the statistics.
+    unread_statistics = standard_artifacts.ExampleStatistics()
+    unread_statistics.uri = str(tmp_path / "statistics")
     with pytest.raises(DataAnomaliesError, match=re.escape(f"[eval] {line}")):
         ValidationGate.EXECUTOR_SPEC.executor_class().Do(
-            {"schema": [schema_artifact], "anomalies": [artifact]},
+            {
+                "schema": [schema_artifact],
+                "anomalies": [artifact],
+                "statistics": [unread_statistics],
+            },
             {"validated_schema": [validated]},
-            {},
+            {"label_key": "label"},
         )
     assert not os.path.exists(validated.uri)
 
