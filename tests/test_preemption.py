@@ -1,5 +1,6 @@
 """A local pipeline killed (SIGKILL) mid-training resumes from its last completed epoch."""
 
+import glob
 import os
 import re
 import signal
@@ -71,8 +72,12 @@ def test_killed_training_resumes_from_its_last_completed_epoch(tmp_path):
     rerun = subprocess.run(
         command(data, layout.output_dir), capture_output=True, text=True, timeout=WAIT_SECONDS
     )
-    output = rerun.stdout + rerun.stderr
-    assert rerun.returncode == 0, output[-3000:]
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    # The console shows Keras's epoch lines; the Trainer's log records go to the run's log file,
+    # named by run id, a timestamp: the newest is the rerun's.
+    rerun_log = max(glob.glob(os.path.join(layout.output_dir, "logs", "*.log")))
+    with open(rerun_log) as file:
+        output = rerun.stdout + file.read()
     assert f"resuming from epoch {done_before_kill} of {EPOCHS}" in output
     trained_again = [int(n) for n in re.findall(rf"^Epoch (\d+)/{EPOCHS}$", output, re.M)]
     assert trained_again == list(range(done_before_kill + 1, EPOCHS + 1))
