@@ -376,11 +376,13 @@ def test_jit_compile_on_cpu_warns_that_xla_slows_the_perturbed_pass():
     on_accelerator = bool(
         tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")
     )
+    x, y = _data(8)
     for perturb_every, jit_compile in ((2, True), (2, False), (1, True)):
         gsam_model = GSAM(_mlp(), perturb_every=perturb_every)
+        gsam_model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            gsam_model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
+            gsam_model.fit(x, y, verbose=0)
         warned = any("jit_compile=False` on CPU" in str(w.message) for w in caught)
         expected = perturb_every > 1 and jit_compile and not on_accelerator
         assert warned == expected, (perturb_every, jit_compile)
