@@ -5,7 +5,9 @@ dies halfway leaves a partial version folder where model servers look. `AtomicPu
 into a hidden staging folder beside it (model servers only load numeric folders), renames it
 into place once the copy is complete, and removes the staging folder if the copy fails. The
 version is the push time in seconds, moved on to the next free number if another push took
-it. On local filesystems the rename is atomic; on object stores (gs://) a rename copies object
+it. A model whose SavedModel fingerprint (`fingerprint.pb`) matches a version already there is
+not pushed again: a rerun that re-evaluates the same cached model adds no second version. On
+local filesystems the rename is atomic; on object stores (gs://) a rename copies object
 by object, so there it only narrows the window in which a partial version is visible.
 
 Example:
@@ -33,6 +35,8 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
+FINGERPRINT_FILE = "fingerprint.pb"
+
 
 class AtomicPushExecutor(pusher_executor.Executor):
     """Pushes to a filesystem destination through a staging folder and a rename."""
@@ -54,6 +58,15 @@ class AtomicPushExecutor(pusher_executor.Executor):
             return
         model_path = self.GetModelPath(input_dict)
         base_directory = destination.filesystem.base_directory
+        pushed_before = version_holding(model_path, base_directory)
+        if pushed_before is not None:
+            logging.info("Model already pushed as %s; not pushed again.", pushed_before)
+            self._MarkPushed(
+                model_push,
+                pushed_destination=pushed_before,
+                pushed_version=os.path.basename(pushed_before),
+            )
+            return
         version = int(time.time())
         while fileio.exists(os.path.join(base_directory, str(version))):
             version += 1  # another push took this second: never overwrite or reuse it
@@ -68,6 +81,20 @@ class AtomicPushExecutor(pusher_executor.Executor):
         logging.info("Model written to serving path %s.", serving_path)
         io_utils.copy_dir(model_path, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))
+
+
+def version_holding(model_path: str, base_directory: str) -> str | None:
+    """The version folder under `base_directory` with `model_path`'s fingerprint, if any."""
+    fingerprint = os.path.join(model_path, FINGERPRINT_FILE)
+    if not fileio.exists(fingerprint) or not fileio.exists(base_directory):
+        return None
+    own = io_utils.read_bytes_file(fingerprint)
+    for name in sorted(fileio.listdir(base_directory)):
+        pushed = os.path.join(base_directory, name.rstrip("/"), FINGERPRINT_FILE)
+        if name.rstrip("/").isdigit() and fileio.exists(pushed):
+            if io_utils.read_bytes_file(pushed) == own:
+                return os.path.join(base_directory, name.rstrip("/"))
+    return None
 
 
 class AtomicPusher(tfx.components.Pusher):

@@ -4,6 +4,7 @@ and compilation with KubeflowV2DagRunner (no network needed)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 import yaml
@@ -41,13 +42,24 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
         p,
         IMAGE_DATA_ROOT,
         auto_format=(
-            "TFRecord for the image's sample; other data roots, which the runner cannot look "
-            "into when compiling, need tfrecord or csv"
+            "TFRecord for the image's sample; any other --data-root needs --data-format "
+            "tfrecord or csv, since compiling does not read the data"
         ),
     )
     options.add_training_arguments(p)
+    options.add_tuning_arguments(p)
+    options.add_comparison_arguments(p)
     options.add_blessing_arguments(p)
+    options.add_sharpness_arguments(p)
     options.add_beam_arguments(p, BEAM_PIPELINE_ARGS)
+    options.add_cache_argument(p, default=False)
+    p.add_argument(
+        "--trainer-retries",
+        type=int,
+        default=0,
+        help="how often the orchestrator reruns a failed or preempted Trainer task; a rerun "
+        "resumes from the last completed epoch (default: %(default)s)",
+    )
     submission = p.add_argument_group("submission")
     submission.add_argument("--submit", action="store_true", help="submit after compiling")
     submission.add_argument(
@@ -66,10 +78,17 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
 
 
 def build(
-    args: argparse.Namespace, parser: argparse.ArgumentParser, vertex_training: dict | None = None
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    vertex_training: dict | None = None,
+    parallel_trials: int = 1,
 ) -> tfx.dsl.Pipeline:
-    """The pipeline with paths as the containers see them (gs:// or inside the image)."""
-    if "://" not in args.pipeline_root:
+    """The pipeline with paths as the containers see them (gs:// or inside the image), passed
+    on unchanged; `vertex_training` and `parallel_trials` as `pipeline.create_pipeline` takes
+    them."""
+    if args.trainer_retries < 0:
+        parser.error(f"--trainer-retries must be 0 or more, got {args.trainer_retries}")
+    if not options.is_uri(args.pipeline_root):
         parser.error(
             f"--pipeline-root must be a bucket URI such as gs://BUCKET/root, "
             f"got {args.pipeline_root!r}"
@@ -81,8 +100,8 @@ def build(
     if data_format == "auto":
         if args.data_root != IMAGE_DATA_ROOT:
             parser.error(
-                f"--data-format must be tfrecord or csv for --data-root "
-                f"{args.data_root}: it is not inspected when compiling"
+                f"--data-root {args.data_root} needs --data-format tfrecord or --data-format "
+                f"csv: compiling does not read the data, so it cannot tell"
             )
         data_format = "tfrecord"
     with options.flag_errors(parser):
@@ -94,16 +113,28 @@ def build(
             schema_path=schema,
             serving_model_dir=args.serving_model_dir or f"{args.pipeline_root.rstrip('/')}/serving",
             training=options.training_config(args, data_format),
+            tuning=options.search_space(args),
             accuracy_threshold=args.accuracy_threshold,
             max_accuracy_drop=args.max_accuracy_drop,
             beam_pipeline_args=args.beam_args or BEAM_PIPELINE_ARGS,
             vertex_training=vertex_training,
+            parallel_trials=parallel_trials,
+            comparison=options.comparison_spec(args),
+            sharpness=options.sharpness_settings(args, parser),
+            enable_cache=args.enable_cache,
+            stock_resolver=True,
         )
 
 
-def compile_pipeline(dag: tfx.dsl.Pipeline, image: str, output_file: str) -> str:
+def compile_pipeline(
+    dag: tfx.dsl.Pipeline, image: str, output_file: str, trainer_retries: int = 0
+) -> str:
     """Writes the pipeline: a PipelineJob JSON for Vertex AI, or (by the .yaml extension) a
-    PipelineSpec YAML package for Kubeflow Pipelines."""
+    PipelineSpec YAML package for Kubeflow Pipelines.
+
+    `trainer_retries` becomes the retry policy of every Trainer task: KubeflowV2DagRunner
+    compiles none, so it is added to the compiled spec.
+    """
     output_file = os.path.abspath(output_file)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)
     tfx.orchestration.experimental.KubeflowV2DagRunner(
@@ -112,16 +143,32 @@ def compile_pipeline(dag: tfx.dsl.Pipeline, image: str, output_file: str) -> str
         output_filename=os.path.basename(output_file),
     ).run(dag)
     if output_file.endswith((".yaml", ".yml")):
-        _set_default_pipeline_root(output_file, dag.pipeline_info.pipeline_root)
+        _edit_yaml_spec(output_file, dag.pipeline_info.pipeline_root, trainer_retries)
+    elif trainer_retries:
+        with open(output_file) as file:
+            document = json.load(file)
+        set_trainer_retries(document["pipelineSpec"], trainer_retries)
+        with open(output_file, "w") as file:
+            json.dump(document, file, indent=2, sort_keys=True)
     return output_file
 
 
-def _set_default_pipeline_root(package_path: str, pipeline_root: str) -> None:
+def set_trainer_retries(spec: dict, retries: int) -> None:
+    """Gives the Trainer tasks of a compiled PipelineSpec (as a dict) `retries` retries."""
+    if not retries:
+        return
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        if name == "Trainer" or name.startswith("Trainer."):
+            task["retryPolicy"] = {"maxRetryCount": retries}
+
+
+def _edit_yaml_spec(package_path: str, pipeline_root: str, trainer_retries: int) -> None:
     """The JSON carries the root in its runtimeConfig; a YAML package keeps it in its spec."""
     with open(package_path) as file:
         text = file.read()
     header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
     spec = yaml.safe_load(text)
     spec["defaultPipelineRoot"] = pipeline_root
+    set_trainer_retries(spec, trainer_retries)
     with open(package_path, "w") as file:
         file.write(header + yaml.safe_dump(spec, sort_keys=True))

@@ -22,7 +22,9 @@ def main(argv=None) -> int:
             f"--output-file must end in .yaml for Kubeflow Pipelines, got {args.output_file!r}"
         )
 
-    path = cloud.compile_pipeline(cloud.build(args, parser), args.image, args.output_file)
+    path = cloud.compile_pipeline(
+        cloud.build(args, parser), args.image, args.output_file, args.trainer_retries
+    )
     print(f"compiled {path}")
     if args.submit:
         with options.flag_errors(parser):

@@ -12,8 +12,11 @@ import sys
 
 from tfx import v1 as tfx
 
+from components.sharpness_probe import ProbeSettings
 from pipelines import configs, pipeline
-from trainer.config import MODELS, OPTIMIZERS, TrainingConfig
+from pipelines.comparison import BUDGETS, ComparisonSpec
+from trainer.config import BASE_OPTIMIZERS, LR_SCHEDULES, MODELS, OPTIMIZERS, TrainingConfig
+from trainer.search_space import ALGORITHMS, OBJECTIVES, SearchSpace
 
 # Flag -> TrainingConfig field, for the flags that map one to one.
 TRAINING_FLAGS = {
@@ -21,6 +24,8 @@ TRAINING_FLAGS = {
     "--epochs": "epochs",
     "--batch-size": "batch_size",
     "--learning-rate": "learning_rate",
+    "--lr-schedule": "lr_schedule",
+    "--base-optimizer": "base_optimizer",
     "--optimizer": "optimizer",
     "--rho-max": "rho_max",
     "--rho-min": "rho_min",
@@ -29,14 +34,39 @@ TRAINING_FLAGS = {
     "--train-steps-per-epoch": "train_steps_per_epoch",
     "--label-key": "label_key",
     "--num-classes": "num_classes",
+    "--image-key": "image_key",
+    "--image-shape": "image_shape",
+}
+# Flag -> SearchSpace field; each flag needs --tune.
+TUNING_FLAGS = {
+    "--tune-rho-max": "rho_max_range",
+    "--tune-rho-min-fraction": "rho_min_fraction_range",
+    "--tune-alpha": "alpha_range",
+    "--tune-learning-rate": "learning_rate_range",
+    "--tune-methods": "method_choices",
+    "--tune-algorithm": "algorithm",
+    "--tune-trials": "max_trials",
+    "--tune-epochs": "epochs_per_trial",
+    "--tune-objective": "objective",
+    "--tune-seed": "search_seed",
 }
 # Other flags named in error messages by the value they set.
 OTHER_FLAGS = {
     "data_root": "--data-root",
     "schema_path": "--schema",
     "data_format": "--data-format",
+    "output_dir": "--output-dir",
+    "metadata_path": "--metadata-path",
     "accuracy_threshold": "--accuracy-threshold",
     "max_accuracy_drop": "--max-accuracy-drop",
+    "methods": "--methods",
+    "seeds": "--seeds",
+    "budget": "--budget",
+    "label_noise": "--label-noise",
+    "label_noise_seed": "--label-noise-seed",
+    "parallel_trials": "--parallel-trials",
+    "max_top_eigenvalue": "--max-top-eigenvalue",
+    "max_sharpness_increase": "--max-sharpness-increase",
 }
 
 
@@ -55,9 +85,19 @@ def command_line(argv: list[str] | None = None) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class OutputLayout:
-    """Where a local run writes: everything under one output folder."""
+    """Where a local run writes: everything under one output folder, local or a URI such as
+    gs://BUCKET/out, except ML Metadata's SQLite file when `metadata_file` puts it elsewhere.
+    """
 
     output_dir: str
+    metadata_file: str | None = None
+
+    def __post_init__(self):
+        if self.metadata_file is None and is_uri(self.output_dir):
+            raise ValueError(
+                f"output_dir {self.output_dir} is not local, and ML Metadata's SQLite file must "
+                f"be: set metadata_path, e.g. to metadata.sqlite."
+            )
 
     @property
     def pipeline_root(self) -> str:
@@ -65,11 +105,22 @@ class OutputLayout:
 
     @property
     def metadata_path(self) -> str:
-        return os.path.join(self.output_dir, "metadata.sqlite")
+        return self.metadata_file or os.path.join(self.output_dir, "metadata.sqlite")
 
     @property
     def serving_model_dir(self) -> str:
         return os.path.join(self.output_dir, "serving")
+
+    @property
+    def logs_dir(self) -> str:
+        """Run logs, appended to as a run goes: under the output folder, or beside ML
+        Metadata's file when the output folder is a URI."""
+        local = os.path.dirname(self.metadata_path) if is_uri(self.output_dir) else self.output_dir
+        return os.path.join(local, "logs")
+
+    def log_path(self, run_id: str) -> str:
+        """The full log of the run `run_id`."""
+        return os.path.join(self.logs_dir, f"{run_id}.log")
 
 
 def add_data_arguments(
@@ -117,6 +168,19 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.learning_rate,
         help="peak learning rate (default: %(default)s)",
     )
+    group.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default=defaults.lr_schedule,
+        help="cosine decay after the warmup, or constant (default: %(default)s)",
+    )
+    group.add_argument(
+        "--base-optimizer",
+        choices=BASE_OPTIMIZERS,
+        default=defaults.base_optimizer,
+        help="the optimizer SAM and GSAM wrap: sgd (momentum 0.9) or adam "
+        "(default: %(default)s)",
+    )
     group.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     group.add_argument("--rho-max", type=float, default=defaults.rho_max)
     group.add_argument("--rho-min", type=float, default=defaults.rho_min)
@@ -149,8 +213,117 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--num-classes",
         type=int,
         default=None,
-        help="default: from the schema's label domain (an inferred schema, as for CSV, has none)",
+        help="default: from the schema's label domain, else the label's largest value + 1 "
+        "in the statistics",
     )
+    group.add_argument(
+        "--image-key",
+        default=defaults.image_key,
+        help="the PNG-encoded image feature, for resnet (default: %(default)s)",
+    )
+    group.add_argument(
+        "--image-shape",
+        type=image_shape,
+        default=defaults.image_shape,
+        metavar="HxWxC",
+        help="height, width and channels (1, 3 or 4) the images are decoded to; images of "
+        "another size are resized (default: %s)" % "x".join(map(str, defaults.image_shape)),
+    )
+
+
+def image_shape(text: str) -> tuple[int, ...]:
+    """`--image-shape` as `(height, width, channels)`, from e.g. `32x32x3`."""
+    if not re.fullmatch(r"\d+x\d+x\d+", text):
+        raise argparse.ArgumentTypeError(
+            f"must be HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3, got {text!r}"
+        )
+    return tuple(int(size) for size in text.split("x"))
+
+
+def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ComparisonSpec()
+    group = parser.add_argument_group(
+        "comparison",
+        "--compare trains every method with every seed on the same data, reports them side "
+        "by side, and releases the winner",
+    )
+    group.add_argument("--compare", action="store_true", help="run the comparison pipeline")
+    group.add_argument(
+        "--methods",
+        default=",".join(defaults.methods),
+        help=f"comma-separated, from {', '.join(OPTIMIZERS)}, or sam-kN / gsam-kN "
+        "(perturbed pass every N steps) (default: %(default)s)",
+    )
+    group.add_argument(
+        "--seeds", type=int, default=defaults.seeds, help="runs per method (default: %(default)s)"
+    )
+    group.add_argument(
+        "--budget",
+        choices=BUDGETS,
+        default=defaults.budget,
+        help="equal-compute trains plain for as many forward-backward passes as SAM/GSAM "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--label-noise",
+        type=float,
+        default=defaults.label_noise,
+        help="fraction of training labels flipped to another class (default: %(default)s)",
+    )
+    group.add_argument("--label-noise-seed", type=int, default=defaults.label_noise_seed)
+
+
+def comparison_spec(args: argparse.Namespace) -> ComparisonSpec | None:
+    """The comparison the flags ask for, or `None` without --compare."""
+    if not args.compare:
+        return None
+    return ComparisonSpec(
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        seeds=args.seeds,
+        budget=args.budget,
+        label_noise=args.label_noise,
+        label_noise_seed=args.label_noise_seed,
+    )
+
+
+def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
+    space = SearchSpace()
+    group = parser.add_argument_group(
+        "tuning",
+        "--tune adds a Tuner (KerasTuner) before the Trainer, which trains with the best "
+        "values it finds",
+    )
+    group.add_argument("--tune", action="store_true", help="search the values below first")
+
+    def add_range(flag, what):
+        low, high = getattr(space, TUNING_FLAGS[flag])
+        group.add_argument(
+            flag,
+            nargs=2,
+            type=float,
+            metavar=("LOW", "HIGH"),
+            help=f"{what} (default: {low} {high}; LOW = HIGH fixes the value)",
+        )
+
+    add_range("--tune-rho-max", "rho_max, log-uniform")
+    add_range("--tune-rho-min-fraction", "rho_min as a fraction of rho_max")
+    add_range("--tune-alpha", "GSAM's alpha")
+    add_range("--tune-learning-rate", "peak learning rate, log-uniform")
+    group.add_argument(
+        "--tune-methods",
+        nargs="+",
+        choices=OPTIMIZERS,
+        help="methods to choose from (default: --optimizer's)",
+    )
+    group.add_argument("--tune-algorithm", choices=ALGORITHMS, help=f"default: {space.algorithm}")
+    group.add_argument("--tune-trials", type=int, help=f"default: {space.max_trials}")
+    group.add_argument(
+        "--tune-epochs", type=int, help=f"epochs per trial (default: {space.epochs_per_trial})"
+    )
+    group.add_argument(
+        "--tune-objective", choices=tuple(OBJECTIVES), help=f"default: {space.objective}"
+    )
+    group.add_argument("--tune-seed", type=int, help="seeds the search (default: random)")
 
 
 def add_blessing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +340,47 @@ def add_blessing_arguments(parser: argparse.ArgumentParser) -> None:
         default=configs.MAX_ACCURACY_DROP,
         help="how far the candidate may trail the last blessed model (default: %(default)s)",
     )
+
+
+def add_sharpness_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sharpness")
+    group.add_argument(
+        "--sharpness",
+        action="store_true",
+        help="measure the candidate's (and the baseline's) sharpness after the Evaluator: "
+        "top Hessian eigenvalue, Hessian trace, surrogate gap, worst-case loss",
+    )
+    group.add_argument(
+        "--max-top-eigenvalue",
+        type=float,
+        default=None,
+        help="with --sharpness: push only if the candidate's top Hessian eigenvalue is at "
+        "most this (default: no limit)",
+    )
+    group.add_argument(
+        "--max-sharpness-increase",
+        type=float,
+        default=None,
+        help="with --sharpness: push only if the top eigenvalue exceeds the last blessed "
+        "model's by at most this fraction, e.g. 0.2 (default: no limit)",
+    )
+
+
+def sharpness_settings(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> ProbeSettings | None:
+    """The SharpnessProbe's settings, or None without --sharpness."""
+    limits = {
+        "max_top_eigenvalue": args.max_top_eigenvalue,
+        "max_sharpness_increase": args.max_sharpness_increase,
+    }
+    if not args.sharpness:
+        given = [OTHER_FLAGS[name] for name, value in limits.items() if value is not None]
+        if given:
+            parser.error(f"{', '.join(given)} gates the SharpnessProbe: add --sharpness.")
+        return None
+    with flag_errors(parser):
+        return ProbeSettings(**limits)
 
 
 def add_beam_arguments(
@@ -189,18 +403,46 @@ def local_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--output-dir",
         default=configs.OUTPUT_DIR,
-        help="pipeline root, metadata DB and pushed models (default: %(default)s)",
+        help="pipeline root, metadata DB, pushed models and logs/, a folder or a URI such as "
+        "gs://BUCKET/out (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--metadata-path",
+        default=None,
+        help="the ML Metadata SQLite file, always local (default: OUTPUT_DIR/metadata.sqlite; "
+        "needed when --output-dir is a URI); with a URI, logs/ goes beside it",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print the full log (absl, TFX, Beam, TensorFlow) here too; it is always written "
+        "to OUTPUT_DIR/logs/<run id>.log",
     )
     add_training_arguments(parser)
+    add_tuning_arguments(parser)
+    add_comparison_arguments(parser)
     add_blessing_arguments(parser)
+    add_sharpness_arguments(parser)
     add_beam_arguments(parser)
+    add_cache_argument(parser, default=False)
     return parser
 
 
+def add_cache_argument(parser: argparse.ArgumentParser, default: bool) -> None:
+    """`--enable-cache` / `--no-enable-cache`: whether unchanged steps reuse their outputs."""
+    parser.add_argument(
+        "--enable-cache",
+        action=argparse.BooleanOptionalAction,
+        default=default,
+        help="reuse the outputs of steps whose inputs and settings are unchanged; a rerun then "
+        "trains, evaluates and pushes nothing new, and a preempted Trainer rerun resumes "
+        "(default: %(default)s)",
+    )
+
+
 def training_config(args: argparse.Namespace, data_format: str) -> TrainingConfig:
-    values = {
-        field: getattr(args, flag[2:].replace("-", "_")) for flag, field in TRAINING_FLAGS.items()
-    }
+    values = {field: flag_value(args, flag) for flag, field in TRAINING_FLAGS.items()}
     if values["alpha"] is None:
         values["alpha"] = configs.TRAINING.alpha if args.optimizer == "gsam" else None
     if values["model"] is None:
@@ -208,14 +450,29 @@ def training_config(args: argparse.Namespace, data_format: str) -> TrainingConfi
     return dataclasses.replace(configs.TRAINING, adaptive=args.adaptive, **values)
 
 
+def search_space(args: argparse.Namespace) -> SearchSpace | None:
+    """The search space of the --tune flags; `None` without --tune."""
+    given = {flag: flag_value(args, flag) for flag in TUNING_FLAGS}
+    given = {flag: value for flag, value in given.items() if value is not None}
+    if not args.tune:
+        if given:
+            raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --tune.")
+        return None
+    return SearchSpace(**{TUNING_FLAGS[flag]: value for flag, value in given.items()})
+
+
+def flag_value(args: argparse.Namespace, flag: str):
+    return getattr(args, flag[2:].replace("-", "_"))
+
+
 def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tfx.dsl.Pipeline:
     """The pipeline for a run on this machine; a bad value exits naming its flag."""
-    layout = OutputLayout(os.path.abspath(args.output_dir))
     data_root = absolute(args.data_root)
     schema = args.schema and absolute(args.schema)
     if schema is None and data_root == configs.DATA_ROOT:
         schema = configs.SCHEMA_PATH
     with flag_errors(parser):
+        layout = output_layout(args.output_dir, args.metadata_path)
         data_format, split_folders = pipeline.inspect_local_data(
             data_root, args.data_format, schema
         )
@@ -228,12 +485,16 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
             schema_path=schema,
             serving_model_dir=layout.serving_model_dir,
             training=training_config(args, data_format),
+            tuning=search_space(args),
             accuracy_threshold=args.accuracy_threshold,
             max_accuracy_drop=args.max_accuracy_drop,
             metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
                 layout.metadata_path
             ),
             beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
+            comparison=comparison_spec(args),
+            sharpness=sharpness_settings(args, parser),
+            enable_cache=args.enable_cache,
         )
 
 
@@ -247,10 +508,22 @@ def flag_errors(parser: argparse.ArgumentParser):
 
 
 def name_flags(message: str) -> str:
-    flags = {field: flag for flag, field in TRAINING_FLAGS.items()} | OTHER_FLAGS
+    flags = {field: flag for flag, field in {**TRAINING_FLAGS, **TUNING_FLAGS}.items()}
+    flags |= OTHER_FLAGS
     named = [flag for field, flag in flags.items() if re.search(rf"\b{field}\b", message)]
     return f"{message} (flag: {', '.join(named)})" if named else message
 
 
+def output_layout(output_dir: str, metadata_path: str | None = None) -> OutputLayout:
+    """The layout of `--output-dir` and `--metadata-path`, local paths made absolute."""
+    return OutputLayout(absolute(output_dir), metadata_path and absolute(metadata_path))
+
+
+def is_uri(path: str) -> bool:
+    """Whether `path` is a URI (gs://, s3://, hdfs://, ...) rather than a local path."""
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
+
+
 def absolute(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
+    """A local path made absolute; a URI as it is."""
+    return path if is_uri(path) else os.path.abspath(path)

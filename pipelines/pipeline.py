@@ -1,20 +1,30 @@
 """The gsam-tfx pipeline DAG. It holds no configuration: see configs.py and the runners.
 
 ExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidator
--> ValidationGate -> Trainer (GSAM) -> Evaluator (against the last blessed model) -> Pusher.
+-> ValidationGate -> [Tuner] -> Trainer (GSAM) -> Evaluator (against the last blessed model)
+[-> SharpnessProbe] -> Pusher.
+
+`create_pipeline` composes small builders, one per stage: `data_stage` (examples, statistics,
+schema and the validation gate), `tuner_component` (with `tuning`), `trainer_component` and
+`release_stage` (resolver, Evaluator, optionally the SharpnessProbe, Pusher). The pipeline variants (comparison, tuning,
+sharpness) compose the same builders.
 
 Example:
 
+    from tfx import v1 as tfx
     from pipelines import configs, pipeline
     dag = pipeline.create_pipeline(
         pipeline_name="gsam-tfx", pipeline_root="/tmp/root", data_root=configs.DATA_ROOT,
         schema_path=configs.SCHEMA_PATH, serving_model_dir="/tmp/serving",
-        training=configs.TRAINING, accuracy_threshold=0.7, max_accuracy_drop=0.01)
+        training=configs.TRAINING, accuracy_threshold=0.7, max_accuracy_drop=0.01,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            "/tmp/metadata.sqlite"))
     tfx.orchestration.LocalDagRunner().run(dag)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Sequence
 
@@ -25,11 +35,19 @@ from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 
 from components.atomic_pusher import AtomicPusher
+from components.baseline_resolver import BaselineBeforeCandidateStrategy
+from components.comparison_report import comparison_report
+from components.label_noise import LabelNoise
+from components.sharpness_probe import ProbeSettings, probe_component
 from components.validation_gate import ValidationGate
+from pipelines.comparison import ComparisonSpec, run_name
+from pipelines.vertex_training import vertex_tuning_config
 from trainer import export
 from trainer.config import TrainingConfig
+from trainer.search_space import SearchSpace
 
 RUN_FN = "trainer.task.run_fn"
+TUNER_FN = "trainer.tuning.tuner_fn"
 DATA_FORMATS = ("tfrecord", "csv")
 # Folders that, when both exist under the data root, are the train and eval splits.
 SPLIT_FOLDERS = ("train", "eval")
@@ -50,7 +68,12 @@ def create_pipeline(
     metadata_connection_config: metadata_store_pb2.ConnectionConfig | None = None,
     beam_pipeline_args: Sequence[str] = (),
     vertex_training: dict[str, Any] | None = None,
+    tuning: SearchSpace | None = None,
+    parallel_trials: int = 1,
+    sharpness: ProbeSettings | None = None,
     enable_cache: bool = False,
+    comparison: ComparisonSpec | None = None,
+    stock_resolver: bool = False,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline; every value is checked here, before anything runs.
 
@@ -68,7 +91,80 @@ def create_pipeline(
         max_accuracy_drop: how far (absolute) the candidate may trail the last blessed model.
         vertex_training: when set, the Trainer runs as a Vertex AI Training job: a dict of
             `tfx.extensions.google_cloud_ai_platform` settings (see `pipelines/vertex_training.py`).
+            With `tuning`, the Tuner runs there too, on the same machines.
+        tuning: when set, a Tuner searches this space between the validation gate and the
+            Trainer, and the Trainer trains with its best values.
+        parallel_trials: trials the Tuner runs at once, one per machine; more than one needs
+            `vertex_training`.
+        comparison: when set, the comparison variant: one Trainer and Evaluator per method and
+            seed (`training` with each method's optimizer), optional label noise before them,
+            and a ComparisonReport whose winning model goes on to the release stage.
+        sharpness: when set, a SharpnessProbe measures the candidate (and the baseline) after
+            the Evaluator, and the Pusher takes its blessing (see
+            `components/sharpness_probe.py`).
+        enable_cache: reuse the outputs of steps whose inputs and settings are unchanged.
+        stock_resolver: the baseline from TFX's LatestBlessedModelStrategy (needed by
+            KubeflowV2DagRunner) rather than the latest model blessed before the candidate.
     """
+    check_settings(training, data_root, data_format, accuracy_threshold, max_accuracy_drop)
+    check_tuning(tuning, training, vertex_training, parallel_trials)
+    if comparison is not None and not isinstance(comparison, ComparisonSpec):
+        raise ValueError(
+            f"comparison must be a ComparisonSpec, got {type(comparison).__name__}."
+        )
+    if comparison is not None and tuning is not None and tuning.method_choices:
+        raise ValueError(
+            "tuning's method_choices cannot be searched in a comparison: every compared "
+            "method is tuned on its own."
+        )
+    data = data_stage(data_root, data_format, split_folders, schema_path, training.label_key)
+    training_components = []
+    if comparison is None:
+        hyperparameters = None
+        if tuning is not None:
+            tuner = tuner_component(
+                data.examples, data.schema, training, tuning, vertex_training, parallel_trials
+            )
+            training_components.append(tuner)
+            hyperparameters = tuner.outputs["best_hyperparameters"]
+        trainer = trainer_component(
+            data.examples, data.schema, training, vertex_training, hyperparameters=hyperparameters
+        )
+        training_components.append(trainer)
+        candidate = trainer.outputs["model"]
+    else:
+        stage = comparison_stage(
+            data, training, comparison, vertex_training, tuning, parallel_trials
+        )
+        training_components, candidate = stage.components, stage.best_model
+    release = release_stage(
+        data.examples,
+        candidate,
+        label_key=training.label_key,
+        accuracy_threshold=accuracy_threshold,
+        max_accuracy_drop=max_accuracy_drop,
+        serving_model_dir=serving_model_dir,
+        sharpness=None if sharpness is None else SharpnessInputs(sharpness, data.schema, training),
+        stock_resolver=stock_resolver,
+    )
+    return assemble(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[*data.components, *training_components, *release.components],
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args,
+        enable_cache=enable_cache,
+    )
+
+
+def check_settings(
+    training: TrainingConfig,
+    data_root: str,
+    data_format: str,
+    accuracy_threshold: float,
+    max_accuracy_drop: float,
+) -> None:
+    """The checks every pipeline variant makes before building anything."""
     if not isinstance(training, TrainingConfig):
         raise ValueError(f"training must be a TrainingConfig, got {type(training).__name__}.")
     _check_fraction("accuracy_threshold", accuracy_threshold)
@@ -83,6 +179,72 @@ def create_pipeline(
             f"got {training.model!r}."
         )
 
+
+def check_tuning(
+    tuning: SearchSpace | None,
+    training: TrainingConfig,
+    vertex_training: dict[str, Any] | None,
+    parallel_trials: int,
+) -> None:
+    """The checks of the tuning settings, before building anything."""
+    if tuning is not None:
+        if not isinstance(tuning, SearchSpace):
+            raise ValueError(f"tuning must be a SearchSpace, got {type(tuning).__name__}.")
+        tuning.check_training(training)
+    if (
+        isinstance(parallel_trials, bool)
+        or not isinstance(parallel_trials, int)
+        or parallel_trials < 1
+    ):
+        raise ValueError(f"parallel_trials must be an integer >= 1, got {parallel_trials!r}.")
+    if parallel_trials > 1 and (tuning is None or vertex_training is None):
+        raise ValueError(
+            f"parallel_trials ({parallel_trials}) needs tuning on Vertex AI Training (tuning "
+            f"and vertex_training); elsewhere the Tuner runs one trial at a time."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataStage:
+    """ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> ValidationGate."""
+
+    example_gen: Any
+    statistics_gen: Any
+    schema_gen: Any
+    example_validator: Any
+    validation_gate: Any
+
+    @property
+    def examples(self):
+        return self.example_gen.outputs["examples"]
+
+    @property
+    def schema(self):
+        """The schema, available only once the gate passed: training depends on the gate."""
+        return self.validation_gate.outputs["validated_schema"]
+
+    @property
+    def components(self) -> list:
+        return [
+            self.example_gen,
+            self.statistics_gen,
+            self.schema_gen,
+            self.example_validator,
+            self.validation_gate,
+        ]
+
+
+def data_stage(
+    data_root: str,
+    data_format: str,
+    split_folders: bool,
+    schema_path: str | None,
+    label_key: str,
+) -> DataStage:
+    """Reads the examples, computes statistics, takes or infers the schema, and gates.
+
+    The gate also gives the label of an inferred schema its class range, from the statistics.
+    """
     example_gen = _example_gen(data_root, data_format, split_folders)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if schema_path is None:
@@ -95,13 +257,56 @@ def create_pipeline(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
     validation_gate = ValidationGate(
-        schema=schema_gen.outputs["schema"], anomalies=example_validator.outputs["anomalies"]
+        schema=schema_gen.outputs["schema"],
+        anomalies=example_validator.outputs["anomalies"],
+        statistics=statistics_gen.outputs["statistics"],
+        label_key=label_key,
     )
+    return DataStage(example_gen, statistics_gen, schema_gen, example_validator, validation_gate)
 
+
+def tuner_component(
+    examples,
+    schema,
+    training: TrainingConfig,
+    tuning: SearchSpace,
+    vertex_training: dict[str, Any] | None = None,
+    parallel_trials: int = 1,
+    component_id: str = "Tuner",
+):
+    """The Tuner running `trainer.tuning.tuner_fn` over `tuning`, its trials trained like
+    `training`; on Vertex AI Training with `vertex_training`, `parallel_trials` at a time."""
+    tuner_args = dict(
+        tuner_fn=TUNER_FN,
+        examples=examples,
+        schema=schema,
+        custom_config={**training.to_custom_config(), **tuning.to_custom_config()},
+    )
+    if vertex_training is None:
+        tuner = tfx.components.Tuner(**tuner_args)
+    else:
+        tuner_args["custom_config"].update(vertex_tuning_config(vertex_training, parallel_trials))
+        tuner = tfx.extensions.google_cloud_ai_platform.Tuner(
+            **tuner_args, tune_args=tfx.proto.TuneArgs(num_parallel_trials=parallel_trials)
+        )
+    return tuner if component_id == "Tuner" else tuner.with_id(component_id)
+
+
+def trainer_component(
+    examples,
+    schema,
+    training: TrainingConfig,
+    vertex_training: dict[str, Any] | None = None,
+    component_id: str = "Trainer",
+    hyperparameters=None,
+):
+    """The Trainer running `trainer.task.run_fn` with `training` as its custom_config, and
+    the tuned values of `hyperparameters` (a Tuner's `best_hyperparameters`) laid over it."""
     trainer_args = dict(
         run_fn=RUN_FN,
-        examples=example_gen.outputs["examples"],
-        schema=validation_gate.outputs["validated_schema"],
+        examples=examples,
+        schema=schema,
+        hyperparameters=hyperparameters,
         custom_config=training.to_custom_config(),
     )
     if vertex_training is None:
@@ -109,40 +314,207 @@ def create_pipeline(
     else:
         trainer_args["custom_config"] = {**trainer_args["custom_config"], **vertex_training}
         trainer = tfx.extensions.google_cloud_ai_platform.Trainer(**trainer_args)
+    return trainer if component_id == "Trainer" else trainer.with_id(component_id)
 
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonStage:
+    """Label noise (optional), a Trainer and an Evaluator per run, and the report."""
+
+    components: list
+    best_model: Any
+
+
+def comparison_stage(
+    data: DataStage,
+    training: TrainingConfig,
+    spec: ComparisonSpec,
+    vertex_training: dict[str, Any] | None = None,
+    tuning: SearchSpace | None = None,
+    parallel_trials: int = 1,
+) -> ComparisonStage:
+    """Trains every (method, seed) run of `spec` on the same examples, evaluates each on the
+    eval split, and reports. The Trainers do not depend on one another, so orchestrators that
+    can run them in parallel do. With `tuning`, each method is tuned once, on its first seed's
+    config (plain training searches the learning rate alone), and all its seeds train with
+    the tuned values."""
+    components = []
+    train_examples = data.examples
+    if spec.label_noise > 0:
+        noise = LabelNoise(
+            examples=data.examples,
+            schema=data.schema,
+            noise_rate=spec.label_noise,
+            seed=spec.label_noise_seed,
+            label_key=training.label_key,
+        )
+        components.append(noise)
+        train_examples = noise.outputs["noisy_examples"]
+    run_config = eval_config(training.label_key, accuracy_threshold=0.0, max_accuracy_drop=None)
+    runs = {}
+    tuned = {}
+    for (method, seed), config in spec.training_configs(training).items():
+        if tuning is not None and method not in tuned:
+            tuner = tuner_component(
+                train_examples,
+                data.schema,
+                config,
+                tuning.for_method(method),
+                vertex_training,
+                parallel_trials,
+                component_id=f"Tuner.{method}",
+            )
+            components.append(tuner)
+            tuned[method] = tuner.outputs["best_hyperparameters"]
+        name = run_name(method, seed)
+        trainer = trainer_component(
+            train_examples,
+            data.schema,
+            config,
+            vertex_training,
+            component_id=f"Trainer.{name}",
+            hyperparameters=tuned.get(method),
+        )
+        evaluator = evaluator_component(
+            data.examples, trainer.outputs["model"], run_config, component_id=f"Evaluator.{name}"
+        )
+        components += [trainer, evaluator]
+        runs[(method, seed)] = {
+            "model": trainer.outputs["model"],
+            "model_run": trainer.outputs["model_run"],
+            "evaluation": evaluator.outputs["evaluation"],
+        }
+    report = comparison_report(
+        runs,
+        settings={
+            "methods": list(spec.methods),
+            "seeds": spec.seeds,
+            "budget": spec.budget,
+            "label_noise": spec.label_noise,
+            "label_noise_seed": spec.label_noise_seed,
+            "training": training.to_dict(),
+        },
+        label_key=training.label_key,
+    )
+    return ComparisonStage(components=[*components, report], best_model=report.outputs["best_model"])
+
+
+@dataclasses.dataclass(frozen=True)
+class SharpnessInputs:
+    """What `release_stage` needs to add a SharpnessProbe: its settings, the schema channel
+    and the training config (how the Trainer decoded the examples)."""
+
+    settings: ProbeSettings
+    schema: Any
+    training: TrainingConfig
+
+    def __post_init__(self):
+        if not isinstance(self.settings, ProbeSettings):
+            raise ValueError(
+                f"sharpness must be a ProbeSettings, got {type(self.settings).__name__}."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleaseStage:
+    """The candidate judged against the last blessed model, and pushed if blessed."""
+
+    model_resolver: Any
+    evaluator: Any
+    pusher: Any
+    sharpness_probe: Any = None
+
+    @property
+    def components(self) -> list:
+        probe = [self.sharpness_probe] if self.sharpness_probe is not None else []
+        return [self.model_resolver, self.evaluator, *probe, self.pusher]
+
+
+def release_stage(
+    examples,
+    model,
+    *,
+    label_key: str,
+    accuracy_threshold: float,
+    max_accuracy_drop: float,
+    serving_model_dir: str,
+    sharpness: SharpnessInputs | None = None,
+    stock_resolver: bool = False,
+) -> ReleaseStage:
+    """Baseline resolver -> Evaluator (candidate vs baseline) [-> SharpnessProbe]
+    -> AtomicPusher. With `sharpness`, the Pusher takes the probe's blessing, which requires
+    the Evaluator's.
+
+    The baseline is the latest model blessed before the candidate was trained
+    (components/baseline_resolver.py), so a cached rerun evaluates and pushes nothing new;
+    `stock_resolver` uses TFX's LatestBlessedModelStrategy instead, the one KubeflowV2DagRunner
+    compiles.
+    """
+    history = dict(
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
-    evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config(training.label_key, accuracy_threshold, max_accuracy_drop),
     )
+    if stock_resolver:
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **history
+        )
+    else:
+        model_resolver = tfx.dsl.Resolver(
+            strategy_class=BaselineBeforeCandidateStrategy, candidate=model, **history
+        )
+    model_resolver = model_resolver.with_id("latest_blessed_model_resolver")
+    evaluator = evaluator_component(
+        examples,
+        model,
+        eval_config(label_key, accuracy_threshold, max_accuracy_drop),
+        baseline_model=model_resolver.outputs["model"],
+    )
+    probe = None
+    blessing = evaluator.outputs["blessing"]
+    if sharpness is not None:
+        probe = probe_component(
+            model,
+            examples,
+            sharpness.schema,
+            sharpness.training,
+            sharpness.settings,
+            baseline_model=model_resolver.outputs["model"],
+            evaluator_blessing=blessing,
+        )
+        blessing = probe.outputs["blessing"]
     pusher = AtomicPusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        model=model,
+        model_blessing=blessing,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
         ),
     ).with_id("Pusher")
+    return ReleaseStage(model_resolver, evaluator, pusher, probe)
 
+
+def evaluator_component(
+    examples, model, config: tfma.EvalConfig, baseline_model=None, component_id="Evaluator"
+):
+    """TFMA's Evaluator on the eval split."""
+    evaluator = tfx.components.Evaluator(
+        examples=examples, model=model, baseline_model=baseline_model, eval_config=config
+    )
+    return evaluator if component_id == "Evaluator" else evaluator.with_id(component_id)
+
+
+def assemble(
+    *,
+    pipeline_name: str,
+    pipeline_root: str,
+    components: list,
+    metadata_connection_config: metadata_store_pb2.ConnectionConfig | None,
+    beam_pipeline_args: Sequence[str],
+    enable_cache: bool,
+) -> tfx.dsl.Pipeline:
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline_name,
         pipeline_root=pipeline_root,
-        components=[
-            example_gen,
-            statistics_gen,
-            schema_gen,
-            example_validator,
-            validation_gate,
-            trainer,
-            model_resolver,
-            evaluator,
-            pusher,
-        ],
+        components=components,
         enable_cache=enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(beam_pipeline_args),
@@ -150,14 +522,23 @@ def create_pipeline(
 
 
 def eval_config(
-    label_key: str, accuracy_threshold: float, max_accuracy_drop: float
+    label_key: str, accuracy_threshold: float, max_accuracy_drop: float | None
 ) -> tfma.EvalConfig:
     """TFMA on the serving signature.
 
     Blessing looks at the overall accuracy: it must clear `accuracy_threshold` and may trail
-    the baseline by at most `max_accuracy_drop`. Per-class slices are reported, not gated.
+    the baseline by at most `max_accuracy_drop` (`None`: no baseline comparison). Per-class
+    slices are reported, not gated.
     """
     overall = tfma.SlicingSpec()
+    change = (
+        None
+        if max_accuracy_drop is None
+        else tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -max_accuracy_drop},
+        )
+    )
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
@@ -182,10 +563,7 @@ def eval_config(
                                     value_threshold=tfma.GenericValueThreshold(
                                         lower_bound={"value": accuracy_threshold}
                                     ),
-                                    change_threshold=tfma.GenericChangeThreshold(
-                                        direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                                        absolute={"value": -max_accuracy_drop},
-                                    ),
+                                    change_threshold=change,
                                 ),
                             )
                         ],

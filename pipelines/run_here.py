@@ -2,27 +2,28 @@
 
 import sys
 
-from absl import logging
 from tfx.orchestration import tfx_runner
 
-from pipelines import options, summary
+from pipelines import console, options, run_lock
 
 
 def run(runner: tfx_runner.TfxRunner, description: str, argv: list[str] | None = None) -> int:
-    """Builds the pipeline from the flags, runs it with `runner`, and prints the summary.
+    """Builds the pipeline from the flags and runs it with `runner` (see pipelines/console.py).
 
-    Returns the exit status: 1, with the failing component's error, if the run failed.
+    Returns the exit status: 1 if the run failed.
     """
     parser = options.local_parser(description)
     args = parser.parse_args(options.command_line(argv))
     dag = options.build_local(args, parser)
-    logging.set_verbosity(logging.INFO)
     try:
-        runner.run(dag)
-    except Exception as error:  # the component's own error, reported after the summary
-        summary.report(args.output_dir, args.pipeline_name, args.data_root)
-        logging.exception("The pipeline run failed.")
-        print(f"\nThe run failed: {error}", file=sys.stderr)
+        with run_lock.hold(run_lock.lock_path(args.output_dir, args.metadata_path)):
+            return console.run_pipeline(
+                runner,
+                dag,
+                options.output_layout(args.output_dir, args.metadata_path),
+                verbose=args.verbose,
+                data_root=args.data_root,
+            )
+    except run_lock.RunLockedError as error:
+        print(f"Not started: {error}", file=sys.stderr)
         return 1
-    summary.report(args.output_dir, args.pipeline_name, args.data_root)
-    return 0

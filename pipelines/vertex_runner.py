@@ -6,7 +6,8 @@
         tfx pipeline create --engine vertex --pipeline_path pipelines/vertex_runner.py
 
 Compiling needs no network. --vertex-training also runs the Trainer as a Vertex AI Training
-job (GPUs, several workers).
+job (GPUs, several workers), and with --tune the Tuner too (--parallel-trials machines); it
+needs --project even to compile, since the compiled pipeline names the project that job runs in.
 """
 
 import sys
@@ -33,12 +34,22 @@ def main(argv=None) -> int:
         default=1,
         help="several workers train with the multi-worker GSAM loop",
     )
+    vertex.add_argument(
+        "--parallel-trials",
+        type=int,
+        default=1,
+        help="with --tune --vertex-training: trials run at once, one machine each "
+        "(default: %(default)s)",
+    )
     args = parser.parse_args(options.command_line(argv))
 
     vertex_training = None
     if args.vertex_training:
         if not args.project:
-            parser.error("--vertex-training needs --project")
+            parser.error(
+                "--vertex-training needs --project, even to compile: the compiled pipeline "
+                "names the project the Trainer's Vertex AI Training job runs in"
+            )
         with options.flag_errors(parser):
             vertex_training = vertex_training_config(
                 project=args.project,
@@ -49,9 +60,8 @@ def main(argv=None) -> int:
                 accelerator_count=args.accelerator_count,
                 workers=args.workers,
             )
-    path = cloud.compile_pipeline(
-        cloud.build(args, parser, vertex_training), args.image, args.output_file
-    )
+    dag = cloud.build(args, parser, vertex_training, args.parallel_trials)
+    path = cloud.compile_pipeline(dag, args.image, args.output_file, args.trainer_retries)
     print(f"compiled {path}")
     if args.submit:
         with options.flag_errors(parser):

@@ -1,7 +1,10 @@
-"""Settings that run the Trainer as a Vertex AI Training job (tfx.extensions.google_cloud_ai_platform).
+"""Settings that run the Trainer (and the Tuner) as Vertex AI Training jobs
+(tfx.extensions.google_cloud_ai_platform).
 
 One worker with N accelerators trains with MirroredStrategy; several workers get a TF_CONFIG
-from Vertex, and trainer/task.py then trains with the multi-worker GSAM loop.
+from Vertex, and trainer/task.py then trains with the multi-worker GSAM loop. The Tuner's job
+runs N parallel trials on N machines like the Trainer's chief: each runs KerasTuner trials,
+the first also hosts the oracle that hands them out.
 
 Example:
 
@@ -49,12 +52,47 @@ def vertex_training_config(
     if accelerator_count:
         machine_spec.update(accelerator_type=accelerator_type, accelerator_count=accelerator_count)
     pool = {"machine_spec": machine_spec, "container_spec": {"image_uri": image}}
-    # Vertex's first pool is the chief; the second holds the other workers.
-    pools = [{**pool, "replica_count": 1}]
-    if workers > 1:
-        pools.append({**pool, "replica_count": workers - 1})
     return {
         AI_PLATFORM.ENABLE_VERTEX_KEY: True,
         AI_PLATFORM.VERTEX_REGION_KEY: region,
-        AI_PLATFORM.TRAINING_ARGS_KEY: {"project": project, "worker_pool_specs": pools},
+        AI_PLATFORM.TRAINING_ARGS_KEY: {
+            "project": project,
+            "worker_pool_specs": _worker_pools(pool, workers),
+        },
     }
+
+
+def vertex_tuning_config(training_settings: dict, parallel_trials: int) -> dict:
+    """The Tuner's `custom_config` entries: the Trainer's project, region and machine
+    (`training_settings`, from `vertex_training_config`), `parallel_trials` of them.
+
+    Example:
+
+    >>> settings = vertex_tuning_config(vertex_training_config(project="p", region="r",
+    ...     image="gcr.io/p/gsam-tfx"), parallel_trials=3)
+    >>> pools = settings["ai_platform_tuning_args"]["job_spec"]["worker_pool_specs"]
+    >>> [pool["replica_count"] for pool in pools]
+    [1, 2]
+    """
+    training_args = training_settings[AI_PLATFORM.TRAINING_ARGS_KEY]
+    chief = {
+        name: value
+        for name, value in training_args["worker_pool_specs"][0].items()
+        if name != "replica_count"
+    }
+    return {
+        AI_PLATFORM.ENABLE_VERTEX_KEY: True,
+        AI_PLATFORM.VERTEX_REGION_KEY: training_settings[AI_PLATFORM.VERTEX_REGION_KEY],
+        AI_PLATFORM.experimental.TUNING_ARGS_KEY: {
+            "project": training_args["project"],
+            "job_spec": {"worker_pool_specs": _worker_pools(chief, parallel_trials)},
+        },
+    }
+
+
+def _worker_pools(pool: dict, replicas: int) -> list[dict]:
+    """Vertex's first pool is the chief; the second holds the other replicas."""
+    pools = [{**pool, "replica_count": 1}]
+    if replicas > 1:
+        pools.append({**pool, "replica_count": replicas - 1})
+    return pools

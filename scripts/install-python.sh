@@ -6,7 +6,10 @@
 #
 # deps     installs the dependencies and the dev extra declared in SOURCE_DIR/pyproject.toml;
 #          the project itself is used from its checkout (PYTHONPATH).
-# project  also installs the project from SOURCE_DIR (the Docker image).
+# project  installs the dependencies without the dev extra, and puts SOURCE_DIR on the
+#          environment's import path, so the project runs from there whatever the working
+#          directory (the Docker image). Only pyproject.toml needs to be in SOURCE_DIR yet:
+#          the image copies the sources after this step, which stays cached across edits.
 # CONSTRAINTS defaults to SOURCE_DIR/constraints.txt; /dev/null resolves afresh (scripts/provision.py lock).
 # GSAM_TF_PACKAGE replaces the TensorFlow requirement, e.g. 'tensorflow[and-cuda]' for GPU images.
 set -euo pipefail
@@ -34,14 +37,16 @@ except ImportError:
     import tomli as tomllib
 pyproject, mode = sys.argv[1:]
 tf_package = os.environ.get("GSAM_TF_PACKAGE")
-if mode == "project":
-    requirements = [os.path.dirname(os.path.abspath(pyproject))]
-    requirements += [tf_package] if tf_package else []
-else:
-    project = tomllib.load(open(pyproject, "rb"))["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
-    if tf_package:
-        requirements = [tf_package if r.startswith("tensorflow>") else r for r in requirements]
+project = tomllib.load(open(pyproject, "rb"))["project"]
+requirements = project["dependencies"]
+if mode == "deps":
+    requirements += project["optional-dependencies"]["dev"]
+if tf_package:
+    requirements = [tf_package if r.startswith("tensorflow>") else r for r in requirements]
 print("\n".join(requirements))
 PY
 "${pip[@]}" -c "$constraints" -r "$requirements"
+if [ "$mode" = project ]; then
+  site_packages=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_path('purelib'))")
+  realpath "$src" >"$site_packages/gsam-tfx.pth"
+fi

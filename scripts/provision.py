@@ -4,8 +4,12 @@ TFX 1.21's ml-metadata and TFDV wheels are `manylinux_2_39`, so the environment 
 
 * a plain virtual environment when the host has glibc >= 2.39 and Python 3.10-3.13;
 * otherwise, as root, a Debian 13 (trixie) root filesystem made with debootstrap and
-  entered with bubblewrap, the checkout bound at the same absolute path;
+  entered with bubblewrap, which shows the caller's files at their own paths (see
+  HOST_VIEW_RULE: `scripts/in-env --help` prints it);
 * otherwise a refusal that says what is missing.
+
+Commands run in the caller's working directory; the checkout is on PYTHONPATH, so
+`python -m pipelines.local_runner` works from anywhere.
 
 Both paths install with scripts/install-system.sh and scripts/install-python.sh, the
 Dockerfile's own steps. Environments live outside the checkout, under
@@ -16,6 +20,7 @@ taken for a ready one.
 
 Usage:
     scripts/provision.py run -- COMMAND [ARGS...]   # build if needed, run inside (scripts/in-env)
+    scripts/provision.py run -- --help              # what a command inside sees of the host
     scripts/provision.py build                      # build if needed, print the path
     scripts/provision.py info                       # strategy, key and path, as JSON
     scripts/provision.py lock                       # re-resolve constraints.txt from pyproject.toml
@@ -60,9 +65,64 @@ SMOKE_IMPORTS = (
     "apache_beam, kfp, ml_metadata"
 )
 ACTIVE_ENV_VARIABLE = "GSAM_TFX_ACTIVE_ENV"
+# Set by scripts/build_image.py for the image tests: the host's docker CLI, which the rootfs
+# sandbox sees, with the daemon's socket, under SANDBOX_DOCKER_DIR.
+DOCKER_CLI_VARIABLE = "GSAM_TFX_DOCKER"
+SANDBOX_DOCKER_DIR = "/run/gsam-tfx-host"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Host pip settings that point at host-only paths.
 DROPPED_VARIABLES = ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT", "PYTHONHOME")
+# The Debian 13 root's own directories: the host's never replace them, and a working directory
+# or $HOME inside them is not bound.
+ENVIRONMENT_DIRS = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var",
+    ROOTFS_VENV,
+)
+# Top-level directories of the host that are not bound whole: the environment's own, /opt
+# (it holds the environment's venv), /root (the environment's home when $HOME is not bound),
+# /tmp (bound on its own) and /lost+found.
+SYSTEM_TOP_LEVEL = frozenset(
+    [path[1:] for path in ENVIRONMENT_DIRS if path.count("/") == 1]
+    + ["opt", "root", "tmp", "lost+found"]
+)
+DATASETS_DIR = "/usr/share/datasets"
+DOCKER_SOCKET = "/var/run/docker.sock"
+IN_ENV_USAGE_HEAD = """\
+usage: scripts/in-env COMMAND [ARGS...]
+
+Runs COMMAND inside the gsam-tfx environment (TFX 1.21), building it first if needed
+(see README.md). The command runs in your working directory, with the checkout on
+PYTHONPATH: `scripts/in-env python -m pipelines.local_runner` works from any directory.
+"""
+HOST_VIEW_RULE = f"""\
+What a command sees of this host. With a plain venv (glibc >= 2.39): all of it. In the
+Debian 13 root (older hosts), only these host paths, each at its own path:
+  - every top-level directory except the system ones
+    ({" ".join("/" + name for name in sorted(SYSTEM_TOP_LEVEL))}),
+    read-write: /home, /mnt, /media, /srv, /data, ...; and /tmp;
+  - the working directory, where the command starts, and $HOME, with HOME unchanged (gcloud,
+    kube and docker credentials, ~/.cache), read-write; but not / nor a path inside the
+    environment's own directories
+    ({" ".join(ENVIRONMENT_DIRS)}):
+    then the command starts in the checkout, and HOME is the environment's /root;
+  - {DATASETS_DIR}, read-only;
+  - the Docker socket ($DOCKER_HOST's unix:// path, else {DOCKER_SOCKET}), if there is one.
+So a folder under /opt or /root is visible as the working directory or $HOME, and other paths
+under the system directories (/var/data, say) are not: keep data elsewhere."""
+IN_ENV_USAGE = f"{IN_ENV_USAGE_HEAD}\n{HOST_VIEW_RULE}"
 
 
 class ProvisionError(RuntimeError):
@@ -278,23 +338,8 @@ def _relocate_venv(venv: Path, target: Path) -> None:
 
 
 def _build_rootfs(staging: Path) -> None:
-    _ensure_host_tools()
-    mirror = os.environ.get("GSAM_TFX_DEBIAN_MIRROR", DEFAULT_MIRROR)
-    # A private mount namespace: debootstrap's /proc and /sys mounts die with it, even if killed.
-    _run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "debootstrap",
-            "--variant=minbase",
-            "--include=python3,python3-venv,python3-pip,ca-certificates",
-            DEBIAN_SUITE,
-            str(staging),
-            mirror,
-        ]
-    )
+    install_host_tools({"debootstrap": "debootstrap", "bwrap": "bubblewrap"})
+    debootstrap(staging, include=("python3", "python3-venv", "python3-pip", "ca-certificates"))
     for host_file in ("/etc/ssl/certs/ca-certificates.crt", "/etc/resolv.conf"):
         if os.path.exists(host_file):
             shutil.copy(host_file, staging / host_file.lstrip("/"), follow_symlinks=True)
@@ -312,12 +357,22 @@ def _build_rootfs(staging: Path) -> None:
     )
 
 
-def _ensure_host_tools() -> None:
-    missing = [
-        pkg
-        for tool, pkg in (("debootstrap", "debootstrap"), ("bwrap", "bubblewrap"))
-        if shutil.which(tool) is None
-    ]
+def debootstrap(target: Path, include: tuple[str, ...] = ()) -> None:
+    """Makes a minimal Debian 13 root at `target`, from $GSAM_TFX_DEBIAN_MIRROR if set."""
+    install_host_tools({"debootstrap": "debootstrap"})
+    mirror = os.environ.get("GSAM_TFX_DEBIAN_MIRROR", DEFAULT_MIRROR)
+    packages = [f"--include={','.join(include)}"] if include else []
+    # A private mount namespace: debootstrap's /proc and /sys mounts die with it, even if killed.
+    _run(
+        ["unshare", "--mount", "--propagation", "private", "debootstrap", "--variant=minbase"]
+        + packages
+        + [DEBIAN_SUITE, str(target), mirror]
+    )
+
+
+def install_host_tools(tools: dict[str, str]) -> None:
+    """Installs with apt-get the packages of those `tools` (command: package) not on PATH."""
+    missing = [package for tool, package in tools.items() if shutil.which(tool) is None]
     if missing:
         _log(f"installing {' '.join(missing)} with apt-get")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -338,7 +393,72 @@ def remove_tree(path: Path) -> None:
 # Running.
 
 
-def bwrap_command(rootfs: Path, command: list[str], cwd: str | None = None) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class HostView:
+    """What of the host a command inside the Debian 13 root sees, besides the checkout and /tmp.
+
+    Attributes:
+        read_write, read_only: host paths bound at their own paths.
+        cwd: where the command starts.
+        home: the caller's $HOME, bound; `None` keeps the environment's /root.
+    """
+
+    read_write: tuple[str, ...]
+    read_only: tuple[str, ...]
+    cwd: str
+    home: str | None
+
+
+def host_view(cwd: str, home: str | None, environ: dict, host_root: str = "/") -> HostView:
+    """The host paths shown to a command started from `cwd` (rule: HOST_VIEW_RULE).
+
+    `host_root` is where the host's / is (tests pass a fake one); paths returned are the
+    host's absolute paths.
+    """
+
+    def on_host(path):
+        return os.path.join(host_root, path.lstrip("/"))
+
+    top_level = sorted(
+        f"/{name}"
+        for name in os.listdir(host_root)
+        if name not in SYSTEM_TOP_LEVEL and os.path.isdir(on_host(name))
+    )
+    read_write = [*top_level]
+    for path in (home, cwd):
+        if path and _bindable(path) and os.path.isdir(on_host(path)):
+            if not _inside(path, [*read_write, "/tmp", str(REPO)]):
+                read_write.append(path)
+    socket = _docker_socket(environ)
+    if os.path.exists(on_host(socket)) and not _inside(socket, read_write):
+        read_write.append(socket)
+    read_only = [DATASETS_DIR] if os.path.isdir(on_host(DATASETS_DIR)) else []
+    return HostView(
+        read_write=tuple(read_write),
+        read_only=tuple(read_only),
+        cwd=cwd if _bindable(cwd) else str(REPO),
+        home=home if home and _bindable(home) else None,
+    )
+
+
+def _bindable(path: str) -> bool:
+    """Whether `path` can be bound without hiding the environment's own files."""
+    path = os.path.normpath(path)
+    return path != "/" and not _inside(path, ENVIRONMENT_DIRS) and not _inside(ROOTFS_VENV, [path])
+
+
+def _inside(path: str, parents) -> bool:
+    return any(path == parent or path.startswith(parent.rstrip("/") + "/") for parent in parents)
+
+
+def _docker_socket(environ: dict) -> str:
+    docker_host = environ.get("DOCKER_HOST", "")
+    return docker_host[len("unix://") :] if docker_host.startswith("unix://") else DOCKER_SOCKET
+
+
+def bwrap_command(rootfs: Path, command: list[str], view: HostView | None = None) -> list[str]:
+    """The bwrap argv that runs `command` in `rootfs`: with the checkout, /tmp and ../shared,
+    plus `view` (None, for building: the checkout is the working directory, HOME is /root)."""
     repo = str(REPO)
     args = [
         "bwrap",
@@ -367,14 +487,49 @@ def bwrap_command(rootfs: Path, command: list[str], cwd: str | None = None) -> l
     for host_file in ("/etc/resolv.conf", "/etc/ssl/certs/ca-certificates.crt"):
         if os.path.exists(host_file):
             args += ["--ro-bind", host_file, host_file]
-    args += ["--die-with-parent", "--chdir", cwd or repo, "--setenv", "HOME", "/root"]
+    view = view or HostView(read_write=(), read_only=(), cwd=repo, home=None)
+    for path in view.read_write:
+        # The Debian root links /var/run to /run: a socket under it is bound at its real path.
+        args += ["--bind", path, path.replace("/var/run/", "/run/", 1)]
+    for path in view.read_only:
+        args += ["--ro-bind", path, path]
+    args += _docker_binds()
+    args += ["--die-with-parent", "--chdir", view.cwd, "--setenv", "HOME", view.home or "/root"]
     return args + ["--"] + command
 
 
+def _docker_binds() -> list[str]:
+    """The host's docker CLI and daemon socket, when $GSAM_TFX_DOCKER names the CLI.
+
+    They go under a tmpfs /run, so that no mount point is left behind in the root.
+    """
+    cli = os.environ.get(DOCKER_CLI_VARIABLE)
+    if not cli:
+        return []
+    inside = f"{SANDBOX_DOCKER_DIR}/docker"
+    args = ["--tmpfs", "/run", "--ro-bind", cli, inside, "--setenv", DOCKER_CLI_VARIABLE, inside]
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://"):  # tcp:// daemons are reached through the shared network
+        socket = f"{SANDBOX_DOCKER_DIR}/docker.sock"
+        args += [
+            "--bind",
+            host[len("unix://") :],
+            socket,
+            "--setenv",
+            "DOCKER_HOST",
+            f"unix://{socket}",
+        ]
+    return args
+
+
 def command_in_env(
-    strategy: Strategy, path: Path, key: str, command: list[str]
+    strategy: Strategy, path: Path, key: str, command: list[str], view: HostView | None = None
 ) -> tuple[list[str], dict]:
-    """The argv and environment that run `command` inside the environment at `path`."""
+    """The argv and environment that run `command` inside the environment at `path`.
+
+    `view` is what the Debian 13 root shows of the host (a venv sees all of it); `None`
+    runs in the checkout with the environment's own HOME, as builds do.
+    """
     venv = path / "venv" if strategy.kind == "venv" else Path(ROOTFS_VENV)
     env = _clean_env(
         PATH=f"{venv}/bin:{SYSTEM_PATH}",
@@ -383,7 +538,7 @@ def command_in_env(
         **{ACTIVE_ENV_VARIABLE: key},
     )
     if strategy.kind == "rootfs":
-        command = bwrap_command(path, command)
+        command = bwrap_command(path, command, view)
     return command, env
 
 
@@ -412,15 +567,25 @@ def _current() -> tuple[Strategy, str]:
 
 
 def cmd_run(command: list[str]) -> int:
+    """Runs `command` inside the environment, in the caller's working directory."""
     if not command:
         raise ProvisionError("run needs a command: scripts/in-env COMMAND [ARGS...]")
+    if command[0] in ("-h", "--help"):
+        view = host_view(os.getcwd(), os.environ.get("HOME"), os.environ)
+        print(IN_ENV_USAGE)
+        print(f"\nFrom here, in the Debian 13 root: read-write {' '.join(view.read_write)};")
+        print(f"read-only {' '.join(view.read_only) or 'nothing'}; starts in {view.cwd}; ", end="")
+        print(f"HOME={view.home or '/root'}.")
+        return 0
     key = spec_key()
     if os.environ.get(ACTIVE_ENV_VARIABLE) == key:  # already inside: no second sandbox
-        os.chdir(REPO)
         os.execvp(command[0], command)
     strategy = choose_strategy(probe_host(), os.environ.get("GSAM_TFX_ENV"))
-    argv, env = command_in_env(strategy, ensure_env(strategy, key), key, command)
-    os.chdir(REPO)
+    cwd = os.getcwd()
+    view = host_view(cwd, os.environ.get("HOME"), os.environ)
+    if strategy.kind == "rootfs" and view.cwd != cwd:
+        _log(f"{cwd} is the environment's own in its Debian 13 root; starting in {view.cwd}")
+    argv, env = command_in_env(strategy, ensure_env(strategy, key), key, command, view)
     os.execvpe(argv[0], argv, env)
 
 

@@ -2,9 +2,12 @@
 
 TF_CONFIG=... python -m tests.multi_worker_process loop OUTPUT.npz   # trainer.multi_worker.fit
 TF_CONFIG=... python -m tests.multi_worker_process run_fn OUTPUT_DIR  # the TFX Trainer's run_fn
+TF_CONFIG=... python -m tests.multi_worker_process resume BACKUP_DIR  # the loop, backed up
 """
 
+import json
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -13,12 +16,15 @@ from absl import logging
 import tensorflow as tf
 
 from tests import trainer_examples
-from trainer import multi_worker
+from trainer import multi_worker, resume
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
 
 LEARNING_RATE, RHO, ALPHA = 0.1, 0.05, 0.3
 BATCH, STEPS, WORKERS = 8, 3, 2
+RESUMED_EPOCHS = 4
+# Long enough after each epoch's backup for the test to kill the workers before the next.
+EPOCH_PAUSE_SECONDS = 1.5
 
 
 def build_model() -> keras.Model:
@@ -71,6 +77,42 @@ def train_with_the_loop(output_path: str) -> None:
     )
 
 
+def train_with_backups(backup_dir: str) -> None:
+    """The loop for RESUMED_EPOCHS epochs, backed up in `backup_dir`; prints the weights."""
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    with strategy.scope():
+        gsam = compile_gsam(build_model())
+    backup = resume.WorkerCheckpoints(
+        gsam,
+        backup_dir,
+        chief=multi_worker.is_chief(),
+        task_id=strategy.cluster_resolver.task_id,
+    )
+
+    def dataset_fn(context):
+        return (
+            tf.data.Dataset.from_tensor_slices(shard(context.input_pipeline_id))
+            .batch(BATCH)
+            .repeat()
+        )
+
+    def log(line):
+        print(line, flush=True)
+        time.sleep(EPOCH_PAUSE_SECONDS)
+
+    history = multi_worker.fit(
+        gsam,
+        dataset_fn,
+        strategy=strategy,
+        epochs=RESUMED_EPOCHS,
+        steps_per_epoch=STEPS,
+        log=log,
+        backup=backup,
+    )
+    weights = [variable.numpy().ravel().tolist() for variable in gsam.model.weights]
+    print("RESULT " + json.dumps({"epochs": len(history), "weights": weights}), flush=True)
+
+
 def train_with_run_fn(output_dir: str) -> None:
     """The Trainer executor, as every worker of a Vertex job runs it: the same examples and
     schema (which the test wrote: no TF op may run before run_fn's MultiWorkerMirroredStrategy
@@ -89,4 +131,5 @@ def train_with_run_fn(output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    {"loop": train_with_the_loop, "run_fn": train_with_run_fn}[sys.argv[1]](sys.argv[2])
+    modes = {"loop": train_with_the_loop, "run_fn": train_with_run_fn, "resume": train_with_backups}
+    modes[sys.argv[1]](sys.argv[2])

@@ -2,23 +2,31 @@
 
 import dataclasses
 import os
+import re
 from pathlib import Path
+from typing import Callable
 
 import tensorflow as tf
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
+from tfx.types import artifact_utils
 
 from pipelines import configs, pipeline
 from pipelines.options import OutputLayout
 
 
 def write_split_sample(
-    root: Path, train: int, eval: int, bad_eval_label: int | None = None
+    root: Path,
+    train: int,
+    eval: int,
+    bad_eval_label: int | None = None,
+    relabel: Callable[[int], tf.train.Feature] | None = None,
 ) -> Path:
     """Writes `train/` and `eval/` TFRecords with the first examples of each split.
 
     With `bad_eval_label`, the first eval example gets that label (an anomaly for the schema).
+    With `relabel`, every example's label feature becomes `relabel(its label)`.
     """
     for split, count in (("train", train), ("eval", eval)):
         source = Path(configs.DATA_ROOT) / split / "data.tfrecord"
@@ -26,8 +34,11 @@ def write_split_sample(
         with tf.io.TFRecordWriter(str(root / split / "data.tfrecord")) as writer:
             for index, record in enumerate(tf.data.TFRecordDataset(str(source)).take(count)):
                 example = tf.train.Example.FromString(record.numpy())
+                label = example.features.feature["label"]
                 if split == "eval" and index == 0 and bad_eval_label is not None:
-                    example.features.feature["label"].int64_list.value[:] = [bad_eval_label]
+                    label.int64_list.value[:] = [bad_eval_label]
+                if relabel is not None:
+                    label.CopyFrom(relabel(label.int64_list.value[0]))
                 writer.write(example.SerializeToString())
     return root
 
@@ -46,6 +57,22 @@ ALL_NODES = {
 }
 
 
+def build_pipeline(tmp_path, **overrides):
+    """The pipeline over the embedded sample, with `create_pipeline` arguments overridden."""
+    arguments = dict(
+        pipeline_name="test",
+        pipeline_root=str(tmp_path / "root"),
+        data_root=configs.DATA_ROOT,
+        schema_path=configs.SCHEMA_PATH,
+        serving_model_dir=str(tmp_path / "serving"),
+        training=configs.TRAINING,
+        accuracy_threshold=0.5,
+        max_accuracy_drop=0.01,
+    )
+    arguments.update(overrides)
+    return pipeline.create_pipeline(**arguments)
+
+
 def run_pipeline(
     data_root,
     output_dir,
@@ -53,6 +80,7 @@ def run_pipeline(
     max_accuracy_drop=1.0,
     training=TRAINING,
     runner=None,
+    sharpness=None,
 ):
     layout = OutputLayout(str(output_dir))
     dag = pipeline.create_pipeline(
@@ -68,15 +96,20 @@ def run_pipeline(
             layout.metadata_path
         ),
         beam_pipeline_args=["--direct_running_mode=in_memory"],
+        sharpness=sharpness,
     )
     (runner or tfx.orchestration.LocalDagRunner()).run(dag)
     return layout
 
 
+def _store(layout):
+    config = tfx.orchestration.metadata.sqlite_metadata_connection_config(layout.metadata_path)
+    return metadata_store.MetadataStore(config)
+
+
 def executed_nodes(layout):
     """Node ids with a completed execution, per the metadata store."""
-    config = tfx.orchestration.metadata.sqlite_metadata_connection_config(layout.metadata_path)
-    store = metadata_store.MetadataStore(config)
+    store = _store(layout)
     done = set()
     for context in store.get_contexts_by_type("node"):
         executions = store.get_executions_by_context(context.id)
@@ -85,7 +118,34 @@ def executed_nodes(layout):
     return done
 
 
+def node_outputs(layout, node, key):
+    """The artifacts that `node`'s last completed execution output under `key`."""
+    store = _store(layout)
+    [context] = [c for c in store.get_contexts_by_type("node") if c.name.endswith(f".{node}")]
+    last = max(
+        (
+            e
+            for e in store.get_executions_by_context(context.id)
+            if e.last_known_state == metadata_store_pb2.Execution.COMPLETE
+        ),
+        key=lambda execution: execution.id,
+    )
+    ids = [
+        event.artifact_id
+        for event in store.get_events_by_execution_ids([last.id])
+        if event.type == metadata_store_pb2.Event.OUTPUT and event.path.steps[0].key == key
+    ]
+    artifacts = store.get_artifacts_by_id(ids)
+    types = {t.id: t for t in store.get_artifact_types_by_id({a.type_id for a in artifacts})}
+    return [artifact_utils.deserialize_artifact(types[a.type_id], a) for a in artifacts]
+
+
 def versions(layout):
     if not os.path.isdir(layout.serving_model_dir):
         return []
     return sorted(name for name in os.listdir(layout.serving_model_dir) if name.isdigit())
+
+
+def done_line(node: str) -> re.Pattern:
+    """The console's line for a component that finished, with its wall time."""
+    return re.compile(rf"^  done   {re.escape(node)} +\d+\.\d s", re.MULTILINE)

@@ -10,6 +10,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from pipelines import kubeflow_runner, submit, vertex_runner
 from tests.pipeline_support import ALL_NODES
 from trainer.config import TrainingConfig
+from trainer.search_space import SearchSpace
 
 IMAGE = "us-docker.pkg.dev/my-project/gsam/gsam-tfx:1"
 ROOT = "gs://my-bucket/gsam-tfx"
@@ -37,17 +38,22 @@ COMMON_FLAGS = [
 ]
 
 
-def check_spec(spec: pipeline_spec_pb2.PipelineSpec, executor_class="GenericExecutor"):
-    assert set(spec.components) == COMPONENTS
+def task_parameters(spec: pipeline_spec_pb2.PipelineSpec, task: str) -> dict[str, str]:
+    return {
+        name: value.runtime_value.constant_value.string_value
+        for name, value in spec.root.dag.tasks[task].inputs.parameters.items()
+    }
+
+
+def check_spec(
+    spec: pipeline_spec_pb2.PipelineSpec, executor_class="GenericExecutor", extra_components=()
+):
+    assert set(spec.components) == COMPONENTS | set(extra_components)
     executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items() if "container" in e}
-    assert set(images.values()) == {IMAGE} and len(images) == 8
+    assert set(images.values()) == {IMAGE} and len(images) == 8 + len(extra_components)
     assert executors["Trainer_executor"]["container"]["args"][1].endswith(executor_class)
-    trainer = spec.root.dag.tasks["Trainer"]
-    parameters = {
-        name: value.runtime_value.constant_value.string_value
-        for name, value in trainer.inputs.parameters.items()
-    }
+    parameters = task_parameters(spec, "Trainer")
     assert parameters["run_fn"] == "trainer.task.run_fn"
     custom_config = json.loads(parameters["custom_config"])
     training = TrainingConfig.from_custom_config(custom_config)
@@ -70,6 +76,38 @@ def test_vertex_json_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
     assert spec.pipeline_info.name == "gsam-tfx"
     assert job.runtime_config.gcs_output_directory == ROOT
     check_spec(spec)
+
+
+def test_vertex_json_with_sharpness_puts_the_probe_between_evaluator_and_pusher(tmp_path):
+    output = tmp_path / "pipeline.json"
+    vertex_runner.main(
+        ["--output-file", str(output), *COMMON_FLAGS, "--sharpness", "--max-top-eigenvalue", "250"]
+    )
+    document = json.loads(output.read_text())
+    json_format.ParseDict(document, pipeline_spec_pb2.PipelineJob())
+    spec = json_format.ParseDict(document["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    check_spec(spec, extra_components=["SharpnessProbe"])
+    probe = spec.root.dag.tasks["SharpnessProbe"]
+    producers = {
+        name: artifact.task_output_artifact.producer_task
+        for name, artifact in probe.inputs.artifacts.items()
+    }
+    assert producers == {
+        "model": "Trainer",
+        "examples": "ImportExampleGen",
+        "schema": "ValidationGate",
+        "baseline_model": f"{RESOLVER}-model-resolver",
+        "evaluator_blessing": "Evaluator",
+    }
+    parameters = {
+        name: value.runtime_value.constant_value for name, value in probe.inputs.parameters.items()
+    }
+    assert parameters["max_top_eigenvalue"].double_value == 250.0
+    assert "max_sharpness_increase" not in parameters
+    training = json.loads(parameters["training_config"].string_value)
+    assert TrainingConfig.from_dict(training).epochs == 7
+    pusher_blessing = spec.root.dag.tasks["Pusher"].inputs.artifacts["model_blessing"]
+    assert pusher_blessing.task_output_artifact.producer_task == "SharpnessProbe"
 
 
 def test_vertex_training_sends_the_trainer_to_vertex(tmp_path):
@@ -105,6 +143,86 @@ def test_vertex_training_sends_the_trainer_to_vertex(tmp_path):
     assert pools[1]["container_spec"]["image_uri"] == IMAGE
 
 
+def test_vertex_tuning_runs_parallel_trials_and_feeds_the_trainer(tmp_path):
+    output = tmp_path / "pipeline.json"
+    vertex_runner.main(
+        [
+            "--output-file", str(output), *COMMON_FLAGS,
+            "--tune", "--tune-trials", "6", "--tune-rho-max", "0.02", "0.5",
+            "--vertex-training", "--project", "my-project", "--machine-type", "n1-standard-4",
+            "--parallel-trials", "3",
+        ]
+    )  # fmt: skip
+    document = json.loads(output.read_text())
+    json_format.ParseDict(document, pipeline_spec_pb2.PipelineJob())
+    spec = json_format.ParseDict(document["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    check_spec(
+        spec,
+        "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor",
+        extra_components={"Tuner"},
+    )
+    executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
+    assert executors["Tuner_executor"]["container"]["args"][1] == (
+        "tfx.extensions.google_cloud_ai_platform.tuner.executor.Executor"
+    )
+    parameters = task_parameters(spec, "Tuner")
+    assert parameters["tuner_fn"] == "trainer.tuning.tuner_fn"
+    assert json.loads(parameters["tune_args"]) == {"num_parallel_trials": 3}
+    custom_config = json.loads(parameters["custom_config"])
+    assert TrainingConfig.from_custom_config(custom_config).rho_max == 0.05
+    space = SearchSpace.from_custom_config(custom_config)
+    assert (space.max_trials, space.rho_max_range) == (6, (0.02, 0.5))
+    assert custom_config["ai_platform_enable_vertex"] is True
+    tuning_args = custom_config["ai_platform_tuning_args"]
+    assert tuning_args["project"] == "my-project"
+    pools = tuning_args["job_spec"]["worker_pool_specs"]
+    assert [pool["replica_count"] for pool in pools] == [1, 2]
+    assert {pool["machine_spec"]["machine_type"] for pool in pools} == {"n1-standard-4"}
+    assert {pool["container_spec"]["image_uri"] for pool in pools} == {IMAGE}
+    trainer = spec.root.dag.tasks["Trainer"]
+    assert "Tuner" in trainer.dependent_tasks
+    consumed = trainer.inputs.artifacts["hyperparameters"].task_output_artifact
+    assert (consumed.producer_task, consumed.output_artifact_key) == (
+        "Tuner",
+        "best_hyperparameters",
+    )
+
+
+@pytest.mark.parametrize(
+    "runner, file_name", [(vertex_runner, "p.json"), (kubeflow_runner, "p.yaml")]
+)
+def test_cloud_data_schema_and_output_uris_reach_the_compiled_pipeline_unchanged(
+    runner, file_name, tmp_path
+):
+    runner.main(
+        [
+            "--output-file",
+            str(tmp_path / file_name),
+            *COMMON_FLAGS,
+            "--data-root",
+            "gs://my-bucket/cifar",
+            "--data-format",
+            "tfrecord",
+            "--schema",
+            "gs://my-bucket/cifar/schema.pbtxt",
+            "--serving-model-dir",
+            "s3://other-bucket/serving",
+        ]
+    )
+    [document] = yaml.safe_load_all((tmp_path / file_name).read_text())
+    spec = json_format.ParseDict(
+        document.get("pipelineSpec", document), pipeline_spec_pb2.PipelineSpec()
+    )
+    assert task_parameters(spec, "ImportExampleGen")["input_base"] == "gs://my-bucket/cifar"
+    assert task_parameters(spec, "ImportSchemaGen")["schema_file"] == (
+        "gs://my-bucket/cifar/schema.pbtxt"
+    )
+    destination = json.loads(task_parameters(spec, "Pusher")["push_destination"])
+    assert destination["filesystem"]["base_directory"] == "s3://other-bucket/serving"
+    root = document.get("runtimeConfig", {}).get("gcsOutputDirectory")
+    assert (root or spec.default_pipeline_root) == ROOT
+
+
 def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
     output = tmp_path / "pipeline.yaml"
     kubeflow_runner.main(["--output-file", str(output), *COMMON_FLAGS])
@@ -118,7 +236,7 @@ def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
     "runner, argv, message",
     [
         (vertex_runner, ["--pipeline-root", "/local/root"], "--pipeline-root must be a bucket URI"),
-        (vertex_runner, ["--vertex-training"], "--vertex-training needs --project"),
+        (vertex_runner, ["--vertex-training"], "--vertex-training needs --project, even to"),
         (
             vertex_runner,
             ["--vertex-training", "--project", "p-1234", "--accelerator-count", "2"],
@@ -127,10 +245,31 @@ def test_kubeflow_yaml_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
         (vertex_runner, ["--rho-min", "0.9"], "rho_min (0.9) must not exceed rho_max"),
         (
             vertex_runner,
+            ["--tune", "--parallel-trials", "3"],
+            "needs tuning on Vertex AI Training (tuning and vertex_training); elsewhere the "
+            "Tuner runs one trial at a time. (flag: --parallel-trials)",
+        ),
+        (
+            vertex_runner,
+            ["--tune", "--tune-rho-max", "1", "0.1"],
+            "rho_max_range low (1.0) must not exceed its high (0.1). (flag: --tune-rho-max)",
+        ),
+        (
+            vertex_runner,
             ["--data-root", "gs://bucket/data"],
-            "--data-format must be tfrecord or csv for --data-root gs://bucket/data",
+            "--data-root gs://bucket/data needs --data-format tfrecord or --data-format csv",
         ),
         (kubeflow_runner, [], "--output-file must end in .yaml"),
+        (
+            vertex_runner,
+            ["--max-top-eigenvalue", "5"],
+            "--max-top-eigenvalue gates the SharpnessProbe: add --sharpness",
+        ),
+        (
+            vertex_runner,
+            ["--sharpness", "--max-sharpness-increase", "-1"],
+            "max_sharpness_increase must be >= 0, got -1.0. (flag: --max-sharpness-increase)",
+        ),
     ],
 )
 def test_bad_flags_are_named_before_compiling(runner, argv, message, tmp_path, capsys):

@@ -45,6 +45,7 @@ BAD_VALUES = [
     ("num_classes", 1, {}),
     ("train_steps_per_epoch", 0, {}),
     ("eval_steps", 1.5, {}),
+    ("seed", -1, {}),
 ]
 
 

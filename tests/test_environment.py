@@ -1,9 +1,9 @@
 """The environment that `make test` builds holds the whole TFX 1.21 stack, and it works."""
 
+import os
 import subprocess
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,21 +68,30 @@ def test_a_beam_pipeline_runs_on_the_direct_runner_in_memory():
         assert_that(counts, equal_to([("gsam", 3), ("sam", 1), ("plain", 1)]))
 
 
-@pytest.mark.parametrize("module", ["tfx", "tensorflow_data_validation"])
-def test_in_env_from_inside_runs_commands_from_the_checkout_root(module):
-    """Tests and tools that call scripts/in-env from inside the environment (as `make test`
-    runs this suite) run the command directly, from the checkout's root."""
+def test_in_env_runs_in_the_callers_folder_outside_the_checkout(tmp_path):
+    """From a folder outside the checkout, a command reads a file there through a relative and
+    an absolute path, sees the caller's $HOME, and still imports the project."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "labels.txt").write_text("cat\ndog\n")
+    script = (
+        "import os, pipelines.configs\n"
+        "print(os.getcwd())\n"
+        "print(open('mine/labels.txt').read().split())\n"
+        f"print(open({str(tmp_path / 'mine' / 'labels.txt')!r}).read().split())\n"
+        "print(os.environ['HOME'], os.path.isdir(os.environ['HOME']))\n"
+    )
     result = subprocess.run(
-        [
-            str(REPO / "scripts" / "in-env"),
-            "python",
-            "-c",
-            f"import {module}, os; print({module}.__name__, os.getcwd())",
-        ],
+        [str(REPO / "scripts" / "in-env"), "python", "-c", script],
         capture_output=True,
         text=True,
-        cwd="/",
+        cwd=tmp_path,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [module, str(REPO)]
+    assert not tmp_path.is_relative_to(REPO)
+    assert result.stdout.splitlines() == [
+        str(tmp_path),
+        "['cat', 'dog']",
+        "['cat', 'dog']",
+        f"{os.environ['HOME']} True",
+    ]

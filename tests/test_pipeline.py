@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
 
+import pandas as pd
 import pytest
+import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
@@ -11,32 +14,19 @@ from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import path_utils, proto_utils
 
 from components import atomic_pusher
-from components.validation_gate import find_anomalies
+from components.sharpness_probe import ProbeSettings
+from components.validation_gate import DataAnomaliesError, ValidationGate, find_anomalies
 from pipelines import configs, options, pipeline
 from tests.pipeline_support import ALL_NODES
+from tests.pipeline_support import build_pipeline as build
 from trainer.config import TrainingConfig
-
-
-def build(tmp_path, **overrides):
-    arguments = dict(
-        pipeline_name="test",
-        pipeline_root=str(tmp_path / "root"),
-        data_root=configs.DATA_ROOT,
-        schema_path=configs.SCHEMA_PATH,
-        serving_model_dir=str(tmp_path / "serving"),
-        training=configs.TRAINING,
-        accuracy_threshold=0.5,
-        max_accuracy_drop=0.01,
-    )
-    arguments.update(overrides)
-    return pipeline.create_pipeline(**arguments)
 
 
 def test_the_dag_has_every_component_and_edge(tmp_path):
     nodes = {node.id: node for node in build(tmp_path).components}
     assert set(nodes) == ALL_NODES
     upstream = {name: {node.id for node in nodes[name].upstream_nodes} for name in nodes}
-    assert upstream["ValidationGate"] == {"ImportSchemaGen", "ExampleValidator"}
+    assert upstream["ValidationGate"] == {"ImportSchemaGen", "ExampleValidator", "StatisticsGen"}
     # Trainer depends on the gate, so anomalies stop it on every orchestrator.
     assert upstream["Trainer"] == {"ImportExampleGen", "ValidationGate"}
     assert upstream["Evaluator"] == {"ImportExampleGen", "Trainer", "latest_blessed_model_resolver"}
@@ -46,6 +36,26 @@ def test_the_dag_has_every_component_and_edge(tmp_path):
     assert json.loads(trainer.exec_properties["custom_config"]) == {
         "training": configs.TRAINING.to_dict()
     }
+
+
+def test_the_sharpness_probe_sits_between_the_evaluator_and_the_pusher(tmp_path):
+    dag = build(tmp_path, sharpness=ProbeSettings(max_top_eigenvalue=5.0))
+    nodes = {node.id: node for node in dag.components}
+    assert set(nodes) == ALL_NODES | {"SharpnessProbe"}
+    upstream = {name: {node.id for node in nodes[name].upstream_nodes} for name in nodes}
+    assert upstream["SharpnessProbe"] == {
+        "ImportExampleGen",
+        "ValidationGate",
+        "Trainer",
+        "latest_blessed_model_resolver",
+        "Evaluator",
+    }
+    assert upstream["Pusher"] == {"Trainer", "SharpnessProbe"}
+    probe = nodes["SharpnessProbe"]
+    assert probe.exec_properties["max_top_eigenvalue"] == 5.0
+    assert json.loads(probe.exec_properties["training_config"]) == configs.TRAINING.to_dict()
+    with pytest.raises(ValueError, match="sharpness must be a ProbeSettings, got dict"):
+        build(tmp_path, sharpness={"max_top_eigenvalue": 5.0})
 
 
 def test_without_a_schema_it_is_inferred(tmp_path):
@@ -144,10 +154,7 @@ class TestCommandLine:
             "--perturb-every", "5",
         )  # fmt: skip
         dag = options.build_local(args, parser)
-        [trainer] = [node for node in dag.components if node.id == "Trainer"]
-        config = TrainingConfig.from_custom_config(
-            json.loads(trainer.exec_properties["custom_config"])
-        )
+        config = trainer_config(dag)
         assert (config.optimizer, config.epochs, config.rho_max, config.rho_min) == (
             "sam",
             2,
@@ -157,6 +164,16 @@ class TestCommandLine:
         assert config.effective_alpha == 0.0
         assert config.perturb_every == 5
         assert dag.pipeline_info.pipeline_root == "/tmp/out/pipeline"
+        assert "SharpnessProbe" not in [node.id for node in dag.components]
+
+    def test_sharpness_flags_reach_the_probe(self):
+        parser, args = self.parse(
+            "--sharpness", "--max-top-eigenvalue", "100", "--max-sharpness-increase", "0.2"
+        )
+        dag = options.build_local(args, parser)
+        [probe] = [node for node in dag.components if node.id == "SharpnessProbe"]
+        assert probe.exec_properties["max_top_eigenvalue"] == 100.0
+        assert probe.exec_properties["max_sharpness_increase"] == 0.2
 
     @pytest.mark.parametrize(
         "argv, flag",
@@ -167,6 +184,9 @@ class TestCommandLine:
             (["--perturb-every", "0"], "--perturb-every"),
             (["--accuracy-threshold", "2"], "--accuracy-threshold"),
             (["--data-root", "/nonexistent"], "--data-root"),
+            (["--image-shape", "32x32x2"], "--image-shape"),
+            (["--output-dir", "gs://bucket/out"], "--output-dir, --metadata-path"),
+            (["--sharpness", "--max-sharpness-increase", "-1"], "--max-sharpness-increase"),
         ],
     )
     def test_bad_values_exit_naming_the_flag(self, argv, flag, capsys):
@@ -175,17 +195,74 @@ class TestCommandLine:
             options.build_local(args, parser)
         assert f"(flag: {flag})" in capsys.readouterr().err
 
+    def test_image_flags_reach_the_trainer_config(self):
+        parser, args = self.parse("--image-key", "pixels", "--image-shape", "32x32x3")
+        config = trainer_config(options.build_local(args, parser))
+        assert (config.image_key, config.image_shape) == ("pixels", (32, 32, 3))
+        parser, args = self.parse()
+        assert trainer_config(options.build_local(args, parser)).image_shape == (28, 28, 1)
+
+    def test_an_image_shape_that_is_not_hxwxc_is_refused_by_the_parser(self, capsys):
+        with pytest.raises(SystemExit):
+            self.parse("--image-shape", "32x32")
+        assert "--image-shape: must be HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3" in (
+            capsys.readouterr().err
+        )
+
+    def test_uris_stay_uris_and_metadata_stays_local(self, tmp_path, monkeypatch):
+        inspected = []
+
+        def inspect(data_root, data_format, schema_path):
+            inspected.append(data_root)
+            return "tfrecord", True
+
+        monkeypatch.setattr(pipeline, "inspect_local_data", inspect)
+        monkeypatch.chdir(tmp_path)
+        parser, args = self.parse(
+            "--output-dir",
+            "gs://bucket/out",
+            "--data-root",
+            "gs://bucket/cifar",
+            "--metadata-path",
+            "metadata.sqlite",
+        )
+        dag = options.build_local(args, parser)
+        nodes = {node.id: node for node in dag.components}
+        assert inspected == ["gs://bucket/cifar"]
+        assert nodes["ImportExampleGen"].exec_properties["input_base"] == "gs://bucket/cifar"
+        assert dag.pipeline_info.pipeline_root == "gs://bucket/out/pipeline"
+        destination = nodes["Pusher"].exec_properties["push_destination"]
+        assert "gs://bucket/out/serving" in str(destination)
+        sqlite = dag.metadata_connection_config.sqlite.filename_uri
+        assert sqlite == str(tmp_path / "metadata.sqlite")
+
+    def test_relative_local_paths_are_taken_from_the_working_directory(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        parser, args = self.parse("--output-dir", "out")
+        assert options.build_local(args, parser).pipeline_info.pipeline_root == str(
+            tmp_path / "out" / "pipeline"
+        )
+
+
+def trainer_config(dag) -> TrainingConfig:
+    [trainer] = [node for node in dag.components if node.id == "Trainer"]
+    return TrainingConfig.from_custom_config(json.loads(trainer.exec_properties["custom_config"]))
+
 
 def write_anomalies(tmp_path, per_split):
+    """An ExampleAnomalies artifact; per split, `{feature: description}` or an Anomalies proto."""
     artifact = standard_artifacts.ExampleAnomalies()
     artifact.uri = str(tmp_path / "anomalies")
     artifact.split_names = json.dumps(list(per_split))
     for split, features in per_split.items():
         anomalies = anomalies_pb2.Anomalies()
-        for feature, description in features.items():
-            info = anomalies.anomaly_info[feature]
-            info.short_description = "Out-of-range values"
-            info.description = description
+        if isinstance(features, anomalies_pb2.Anomalies):
+            anomalies = features
+        else:
+            for feature, description in features.items():
+                info = anomalies.anomaly_info[feature]
+                info.short_description = "Out-of-range values"
+                info.description = description
         os.makedirs(os.path.join(artifact.uri, f"Split-{split}"))
         with open(os.path.join(artifact.uri, f"Split-{split}", "SchemaDiff.pb"), "wb") as file:
             file.write(anomalies.SerializeToString())
@@ -203,20 +280,58 @@ def test_the_gate_reports_every_anomaly_by_split(tmp_path):
     assert find_anomalies(clean) == {}
 
 
+def test_the_gate_stops_on_a_dataset_level_anomaly(tmp_path):
+    """TFDV's own verdict on too few examples: an anomaly of the dataset, of no feature."""
+    statistics = tfdv.generate_statistics_from_dataframe(pd.DataFrame({"x": [1.0, 2.0, 3.0]}))
+    schema = tfdv.infer_schema(statistics)
+    schema.dataset_constraints.min_examples_count = 10
+    anomalies = tfdv.validate_statistics(statistics, schema)
+    assert not anomalies.anomaly_info and anomalies.HasField("dataset_anomaly_info")
+    artifact = write_anomalies(tmp_path, {"train": anomalies_pb2.Anomalies(), "eval": anomalies})
+    line = (
+        "<dataset>: Low num examples in dataset. "
+        "(The dataset has 3 examples, which is fewer than expected.)"
+    )
+    assert find_anomalies(artifact) == {"eval": [line]}
+
+    schema_artifact = standard_artifacts.Schema()
+    schema_artifact.uri = str(tmp_path / "schema")
+    validated = standard_artifacts.Schema()
+    validated.uri = str(tmp_path / "validated")
+    # The anomalies stop the gate before it reads the statistics.
+    unread_statistics = standard_artifacts.ExampleStatistics()
+    unread_statistics.uri = str(tmp_path / "statistics")
+    with pytest.raises(DataAnomaliesError, match=re.escape(f"[eval] {line}")):
+        ValidationGate.EXECUTOR_SPEC.executor_class().Do(
+            {
+                "schema": [schema_artifact],
+                "anomalies": [artifact],
+                "statistics": [unread_statistics],
+            },
+            {"validated_schema": [validated]},
+            {"label_key": "label"},
+        )
+    assert not os.path.exists(validated.uri)
+
+
 class TestAtomicPusher:
-    def push(self, tmp_path, blessed=True):
+    def push(self, tmp_path, blessed=True, name="model", fingerprint=None):
+        """Pushes a stand-in SavedModel `name`; with `fingerprint`, its fingerprint.pb."""
         model = standard_artifacts.Model()
-        model.uri = str(tmp_path / "model")
+        model.uri = str(tmp_path / name)
         serving = path_utils.serving_model_path(model.uri)
         os.makedirs(os.path.join(serving, "variables"))
-        for name in ("saved_model.pb", "variables/variables.index"):
-            with open(os.path.join(serving, name), "w") as file:
-                file.write(name)
+        files = {"saved_model.pb": name, "variables/variables.index": name}
+        if fingerprint is not None:
+            files[atomic_pusher.FINGERPRINT_FILE] = fingerprint
+        for file_name, content in files.items():
+            with open(os.path.join(serving, file_name), "w") as file:
+                file.write(content)
         blessing = standard_artifacts.ModelBlessing()
         blessing.uri = str(tmp_path / "blessing")
         blessing.set_int_custom_property("blessed", int(blessed))
         pushed = standard_artifacts.PushedModel()
-        pushed.uri = str(tmp_path / "pushed")
+        pushed.uri = str(tmp_path / f"pushed-{name}")
         destination = tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=str(tmp_path / "serving")
@@ -241,6 +356,22 @@ class TestAtomicPusher:
         assert pushed.get_string_custom_property("pushed_destination") == str(
             tmp_path / "serving" / version
         )
+
+    def test_the_same_model_pushed_twice_keeps_one_version(self, tmp_path):
+        first = self.push(tmp_path, fingerprint="fingerprint-a")
+        again = self.push(tmp_path, name="same-model-again", fingerprint="fingerprint-a")
+        [version] = os.listdir(tmp_path / "serving")
+        assert again.get_int_custom_property("pushed") == 1
+        assert again.get_string_custom_property("pushed_destination") == str(
+            tmp_path / "serving" / version
+        )
+        assert first.get_string_custom_property("pushed_version") == version
+        assert again.get_string_custom_property("pushed_version") == version
+
+    def test_a_different_model_gets_a_new_version(self, tmp_path):
+        self.push(tmp_path, fingerprint="fingerprint-a")
+        self.push(tmp_path, name="other", fingerprint="fingerprint-b")
+        assert len(os.listdir(tmp_path / "serving")) == 2
 
     def test_an_unblessed_model_is_not_pushed(self, tmp_path):
         pushed = self.push(tmp_path, blessed=False)

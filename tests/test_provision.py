@@ -232,10 +232,118 @@ def test_command_in_env_for_the_root_binds_the_checkout():
     assert "PIP_FIND_LINKS" not in env
 
 
+@pytest.mark.parametrize(
+    "docker_host, socket",
+    [(None, "/var/run/docker.sock"), ("unix:///srv/d.sock", "/srv/d.sock"), ("tcp://h:2375", None)],
+)
+def test_the_root_sees_the_docker_cli_and_socket_it_is_given(monkeypatch, docker_host, socket):
+    monkeypatch.delenv(provision.DOCKER_CLI_VARIABLE, raising=False)
+    assert "/run" not in provision.bwrap_command(Path("/cache/rootfs-k"), ["true"])
+    monkeypatch.setenv(provision.DOCKER_CLI_VARIABLE, "/usr/bin/docker")
+    if docker_host:
+        monkeypatch.setenv("DOCKER_HOST", docker_host)
+    else:
+        monkeypatch.delenv("DOCKER_HOST", raising=False)
+    argv = provision.bwrap_command(Path("/cache/rootfs-k"), ["true"])
+    inside = provision.SANDBOX_DOCKER_DIR
+    assert argv[argv.index("--tmpfs", argv.index("/tmp")) :][:2] == ["--tmpfs", "/run"]
+    assert ["--ro-bind", "/usr/bin/docker", f"{inside}/docker"] in windows(argv, 3)
+    assert ["--setenv", provision.DOCKER_CLI_VARIABLE, f"{inside}/docker"] in windows(argv, 3)
+    if socket:
+        assert ["--bind", socket, f"{inside}/docker.sock"] in windows(argv, 3)
+        assert ["--setenv", "DOCKER_HOST", f"unix://{inside}/docker.sock"] in windows(argv, 3)
+    else:
+        assert "DOCKER_HOST" not in argv  # a tcp:// daemon is reached over the shared network
+
+
+def windows(items, size):
+    return [items[i : i + size] for i in range(len(items) - size + 1)]
+
+
 def test_in_env_without_a_command_is_a_clear_error():
     result = subprocess.run([str(REPO / "scripts" / "in-env")], capture_output=True, text=True)
     assert result.returncode == 1
     assert "run needs a command" in result.stderr
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A fake host /: user folders, system folders, a file, $HOME under /home."""
+    for path in ("home/alice/.config/gcloud", "data/cifar", "mnt", "usr/share", "etc", "opt/x"):
+        (tmp_path / path).mkdir(parents=True)
+    (tmp_path / "root").mkdir()
+    (tmp_path / "container_info.json").write_text("{}")
+    return tmp_path
+
+
+class TestHostView:
+    def test_user_folders_home_and_cwd_are_bound_system_folders_are_not(self, host):
+        view = provision.host_view("/opt/x", "/home/alice", {}, host_root=str(host))
+        assert view.read_write == ("/data", "/home", "/mnt", "/opt/x")
+        assert view.read_only == ()
+        assert (view.cwd, view.home) == ("/opt/x", "/home/alice")
+
+    def test_a_home_outside_the_user_folders_is_bound_on_its_own(self, host):
+        view = provision.host_view("/data/cifar", "/root", {}, host_root=str(host))
+        assert view.read_write == ("/data", "/home", "/mnt", "/root")
+        assert (view.cwd, view.home) == ("/data/cifar", "/root")
+
+    @pytest.mark.parametrize("cwd", ["/", "/usr/share", "/etc", "/opt", provision.ROOTFS_VENV])
+    def test_the_environments_own_folders_are_never_replaced(self, host, cwd):
+        view = provision.host_view(cwd, "/usr", {}, host_root=str(host))
+        assert view.cwd == str(REPO) and view.home is None
+        assert not {cwd, "/usr", "/etc", "/opt", "/"} & set(view.read_write)
+
+    def test_datasets_read_only_and_the_docker_socket(self, host):
+        (host / "usr/share/datasets").mkdir()
+        (host / "var/run").mkdir(parents=True)
+        (host / "var/run/docker.sock").touch()
+        view = provision.host_view("/data", "/home/alice", {}, host_root=str(host))
+        assert view.read_only == ("/usr/share/datasets",)
+        assert view.read_write[-1] == "/var/run/docker.sock"
+        rootless = {"DOCKER_HOST": "unix:///home/alice/.docker/run/docker.sock"}
+        assert provision.host_view("/data", None, rootless, host_root=str(host)).read_write == (
+            "/data",
+            "/home",
+            "/mnt",
+        ), "a socket inside a bound folder needs no bind of its own"
+
+    def test_bwrap_binds_the_view_and_starts_in_its_cwd(self):
+        view = provision.HostView(
+            read_write=("/home", "/var/run/docker.sock"),
+            read_only=("/usr/share/datasets",),
+            cwd="/home/alice/project",
+            home="/home/alice",
+        )
+        argv = provision.bwrap_command(Path("/cache/rootfs-k"), ["pwd"], view)
+        assert ["--bind", "/home", "/home"] == argv[argv.index("/home") - 1 :][:3]
+        assert ["--bind", "/var/run/docker.sock", "/run/docker.sock"] == (
+            argv[argv.index("/var/run/docker.sock") - 1 :][:3]
+        ), "the Debian root links /var/run to /run: bwrap must not follow that link"
+        assert ["--ro-bind", "/usr/share/datasets", "/usr/share/datasets"] == (
+            argv[argv.index("/usr/share/datasets") - 1 :][:3]
+        )
+        assert argv[argv.index("--chdir") + 1] == "/home/alice/project"
+        assert argv[argv.index("HOME") + 1] == "/home/alice"
+        assert argv[-2:] == ["--", "pwd"]
+
+    def test_builds_run_in_the_checkout_with_the_environments_home(self):
+        argv = provision.bwrap_command(Path("/cache/rootfs-k"), ["true"])
+        assert argv[argv.index("--chdir") + 1] == str(REPO)
+        assert argv[argv.index("HOME") + 1] == "/root"
+
+
+def test_in_env_help_states_the_rule_and_what_it_shows_from_here(tmp_path):
+    result = subprocess.run(
+        [str(REPO / "scripts" / "in-env"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: scripts/in-env COMMAND [ARGS...]")
+    assert provision.HOST_VIEW_RULE in result.stdout
+    assert f"starts in {tmp_path};" in result.stdout
 
 
 def test_prune_keeps_the_current_environment_and_builds_in_progress(tmp_path, monkeypatch):

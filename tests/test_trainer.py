@@ -2,14 +2,19 @@
 
 import glob
 import os
+import re
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tests import trainer_examples
-from trainer import task
+from trainer import data, export, task
 from trainer.config import TrainingConfig
+from trainer.gsam import GSAM
+from trainer.model import build_model
+from trainer.rho import rho_from_learning_rate
 
 
 def assert_probabilities(probabilities, count, num_classes):
@@ -35,7 +40,8 @@ def test_plain_training_exports_serving_model_and_tensorboard_logs(tmp_path):
     assert_probabilities(trainer_examples.serve(serving_dir, splits["eval"][:5]), 5, 10)
     assert glob.glob(os.path.join(run_dir, "train", "events.out.tfevents.*"))
     assert glob.glob(os.path.join(run_dir, "validation", "events.out.tfevents.*"))
-    assert not os.path.exists(os.path.join(run_dir, "backup"))  # removed after success
+    # The resume backup is removed after the export.
+    assert os.listdir(os.path.join(os.path.dirname(run_dir), "resume")) == []
     assert not glob.glob(serving_dir + ".tmp-*")
 
 
@@ -54,29 +60,129 @@ def test_gsam_training_logs_gsam_metrics_and_exports_inner_model(tmp_path, capsy
         assert name in output
     signature = tf.saved_model.load(serving_dir).signatures["serving_default"]
     assert set(signature.structured_input_signature[1]) == {"examples"}
-    assert_probabilities(trainer_examples.serve(serving_dir, splits["eval"]), 16, 10)
+    served = trainer_examples.serve(serving_dir, splits["eval"])
+    assert_probabilities(served, 16, 10)
+    # The Keras model beside the serving export is the same inner model.
+    keras_model = keras.saving.load_model(export.keras_model_path(os.path.dirname(serving_dir)))
+    assert keras_model.name == "resnet"
+    schema = data.load_schema(trainer_examples.SAMPLE_SCHEMA)
+    features = tf.io.parse_example(splits["eval"], data.parse_spec(config, schema))
+    inputs = data.features_to_inputs(features, config, schema)
+    np.testing.assert_allclose(keras_model(inputs, training=False), served, atol=1e-5)
 
 
-def test_sam_training_of_mlp_on_tabular_features(tmp_path):
-    rng = np.random.default_rng(2)
-    splits = {
+class FitSpy:
+    """What run_fn trains: the model `fit` runs on (the inner model for plain training, else
+    its GSAM wrapper) and the logs of every training step.
+
+    TFX's executor reloads trainer.task, so the spy sits on `keras.Model.fit`.
+    """
+
+    def __init__(self, monkeypatch):
+        self.trained = None
+        self.step_logs = []
+        fit = keras.Model.fit
+
+        def spy_fit(model, *args, callbacks=(), **kwargs):
+            self.trained = model
+            record = keras.callbacks.LambdaCallback(
+                on_train_batch_end=lambda batch, logs: self.step_logs.append(
+                    {name: float(value) for name, value in logs.items()}
+                )
+            )
+            return fit(model, *args, callbacks=[*callbacks, record], **kwargs)
+
+        monkeypatch.setattr(keras.Model, "fit", spy_fit)
+
+    @property
+    def inner_model(self):
+        return self.trained.model if isinstance(self.trained, GSAM) else self.trained
+
+
+def tabular_splits(rng):
+    return {
         "train": trainer_examples.random_tabular_examples(rng, 48),
         "eval": trainer_examples.random_tabular_examples(rng, 8),
     }
-    config = TrainingConfig(
-        model="mlp",
-        optimizer="sam",
-        base_optimizer="adam",
-        epochs=1,
-        batch_size=16,
-        learning_rate=0.01,
-        lr_schedule="constant",
-    )
+
+
+def exported_model_variables(serving_dir):
+    """Checkpoint key -> value of the SavedModel's variables, less the optimizer's (a model
+    compiled itself, as in plain training, carries its optimizer into the export)."""
+    reader = tf.train.load_checkpoint(os.path.join(serving_dir, "variables", "variables"))
+    return {
+        key: reader.get_tensor(key)
+        for key in reader.get_variable_to_shape_map()
+        if key != "_CHECKPOINTABLE_OBJECT_GRAPH" and not key.startswith("model/optimizer/")
+    }
+
+
+# 48 examples in batches of 16: 3 steps an epoch, 6 in all; the first is the warmup.
+TABULAR = dict(model="mlp", epochs=2, batch_size=16, warmup_epochs=1 / 3, learning_rate=0.05)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TrainingConfig(optimizer="plain", **TABULAR),
+        TrainingConfig(optimizer="sam", base_optimizer="adam", rho_max=0.08, **TABULAR),
+        TrainingConfig(
+            optimizer="gsam", alpha=0.05, adaptive=True, rho_max=0.05, rho_min=0.01, **TABULAR
+        ),
+    ],
+    ids=lambda config: config.optimizer,
+)
+def test_run_fn_trains_what_the_config_asks_and_exports_the_inner_model(
+    tmp_path, monkeypatch, config
+):
+    spy = FitSpy(monkeypatch)
+    splits = tabular_splits(np.random.default_rng(2))
     serving_dir, _ = trainer_examples.run_trainer(
         tmp_path, config, splits, trainer_examples.TABULAR_SCHEMA
     )
 
+    assert len(spy.step_logs) == 6
+    if config.optimizer == "plain":
+        assert not isinstance(spy.trained, GSAM)
+        assert not any("rho" in logs for logs in spy.step_logs)
+    else:
+        trained = spy.trained
+        assert isinstance(trained, GSAM)
+        assert float(trained.alpha.numpy()) == pytest.approx(config.effective_alpha)
+        assert config.effective_alpha == (0.0 if config.optimizer == "sam" else 0.05)
+        assert trained.adaptive is config.adaptive and trained.asam is False
+        assert float(trained.rho_max.numpy()) == pytest.approx(config.rho_max)
+        assert float(trained.rho_min.numpy()) == pytest.approx(config.rho_min)
+        # rho follows the Trainer's learning rate, step by step.
+        schedule, lr_max, lr_min = task.learning_rate_schedule(config, steps_per_epoch=3)
+        bounds = (config.rho_max, config.rho_min, lr_max, lr_min)
+        expected = [float(rho_from_learning_rate(schedule(step), *bounds)) for step in range(6)]
+        np.testing.assert_allclose([logs["rho"] for logs in spy.step_logs], expected, rtol=1e-5)
+        assert expected[0] == pytest.approx(config.rho_min)  # warmup starts at the floor
+        assert expected[1] == pytest.approx(config.rho_max)  # the first step after warmup
+        assert expected[1] > expected[3] > expected[5] > config.rho_min
+        # After the last step the schedule is at its floor: so is rho.
+        assert int(trained.optimizer.iterations.numpy()) == 6
+        assert float(trained.current_rho()) == pytest.approx(config.rho_min)
+
+    # The SavedModel holds the trained inner model's weights and nothing of the wrapper.
+    variables = exported_model_variables(serving_dir)
+    assert not [key for key in variables if re.search("rho|alpha|skipped_steps", key)]
+    assert len(variables) == len(spy.inner_model.weights)
+    for weight in spy.inner_model.weights:
+        assert any(
+            value.shape == tuple(weight.shape) and np.array_equal(value, weight.numpy())
+            for value in variables.values()
+        ), weight.path
     assert_probabilities(trainer_examples.serve(serving_dir, splits["eval"]), 8, 3)
+
+
+def test_a_constant_learning_rate_gives_a_constant_rho_max():
+    config = TrainingConfig(model="mlp", lr_schedule="constant", rho_max=0.06, rho_min=0.02)
+    model = build_model(config, 3, (3,))
+    trained = task.wrap_for_training(model, config, (3,), lr_max=0.1, lr_min=0.1)
+    trained.compile(optimizer=task.make_optimizer(config, 0.1), loss="mse")
+    assert trained.lr_max is None and float(trained.current_rho()) == pytest.approx(0.06)
 
 
 def test_total_train_steps_and_steps_per_epoch_conflict(tmp_path):
@@ -90,14 +196,51 @@ def test_total_train_steps_and_steps_per_epoch_conflict(tmp_path):
 
 
 class FakeFnArgs:
-    def __init__(self, train_steps=None):
+    def __init__(self, train_steps=None, eval_steps=None):
         self.train_steps = train_steps
+        self.eval_steps = eval_steps
+        self.train_files = ["train/*"]
+        self.eval_files = ["eval/*"]
+        self.data_accessor = None
 
 
 @pytest.mark.parametrize("train_steps, per_epoch, expected", [(10, None, 4), (None, 7, 7)])
 def test_steps_per_epoch_from_total_steps_or_config(train_steps, per_epoch, expected):
     config = TrainingConfig(epochs=3, train_steps_per_epoch=per_epoch)
     assert task.training_steps_per_epoch(FakeFnArgs(train_steps), config, schema=None) == expected
+
+
+@pytest.mark.parametrize(
+    "eval_steps_arg, eval_steps_config, expected",
+    [(0, None, 3), (2, None, 2), (0, 2, 2), (10, None, 3), (0, 10, 3)],
+    ids=["full-pass", "eval-args", "config", "eval-args-capped", "config-capped"],
+)
+def test_eval_batches_are_capped_at_one_pass(
+    monkeypatch, eval_steps_arg, eval_steps_config, expected
+):
+    monkeypatch.setattr(task.data, "count_examples", lambda *args: 40)
+    config = TrainingConfig(batch_size=16, eval_steps=eval_steps_config)
+    assert task.eval_batches(FakeFnArgs(eval_steps=eval_steps_arg), config, schema=None) == expected
+
+
+def test_eval_steps_from_eval_args_and_config_conflict(monkeypatch):
+    monkeypatch.setattr(task.data, "count_examples", lambda *args: 40)
+    with pytest.raises(ValueError, match=r"EvalArgs.num_steps \(5\) or eval_steps \(2\), not both"):
+        task.eval_batches(FakeFnArgs(eval_steps=5), TrainingConfig(eval_steps=2), schema=None)
+
+
+@pytest.mark.parametrize(
+    "split, message", [("train", "No training examples"), ("eval", "No eval examples")]
+)
+def test_an_empty_split_is_an_error_naming_it(tmp_path, split, message):
+    splits = image_splits(np.random.default_rng(4))
+    splits[split] = []
+    config = TrainingConfig(optimizer="plain", epochs=1, batch_size=16)
+    with (
+        open(trainer_examples.SAMPLE_SCHEMA) as f,
+        pytest.raises(ValueError, match=f"{message} in .*Split-{split}"),
+    ):
+        trainer_examples.run_trainer(tmp_path, config, splits, f.read())
 
 
 def test_cosine_schedule_warms_up_from_and_decays_to_the_floor():

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import tensorflow as tf
 from tfx.components.trainer import executor as trainer_executor
+from tfx.components.tuner import executor as tuner_executor
 from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2, trainer_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types import standard_component_specs as specs
-from tfx.utils import json_utils, proto_utils
+from tfx.utils import io_utils, json_utils, proto_utils
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DIR = os.path.join(REPO_ROOT, "data", "fashion_mnist")
@@ -153,3 +155,35 @@ def run_trainer(
 def serve(serving_dir, examples):
     signature = tf.saved_model.load(serving_dir).signatures["serving_default"]
     return signature(examples=tf.constant(examples))["probabilities"].numpy()
+
+
+def run_tuner(tmp_path, custom_config, splits, schema_text):
+    """Runs TFX's Tuner executor with `tuner_fn="trainer.tuning.tuner_fn"`.
+
+    Returns `(best_hyperparameters, tuner_results)` as the executor wrote them: the best
+    trial's `HyperParameters` config and the completed trials' rows, best first.
+    """
+    outputs = {
+        specs.BEST_HYPERPARAMETERS_KEY: [standard_artifacts.HyperParameters()],
+        specs.TUNER_RESULTS_KEY: [standard_artifacts.TunerResults()],
+    }
+    for name, [artifact] in outputs.items():
+        artifact.uri = str(tmp_path / name)
+        os.makedirs(artifact.uri)
+    input_dict = {
+        specs.EXAMPLES_KEY: [examples_artifact(str(tmp_path / "examples"), splits)],
+        specs.SCHEMA_KEY: [schema_artifact(str(tmp_path / "schema"), schema_text)],
+    }
+    exec_properties = {
+        specs.TUNER_FN_KEY: "trainer.tuning.tuner_fn",
+        specs.TRAIN_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.TrainArgs()),
+        specs.EVAL_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.EvalArgs()),
+        specs.CUSTOM_CONFIG_KEY: json_utils.dumps(custom_config),
+    }
+    context = tuner_executor.Executor.Context(tmp_dir=str(tmp_path / "tmp"), unique_id="1")
+    tuner_executor.Executor(context).Do(input_dict, outputs, exec_properties)
+    [best, results] = [
+        json.loads(io_utils.read_string_file(io_utils.get_only_uri_in_dir(artifact.uri)))
+        for [artifact] in outputs.values()
+    ]
+    return best, results

@@ -55,6 +55,8 @@ class TrainingConfig:
         num_classes: number of classes; `None` reads it from the schema's label domain.
         train_steps_per_epoch, eval_steps: cap the steps (useful on tiny data); `None` means
             one full pass.
+        seed: seeds the initialization, dropout and the training data's order; `None` leaves
+            them random.
     """
 
     model: str = "resnet"
@@ -77,6 +79,7 @@ class TrainingConfig:
     num_classes: int | None = None
     train_steps_per_epoch: int | None = None
     eval_steps: int | None = None
+    seed: int | None = None
 
     def __post_init__(self):
         _check_choice("model", self.model, MODELS)
@@ -93,6 +96,8 @@ class TrainingConfig:
             )
         if self.num_classes is not None:
             _check_int("num_classes", self.num_classes, minimum=2)
+        if self.seed is not None:
+            _check_int("seed", self.seed, minimum=0)
         for name in ("train_steps_per_epoch", "eval_steps"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
@@ -136,11 +141,26 @@ class TrainingConfig:
         return DEFAULT_GSAM_ALPHA if self.alpha is None else float(self.alpha)
 
     @property
+    def method(self) -> str:
+        """The training method's name, as comparisons and reports show it: the optimizer, with
+        `-kN` when the perturbed gradient is computed every N steps (e.g. `gsam-k5`)."""
+        if self.optimizer == "plain" or self.perturb_every == 1:
+            return self.optimizer
+        return f"{self.optimizer}-k{self.perturb_every}"
+
+    @property
     def passes_per_step(self) -> float:
         """Forward-backward passes per training step: 1 for plain, 1 + 1/perturb_every else."""
         if self.optimizer == "plain":
             return 1.0
         return 1.0 + 1.0 / self.perturb_every
+
+    def forward_backward_passes(self, steps: int) -> int:
+        """Forward-backward passes of the first `steps` optimizer steps: the perturbed pass
+        runs at steps 0, perturb_every, 2 * perturb_every, ..."""
+        if self.optimizer == "plain":
+            return steps
+        return steps + math.ceil(steps / self.perturb_every)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -154,25 +174,35 @@ class TrainingConfig:
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any] | None) -> "TrainingConfig":
         """Reads the config that `to_custom_config` wrote into the Trainer's `custom_config`."""
-        if not custom_config or CUSTOM_CONFIG_KEY not in custom_config:
-            raise ValueError(
-                f"The Trainer's custom_config has no {CUSTOM_CONFIG_KEY!r} entry; build it with "
-                f"TrainingConfig.to_custom_config()."
-            )
-        return cls.from_dict(custom_config[CUSTOM_CONFIG_KEY])
+        return cls.from_dict(custom_config_entry(custom_config, CUSTOM_CONFIG_KEY, cls))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> "TrainingConfig":
         """Builds a config from `custom_config`; an unknown key is an error that names it."""
-        values = dict(values or {})
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"Unknown training config key(s): {', '.join(unknown)}. "
-                f"Known keys: {', '.join(sorted(known))}."
-            )
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "training config")
+
+
+def custom_config_entry(custom_config: dict[str, Any] | None, key: str, config_class) -> Any:
+    """The `key` entry of a component's `custom_config`, written by `config_class`."""
+    if not custom_config or key not in custom_config:
+        raise ValueError(
+            f"The component's custom_config has no {key!r} entry; build it with "
+            f"{config_class.__name__}.to_custom_config()."
+        )
+    return custom_config[key]
+
+
+def dataclass_from_dict(cls, values: dict[str, Any] | None, what: str):
+    """`cls(**values)`; a key that is not a field of `cls` is an error naming it."""
+    values = dict(values or {})
+    known = {field.name for field in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(
+            f"Unknown {what} key(s): {', '.join(unknown)}. "
+            f"Known keys: {', '.join(sorted(known))}."
+        )
+    return cls(**values)
 
 
 def _check_choice(name, value, choices):

@@ -46,23 +46,33 @@ def resolve_num_classes(config: TrainingConfig, schema: schema_pb2.Schema) -> in
     """`config.num_classes`, or else max + 1 of the label's int_domain in the schema."""
     if config.num_classes is not None:
         return config.num_classes
-    feature = _feature(schema, config.label_key, "label_key")
-    domain = None
-    if feature.HasField("int_domain"):
-        domain = feature.int_domain
-    elif feature.domain:
-        domain = next((d for d in schema.int_domain if d.name == feature.domain), None)
+    return schema_num_classes(schema, config.label_key)
+
+
+def schema_num_classes(schema: schema_pb2.Schema, label_key: str) -> int:
+    """max + 1 of the int_domain of the label feature `label_key` in the schema."""
+    domain = label_int_domain(schema, label_key)
     if domain is None or not domain.HasField("max"):
         raise ValueError(
-            f"Cannot tell the number of classes: label feature {config.label_key!r} has no "
-            f"int_domain with a max in the schema; set num_classes in the training config."
+            f"Cannot tell the number of classes: label feature {label_key!r} has no "
+            f"int_domain with a max in the schema; set num_classes."
         )
     if domain.HasField("min") and domain.min < 0:
         raise ValueError(
-            f"Label feature {config.label_key!r} has int_domain min {domain.min}; class "
+            f"Label feature {label_key!r} has int_domain min {domain.min}; class "
             f"labels must be 0..num_classes-1."
         )
     return int(domain.max) + 1
+
+
+def label_int_domain(schema: schema_pb2.Schema, label_key: str) -> schema_pb2.IntDomain | None:
+    """The label's int_domain: its own, or the schema-level one it names; `None` if neither."""
+    feature = _feature(schema, label_key, "label_key")
+    if feature.HasField("int_domain"):
+        return feature.int_domain
+    if feature.domain:
+        return next((d for d in schema.int_domain if d.name == feature.domain), None)
+    return None
 
 
 def parse_spec(

@@ -17,6 +17,10 @@ sibling that is renamed into place. (TFX would not publish the Model artifact of
 Trainer run anyway, but a local `serving_model_dir` is then never ambiguous. On GCS a
 directory rename copies object by object, so there it narrows the window, not closes it.)
 
+Beside it, `export_keras_model` keeps the Keras model itself (`.keras`) in the same Model
+artifact, at `keras_model_path(model_uri)`: the SharpnessProbe differentiates the loss with
+respect to the weights, which needs the Keras model, not the serving signature.
+
 Example:
 
 >>> export_serving_model(model, config, schema, "/tmp/serving_model")
@@ -27,6 +31,7 @@ TensorShape([1, 10])
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import keras
@@ -39,6 +44,9 @@ from trainer.config import TrainingConfig
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "examples"
 OUTPUT_KEY = "probabilities"
+# Beside the Trainer's "Format-Serving" folder in the Model artifact.
+KERAS_MODEL_DIR = "Format-Keras"
+KERAS_MODEL_FILE = "model.keras"
 
 
 def export_serving_model(
@@ -72,3 +80,27 @@ def export_serving_model(
     finally:
         if tf.io.gfile.exists(temp_dir):
             tf.io.gfile.rmtree(temp_dir)
+
+
+def keras_model_path(model_uri: str) -> str:
+    """Where a Model artifact at `model_uri` keeps the Keras model (`export_keras_model`)."""
+    return os.path.join(model_uri, KERAS_MODEL_DIR, KERAS_MODEL_FILE)
+
+
+def export_keras_model(model: keras.Model, path: str) -> None:
+    """Saves `model` (the inner Keras model) as a `.keras` file at `path`, all or nothing.
+
+    Like `export_serving_model`, it is written to a temporary sibling and renamed into
+    place; `path` must not exist yet.
+    """
+    if tf.io.gfile.exists(path):
+        raise ValueError(f"Keras model path {path!r} already exists; export needs a new one.")
+    folder, name = os.path.split(path)
+    tf.io.gfile.makedirs(folder)
+    temp_path = os.path.join(folder, f".tmp-{uuid.uuid4().hex}-{name}")
+    try:
+        model.save(temp_path)
+        tf.io.gfile.rename(temp_path, path)
+    finally:
+        if tf.io.gfile.exists(temp_path):
+            tf.io.gfile.remove(temp_path)

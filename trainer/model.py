@@ -1,7 +1,7 @@
 """The Keras 3 functional models the Trainer builds: a small ResNet for images, an MLP for tabular.
 
 Both output class probabilities (softmax), so the exported signature returns them as they are
-and the loss is `SparseCategoricalCrossentropy()` (not from logits).
+and the loss is `SparseCategoricalCrossentropy()` (not from logits): `training_loss()`.
 
 Example:
 
@@ -19,6 +19,11 @@ from trainer.config import TrainingConfig
 
 RESNET_WIDTHS = (16, 32, 64)
 MLP_UNITS = (64, 64)
+
+
+def training_loss() -> keras.losses.Loss:
+    """The loss the Trainer minimizes (and the SharpnessProbe measures): on probabilities."""
+    return keras.losses.SparseCategoricalCrossentropy()
 
 
 def build_model(

@@ -9,14 +9,30 @@ perturbs along its own shard's gradient, the optimizer averages the descent dire
 every replica of every worker, and all replicas apply the same update. Non-trainable state
 (BatchNormalization statistics) is averaged across replicas after every epoch.
 
-Example (in each worker process, with TF_CONFIG set):
+Example (run in each worker process, with TF_CONFIG set; without it, one local worker):
 
 ```python
+import tensorflow as tf
+from trainer.config import TrainingConfig
+from trainer.gsam import GSAM
+from trainer.model import build_model
+from trainer.multi_worker import fit
+
+def dataset_fn(input_context):  # this worker's shard of random 28x28 images
+    images = tf.random.uniform((256, 28, 28, 1))
+    labels = tf.random.uniform((256,), maxval=10, dtype=tf.int64)
+    return (
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        .batch(input_context.get_per_replica_batch_size(32))
+        .repeat()
+    )
+
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 with strategy.scope():
-    model = GSAM(build_model(), rho=0.05, alpha=0.01)
+    model = GSAM(build_model(TrainingConfig(), 10, (28, 28, 1)), rho=0.05, alpha=0.01)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-history = fit(model, dataset_fn, strategy=strategy, epochs=3, steps_per_epoch=100)
+history = fit(model, dataset_fn, strategy=strategy, epochs=2, steps_per_epoch=3)
 ```
 """
 
@@ -62,6 +78,7 @@ def fit(
     epochs: int,
     steps_per_epoch: int,
     log: Callable[[str], None] = print,
+    backup=None,
 ) -> list[dict[str, float]]:
     """Trains `model` (built and compiled under `strategy.scope()`) with `strategy.run`.
 
@@ -70,9 +87,12 @@ def fit(
             as for `strategy.distribute_datasets_from_function`.
         epochs, steps_per_epoch: how long to train.
         log: receives one line per epoch.
+        backup: a `trainer.resume.WorkerCheckpoints`: training resumes from its latest
+            checkpoint and saves one after every epoch; `None` for none.
 
     Returns:
-        Per epoch, the logs of its last step (loss and metrics are means over the epoch).
+        Per epoch, the logs of its last step (loss and metrics are means over the epoch),
+        those of the epochs before a resume included.
     """
     for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -110,8 +130,10 @@ def fit(
 
         strategy.run(replica_average)
 
-    history = []
-    for epoch in range(epochs):
+    history = [] if backup is None else backup.restore()
+    if history:
+        log(f"resuming from epoch {len(history)} of {epochs}")
+    for epoch in range(len(history), epochs):
         model.reset_metrics()
         for _ in range(steps_per_epoch):
             logs = train_step(iterator)
@@ -121,6 +143,8 @@ def fit(
             f"epoch {epoch + 1}/{epochs}: "
             + ", ".join(f"{name}={value:.4g}" for name, value in history[-1].items())
         )
+        if backup is not None:
+            backup.save(history)
     return history
 
 

@@ -1,9 +1,12 @@
 """The TFX Trainer entry point: `Trainer(run_fn="trainer.task.run_fn", custom_config=...)`.
 
-`custom_config` is `TrainingConfig(...).to_custom_config()` (trainer/config.py).
+`custom_config` is `TrainingConfig(...).to_custom_config()` (trainer/config.py); with a
+Tuner upstream (`hyperparameters=tuner.outputs["best_hyperparameters"]`), its best values are
+laid over that config (trainer/search_space.py).
 `run_fn` reads the data through the Trainer's DataAccessor, builds the model,
 trains it plainly or with GSAM/SAM, and exports the inner model's serving
-SavedModel to `fn_args.serving_model_dir`.
+SavedModel to `fn_args.serving_model_dir` and, beside it in the same Model artifact, the
+Keras model itself (`trainer.export.keras_model_path`, read by the SharpnessProbe).
 
 Steps per epoch, first match wins:
 
@@ -31,16 +34,18 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
 import tempfile
 
 import keras
+import keras_tuner
 import tensorflow as tf
 from absl import logging
 
-from trainer import data, export, multi_worker
+from trainer import data, export, history, multi_worker, resume, search_space
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
-from trainer.model import build_model
+from trainer.model import build_model, training_loss
 
 SGD_MOMENTUM = 0.9
 MULTI_WORKER_SHUFFLE_SEED = 20220420
@@ -52,9 +57,18 @@ def run_fn(fn_args) -> None:
     Args:
         fn_args: the Trainer's `tfx.components.FnArgs`; reads `custom_config`, `schema_path`,
             `train_files`, `eval_files`, `train_steps`, `eval_steps`, `data_accessor`,
-            `model_run_dir` (TensorBoard logs, backups) and `serving_model_dir` (export).
+            `hyperparameters` (the Tuner's best values, laid over the config),
+            `model_run_dir` (TensorBoard logs, `history.json`; resume backups beside it, see
+            trainer/resume.py) and `serving_model_dir` (export).
     """
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
+    if fn_args.hyperparameters:
+        # The Tuner's best values, checked as flags are.
+        tuned = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters).values
+        config = search_space.tuned_config(config, tuned)
+        logging.info("Training with the tuned hyperparameters %s.", tuned)
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
     # MultiWorkerMirroredStrategy must exist before the first TensorFlow op.
     workers = multi_worker.cluster_workers()
     strategy = distribution_strategy(workers)
@@ -62,15 +76,8 @@ def run_fn(fn_args) -> None:
     num_classes = data.resolve_num_classes(config, schema)
     steps_per_epoch = training_steps_per_epoch(fn_args, config, schema)
     input_shape = data.model_input_shape(config, schema)
-    learning_rate, lr_max, lr_min = learning_rate_schedule(config, steps_per_epoch)
     with strategy.scope():
-        model = build_model(config, num_classes, input_shape)
-        trained = wrap_for_training(model, config, input_shape, lr_max, lr_min)
-        trained.compile(
-            optimizer=make_optimizer(config, learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[keras.metrics.SparseCategoricalAccuracy()],
-        )
+        model, trained = compile_for_training(config, num_classes, input_shape, steps_per_epoch)
     logging.info(
         "Training %s (%s, %d classes) for %d epochs x %d steps on %d replica(s), %d worker(s).",
         config.model,
@@ -87,6 +94,10 @@ def run_fn(fn_args) -> None:
         _fit(trained, fn_args, config, schema, steps_per_epoch)
     if multi_worker.is_chief():
         export.export_serving_model(model, config, schema, fn_args.serving_model_dir)
+        # The Model artifact's folder holds Format-Serving; the Keras model goes beside it.
+        model_uri = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
+        export.export_keras_model(model, export.keras_model_path(model_uri))
+        resume.remove_backup(resume.backup_dir(fn_args))
     else:
         # Every worker takes part in saving a distributed model; only the
         # chief's copy is kept.
@@ -96,6 +107,33 @@ def run_fn(fn_args) -> None:
         # The workers share the output folder, and the Trainer executor of
         # each checks the export: none may return before the chief's is there.
         multi_worker.barrier(strategy)
+
+
+def compile_for_training(
+    config: TrainingConfig, num_classes: int, input_shape, steps_per_epoch: int
+) -> tuple[keras.Model, keras.Model]:
+    """The model, and what `fit` trains (the model or its GSAM wrapper), compiled.
+
+    One recipe for `run_fn` and the Tuner's trials (trainer/tuning.py): the model of
+    `config.model`, wrapped for GSAM/SAM, its base optimizer on the learning rate schedule,
+    cross-entropy loss and accuracy.
+
+    Example:
+
+    >>> model, trained = compile_for_training(TrainingConfig(model="mlp", epochs=1),
+    ...     num_classes=3, input_shape=(4,), steps_per_epoch=10)
+    >>> type(trained).__name__, model.output_shape
+    ('GSAM', (None, 3))
+    """
+    learning_rate, lr_max, lr_min = learning_rate_schedule(config, steps_per_epoch)
+    model = build_model(config, num_classes, input_shape)
+    trained = wrap_for_training(model, config, input_shape, lr_max, lr_min)
+    trained.compile(
+        optimizer=make_optimizer(config, learning_rate),
+        loss=training_loss(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
+    )
+    return model, trained
 
 
 def distribution_strategy(workers: int) -> tf.distribute.Strategy:
@@ -122,18 +160,21 @@ def wrap_for_training(model, config: TrainingConfig, input_shape, lr_max, lr_min
         perturb_every=config.perturb_every,
         **lr_bounds,
     )
-    # BackupAndRestore needs a built model.
+    # Restoring a backup needs a built model.
     trained.build((None, *input_shape))
     return trained
 
 
-def _fit(trained, fn_args, config, schema, steps_per_epoch):
+def training_datasets(fn_args, config: TrainingConfig, schema):
+    """`(train, eval)`: the training split shuffled (by `config.seed`) and repeated, and the
+    validation batches of `eval_batches`."""
     train_dataset = data.make_dataset(
         fn_args.train_files,
         fn_args.data_accessor,
         schema,
         config,
         training=True,
+        shuffle_seed=config.seed,
     )
     eval_dataset = data.make_dataset(
         fn_args.eval_files,
@@ -143,17 +184,28 @@ def _fit(trained, fn_args, config, schema, steps_per_epoch):
         training=False,
         num_batches=eval_batches(fn_args, config, schema),
     )
+    return train_dataset, eval_dataset
+
+
+def _fit(trained, fn_args, config, schema, steps_per_epoch):
+    train_dataset, eval_dataset = training_datasets(fn_args, config, schema)
+    training_history = history.TrainingHistory(
+        os.path.join(fn_args.model_run_dir, history.HISTORY_FILE),
+        config,
+        hparams_dir=os.path.join(fn_args.model_run_dir, "hparams"),
+    )
     trained.fit(
         train_dataset,
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=eval_dataset,
         shuffle=False,  # The DataAccessor's dataset is shuffled already.
-        verbose=2,
+        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch
         callbacks=[
             keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
-            keras.callbacks.BackupAndRestore(
-                backup_dir=os.path.join(fn_args.model_run_dir, "backup")
+            training_history,
+            resume.EpochBackup(
+                resume.backup_dir(fn_args), epochs=config.epochs, history=training_history
             ),
         ],
     )
@@ -173,7 +225,7 @@ def _fit_multi_worker(trained, fn_args, config, schema, strategy, steps_per_epoc
             schema,
             per_replica,
             training=True,
-            shuffle_seed=MULTI_WORKER_SHUFFLE_SEED,
+            shuffle_seed=MULTI_WORKER_SHUFFLE_SEED if config.seed is None else config.seed,
         )
         return dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
 
@@ -184,6 +236,12 @@ def _fit_multi_worker(trained, fn_args, config, schema, strategy, steps_per_epoc
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         log=logging.info,
+        backup=resume.WorkerCheckpoints(
+            trained,
+            resume.backup_dir(fn_args),
+            chief=multi_worker.is_chief(),
+            task_id=strategy.cluster_resolver.task_id,
+        ),
     )
     if multi_worker.is_chief():
         with tf.summary.create_file_writer(

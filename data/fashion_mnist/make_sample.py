@@ -6,7 +6,7 @@ with equal counts per class (+-1) and a fixed seed, so a rebuild gives the same 
 
 Example (Debian/Ubuntu: `apt-get install dataset-fashion-mnist`):
 
-    python data/fashion_mnist/make_sample.py \
+    scripts/in-env python data/fashion_mnist/make_sample.py \
         --idx-dir /usr/share/datasets/fashion-mnist --output-dir data/fashion_mnist
 
 Needs only numpy and tensorflow.

@@ -1,0 +1,182 @@
+"""The comparison variant of the pipeline: its DAG, its compiled forms, and a local run."""
+
+import glob
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx import v1 as tfx
+
+from pipelines import configs, kubeflow_runner, run_here, summary, vertex_runner
+from pipelines.comparison import ComparisonSpec
+from pipelines.options import OutputLayout
+from tests.pipeline_support import TRAINING, build_pipeline, executed_nodes, versions
+from trainer.config import TrainingConfig
+from trainer.search_space import SearchSpace
+
+IMAGE = "us-docker.pkg.dev/my-project/gsam/gsam-tfx:1"
+ROOT = "gs://my-bucket/gsam-tfx"
+RUNS = [f"{method}.seed{seed}" for method in ("plain", "sam", "gsam") for seed in (1, 2)]
+
+
+def build(tmp_path, spec, **overrides):
+    return build_pipeline(tmp_path, pipeline_name="compare", comparison=spec, **overrides)
+
+
+def test_every_run_trains_independently_on_the_same_noisy_examples(tmp_path):
+    dag = build(tmp_path, ComparisonSpec(seeds=2, label_noise=0.3, label_noise_seed=7))
+    nodes = {node.id: node for node in dag.components}
+    trainers = {node_id for node_id in nodes if node_id.startswith("Trainer.")}
+    assert trainers == {f"Trainer.{run}" for run in RUNS}
+    for run in RUNS:
+        upstream = {node.id for node in nodes[f"Trainer.{run}"].upstream_nodes}
+        assert upstream == {"LabelNoise", "ValidationGate"}, run
+        config = TrainingConfig.from_custom_config(
+            json.loads(nodes[f"Trainer.{run}"].exec_properties["custom_config"])
+        )
+        method, seed = run.split(".seed")
+        assert (config.optimizer, config.seed) == (method, int(seed))
+        evaluator = {node.id for node in nodes[f"Evaluator.{run}"].upstream_nodes}
+        assert evaluator == {"ImportExampleGen", f"Trainer.{run}"}
+    assert nodes["LabelNoise"].exec_properties["noise_rate"] == 0.3
+    report_inputs = {node.id for node in nodes["ComparisonReport"].upstream_nodes}
+    assert report_inputs == {f"{kind}.{run}" for kind in ("Trainer", "Evaluator") for run in RUNS}
+    # The winner goes through the same release stage as a single model.
+    assert {node.id for node in nodes["Evaluator"].upstream_nodes} == {
+        "ImportExampleGen",
+        "ComparisonReport",
+        "latest_blessed_model_resolver",
+    }
+    assert {node.id for node in nodes["Pusher"].upstream_nodes} == {"ComparisonReport", "Evaluator"}
+
+
+def test_without_label_noise_the_trainers_read_the_examples():
+    dag = build(Path("/tmp"), ComparisonSpec(methods=("plain", "gsam"), seeds=1))
+    nodes = {node.id: node for node in dag.components}
+    assert "LabelNoise" not in nodes
+    upstream = {node.id for node in nodes["Trainer.gsam.seed1"].upstream_nodes}
+    assert upstream == {"ImportExampleGen", "ValidationGate"}
+
+
+def test_with_tuning_each_method_is_tuned_once_and_every_seed_trains_with_it(tmp_path):
+    dag = build(tmp_path, ComparisonSpec(seeds=2), tuning=SearchSpace(max_trials=2))
+    nodes = {node.id: node for node in dag.components}
+    assert {n for n in nodes if n.startswith("Tuner")} == {"Tuner.plain", "Tuner.sam", "Tuner.gsam"}
+    for method in ("plain", "sam", "gsam"):
+        tuner = nodes[f"Tuner.{method}"]
+        space = json.loads(tuner.exec_properties["custom_config"])["tuning"]
+        assert space["method_choices"] == [method]
+        for seed in (1, 2):
+            upstream = {node.id for node in nodes[f"Trainer.{method}.seed{seed}"].upstream_nodes}
+            assert f"Tuner.{method}" in upstream
+
+
+def test_a_method_search_is_refused_in_a_comparison(tmp_path):
+    with pytest.raises(ValueError, match="method_choices cannot be searched in a comparison"):
+        build(tmp_path, ComparisonSpec(), tuning=SearchSpace(method_choices=("sam", "gsam")))
+
+
+def test_compiles_for_kubeflow_with_independent_trainers(tmp_path):
+    output = tmp_path / "pipeline.yaml"
+    flags = ["--image", IMAGE, "--pipeline-root", ROOT, "--compare", "--seeds", "2"]
+    kubeflow_runner.main(["--output-file", str(output), *flags, "--label-noise", "0.2"])
+    [document] = yaml.safe_load_all(output.read_text())
+    spec = json_format.ParseDict(document, pipeline_spec_pb2.PipelineSpec())
+    check_independent_trainers(spec)
+
+
+def test_a_lookahead_method_compiles_beside_exact_gsam(tmp_path):
+    output = tmp_path / "pipeline.json"
+    flags = ["--image", IMAGE, "--pipeline-root", ROOT, "--compare", "--seeds", "1"]
+    vertex_runner.main(["--output-file", str(output), *flags, "--methods", "gsam,gsam-k5"])
+    document = json.loads(output.read_text())
+    spec = json_format.ParseDict(document["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    [trainer] = [name for name in spec.root.dag.tasks if "k5" in name and "rainer" in name]
+    custom = spec.root.dag.tasks[trainer].inputs.parameters["custom_config"]
+    config = TrainingConfig.from_custom_config(
+        json.loads(custom.runtime_value.constant_value.string_value)
+    )
+    assert (config.optimizer, config.perturb_every) == ("gsam", 5)
+
+
+def test_compiles_for_vertex_with_independent_trainers(tmp_path):
+    output = tmp_path / "pipeline.json"
+    flags = ["--image", IMAGE, "--pipeline-root", ROOT, "--compare", "--seeds", "2"]
+    vertex_runner.main(["--output-file", str(output), *flags, "--budget", "equal-compute"])
+    document = json.loads(output.read_text())
+    json_format.ParseDict(document, pipeline_spec_pb2.PipelineJob())
+    spec = json_format.ParseDict(document["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
+    check_independent_trainers(spec)
+    epochs = {}
+    for name, task in spec.root.dag.tasks.items():
+        if name.startswith("Trainer"):
+            custom = task.inputs.parameters["custom_config"].runtime_value.constant_value
+            epochs[name] = TrainingConfig.from_custom_config(json.loads(custom.string_value)).epochs
+    assert {e for name, e in epochs.items() if "plain" in name} == {2 * configs.TRAINING.epochs}
+    assert {e for name, e in epochs.items() if "plain" not in name} == {configs.TRAINING.epochs}
+
+
+def check_independent_trainers(spec):
+    tasks = spec.root.dag.tasks
+    trainers = sorted(name for name in tasks if name.startswith("Trainer"))
+    assert len(trainers) == 6, trainers
+    for name in trainers:
+        assert not set(tasks[name].dependent_tasks) & set(trainers), name
+    assert any(name.startswith("ComparisonReport") for name in tasks)
+
+
+def test_a_local_comparison_reports_both_methods_and_pushes_the_winner(sample, tmp_path, capsys):
+    layout = OutputLayout(str(tmp_path / "out"))
+    status = run_here.run(
+        tfx.orchestration.LocalDagRunner(),
+        "test",
+        [
+            "--data-root",
+            str(sample),
+            "--schema",
+            configs.SCHEMA_PATH,
+            "--output-dir",
+            layout.output_dir,
+            "--pipeline-name",
+            "compare-e2e",
+            "--compare",
+            "--methods",
+            "plain,gsam",
+            "--seeds",
+            "1",
+            "--label-noise",
+            "0.2",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--train-steps-per-epoch",
+            str(TRAINING.train_steps_per_epoch),
+            "--accuracy-threshold",
+            "0",
+        ],
+    )
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "plain" in printed and "gsam" in printed
+    run = summary.latest_run(layout.metadata_path, "compare-e2e")
+    assert run.comparison is not None
+    report_dir = os.path.dirname(run.comparison.report_path)
+    markdown = open(os.path.join(report_dir, "report.md")).read()
+    assert "plain" in markdown and "gsam" in markdown
+    [version] = versions(layout)
+    assert run.pushed_model == os.path.join(layout.serving_model_dir, version)
+    assert run.comparison.winner in ("plain", "gsam")
+    winner = f"Trainer.{run.comparison.winner}.seed{run.comparison.winner_seed}"
+    [trained] = glob.glob(os.path.join(layout.pipeline_root, winner, "model", "*", "Format-Serving"))
+    pushed = os.path.join(layout.serving_model_dir, version)
+    variables = os.path.join("variables", "variables.data-00000-of-00001")
+    with open(os.path.join(trained, variables), "rb") as a, open(os.path.join(pushed, variables), "rb") as b:
+        assert a.read() == b.read()
+    done = executed_nodes(layout)
+    assert {"LabelNoise", "Trainer.plain.seed1", "Trainer.gsam.seed1", "ComparisonReport"} <= done

@@ -1,0 +1,302 @@
+"""components/comparison_{stats,figures,rendering}.py: the report's numbers, words and files.
+
+The expected numbers are worked out by hand from the synthetic accuracies below; the t
+quantile for 2 degrees of freedom is t(0.975, 2) = 4.302653, and a two-sided p-value with
+2 degrees of freedom is 1 - |t| / sqrt(t^2 + 2).
+"""
+
+import base64
+import io
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from components import comparison_rendering
+from components.comparison_stats import RunResult, compare
+
+STEPS_PER_EPOCH = 50
+
+
+def history(method, seed, final_gap=None, epochs=2):
+    """Two epochs of 10 and 11 + seed seconds; passes: 1 per step plain, else 2."""
+    per_step = 1 if method == "plain" else 2
+    records = []
+    for epoch in range(1, epochs + 1):
+        record = {
+            "epoch": epoch,
+            "loss": 1.0 / epoch + seed / 100,
+            "val_accuracy": 0.5 + epoch / 10 + seed / 100,
+            "learning_rate": 0.1 / epoch,
+            "seconds": 10.0 if epoch == 1 else 11.0 + seed,
+            "steps": STEPS_PER_EPOCH * epoch,
+            "passes": STEPS_PER_EPOCH * epoch * per_step,
+        }
+        if final_gap is not None:
+            record.update(surrogate_gap=final_gap * epoch / epochs, rho=0.04 / epoch)
+        records.append(record)
+    return {"method": method, "config": {}, "epochs": records}
+
+
+def run(method, seed, accuracy, gap=None, per_class=None, extra=None):
+    return RunResult(
+        method=method,
+        seed=seed,
+        eval_accuracy=accuracy,
+        per_class_accuracy=per_class or {},
+        history=history(method, seed, gap),
+        extra_metrics=extra or {},
+    )
+
+
+# plain: mean 0.81, std 0.01. sam - plain per seed: +0.03, +0.02, +0.01 (mean 0.02, std 0.01,
+# t = 3.4641, p = 0.0742). gsam - plain: +0.05, +0.06, +0.04 (mean 0.05, std 0.01,
+# t = 8.6603, p = 0.0131); gsam: mean 0.86, std sqrt(0.0003) = 0.017321.
+THREE_SEEDS = [
+    run("plain", 1, 0.80, per_class={"0": 0.70, "1": 0.90}),
+    run("plain", 2, 0.82, per_class={"0": 0.72, "1": 0.92}),
+    run("plain", 3, 0.81, per_class={"0": 0.74, "1": 0.88}),
+    run("sam", 1, 0.83, gap=0.010, per_class={"0": 0.80, "1": 0.86}),
+    run("sam", 2, 0.84, gap=0.012, per_class={"0": 0.81, "1": 0.87}),
+    run("sam", 3, 0.82, gap=0.014, per_class={"0": 0.82, "1": 0.82}),
+    run("gsam", 1, 0.85, gap=0.005, per_class={"0": 0.80, "1": 0.90}),
+    run("gsam", 2, 0.88, gap=0.006, per_class={"0": 0.86, "1": 0.90}),
+    run("gsam", 3, 0.85, gap=0.007, per_class={"0": 0.80, "1": 0.90}),
+]
+# Training time: 10 + (11 + seed) seconds, mean over seeds 1..3 = 23.0 s.
+EXPECTED_TABLE = [
+    [
+        "method",
+        "eval accuracy (mean ± std)",
+        "n",
+        "95% CI",
+        "gain over plain [95% CI]",
+        "p (paired t)",
+        "final surrogate gap",
+        "training time",
+        "forward-backward passes",
+    ],
+    # 0.81 -+ 4.302653 * 0.01 / sqrt(3) = 0.81 -+ 0.024841
+    ["plain", "0.8100 ± 0.0100", "3", "[0.7852, 0.8348]", "—", "—", "—", "23.0 s", "100"],
+    [
+        "sam",
+        "0.8300 ± 0.0100",
+        "3",
+        "[0.8052, 0.8548]",
+        "+0.0200 [-0.0048, +0.0448]",
+        "0.074",
+        "0.012",
+        "23.0 s",
+        "200",
+    ],
+    # 0.86 -+ 4.302653 * 0.017321 / sqrt(3) = 0.86 -+ 0.043027
+    [
+        "gsam",
+        "0.8600 ± 0.0173",
+        "3",
+        "[0.8170, 0.9030]",
+        "+0.0500 [+0.0252, +0.0748]",
+        "0.013",
+        "0.006",
+        "23.0 s",
+        "200",
+    ],
+]
+EXPECTED_SIGNIFICANCE = [
+    "sam vs plain: +0.0200 (95% CI [-0.0048, +0.0448]) over 3 paired seeds; paired t-test "
+    "p = 0.074: not significant at 5%.",
+    "gsam vs plain: +0.0500 (95% CI [+0.0252, +0.0748]) over 3 paired seeds; paired t-test "
+    "p = 0.013: significant at 5%.",
+]
+
+
+def test_three_seeds_give_the_expected_table_gains_and_winner():
+    comparison = compare(THREE_SEEDS)
+    header, rows = comparison_rendering.results_table(comparison)
+    assert [header, *rows] == EXPECTED_TABLE
+    assert comparison_rendering.significance_lines(comparison) == EXPECTED_SIGNIFICANCE
+    assert comparison_rendering.winner_lines(comparison) == [
+        "Winner: gsam, mean eval accuracy 0.8600.",
+        comparison_rendering.WINNER_RULE,
+        "best_model: gsam seed 2 (eval accuracy 0.8800).",
+    ]
+    assert comparison_rendering.per_class_table(comparison) == (
+        ["class", "plain", "sam", "gsam"],
+        [["0", "0.7200", "0.8100", "0.8200"], ["1", "0.9000", "0.8500", "0.9000"]],
+    )
+
+
+def test_the_markdown_report_holds_the_table_settings_and_figures():
+    files = comparison_rendering.report_files(
+        compare(THREE_SEEDS), {"budget": "equal-compute", "epochs": 2, "label noise": 0.3}
+    )
+    report = files["report.md"].decode()
+    for line in EXPECTED_TABLE:
+        assert f"| {' | '.join(line)} |" in report
+    for sentence in EXPECTED_SIGNIFICANCE:
+        assert f"- {sentence}" in report
+    assert "- budget: equal-compute\n- epochs: 2\n- label noise: 0.3" in report
+    assert comparison_rendering.WINNER_RULE in report
+    for name in ("eval_accuracy", "training_loss", "surrogate_gap", "rho_and_learning_rate"):
+        assert f"]({name}.png)" in report
+        assert f"{name}.png" in files
+
+
+def test_one_seed_claims_no_significance():
+    comparison = compare([run("plain", 1, 0.80), run("gsam", 1, 0.83, gap=0.004)])
+    _, rows = comparison_rendering.results_table(comparison)
+    assert rows == [
+        ["plain", "0.8000", "1", "—", "—", "—", "—", "22.0 s", "100"],
+        ["gsam", "0.8300", "1", "—", "+0.0300", "—", "0.004", "22.0 s", "200"],
+    ]
+    assert comparison_rendering.significance_lines(comparison) == [
+        "gsam vs plain: +0.0300 on one seed (seed 1); no significance can be claimed from a "
+        "single seed."
+    ]
+    assert comparison.winner.method == "gsam"
+
+
+def test_a_tie_to_four_decimals_goes_to_the_cheaper_method():
+    # 0.83996 and 0.84004 both round to 0.8400; plain trains with half the passes.
+    comparison = compare([run("sam", 1, 0.84004, gap=0.01), run("plain", 1, 0.83996)])
+    assert comparison.winner.method == "plain"
+    assert comparison_rendering.winner_lines(comparison)[:2] == [
+        "Winner: plain, mean eval accuracy 0.8400.",
+        "It ties with sam at 0.8400 to 4 decimals and wins the tie because it needs fewer "
+        "forward-backward passes (100 against sam 200).",
+    ]
+
+
+def test_a_tie_at_equal_cost_goes_to_the_method_listed_first():
+    comparison = compare(
+        [run("plain", 1, 0.80), run("sam", 1, 0.84, gap=0.01), run("gsam", 1, 0.84, gap=0.01)]
+    )
+    assert comparison.winner.method == "sam"
+    assert comparison_rendering.winner_lines(comparison)[1] == (
+        "It ties with gsam at 0.8400 to 4 decimals and wins the tie because it is listed first "
+        "among methods with as few forward-backward passes."
+    )
+
+
+def test_extra_metrics_become_columns_of_mean_and_std():
+    comparison = compare(
+        [
+            run("plain", 1, 0.80, extra={"sharpness": 2.0}),
+            run("plain", 2, 0.81, extra={"sharpness": 4.0}),
+            run("gsam", 1, 0.82, gap=0.01),
+            run("gsam", 2, 0.83, gap=0.01),
+        ]
+    )
+    header, rows = comparison_rendering.results_table(comparison)
+    assert header[-1] == "sharpness (mean ± std)"
+    # mean 3, std sqrt(2) = 1.414
+    assert [row[-1] for row in rows] == ["3 ± 1.414", "—"]
+
+
+def test_the_pngs_decode_at_their_size():
+    files = comparison_rendering.report_files(compare(THREE_SEEDS), {})
+    pngs = {name: data for name, data in files.items() if name.endswith(".png")}
+    assert len(pngs) == 4
+    for data in pngs.values():
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        assert (image.format, image.size) == ("PNG", (800, 450))
+
+
+def test_the_html_is_self_contained_and_holds_the_table_and_images():
+    files = comparison_rendering.report_files(compare(THREE_SEEDS), {"budget": "equal-epochs"})
+    page = files["report.html"].decode()
+    assert "<tr>" + "".join(f"<th>{cell}</th>" for cell in EXPECTED_TABLE[0]) + "</tr>" in page
+    for line in EXPECTED_TABLE[1:]:
+        assert "<tr>" + "".join(f"<td>{cell}</td>" for cell in line) + "</tr>" in page
+    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert sorted(base64.b64decode(data) for data in embedded) == sorted(
+        data for name, data in files.items() if name.endswith(".png")
+    )
+    outside_images = re.sub(r'"data:image/png;base64,[^"]+"', '""', page)
+    assert "//" not in outside_images
+    assert "http" not in outside_images
+    assert re.findall(r"(?:src|href)=", outside_images) == ["src="] * 4
+
+
+def test_results_json_holds_every_run_and_the_winner():
+    files = comparison_rendering.report_files(compare(THREE_SEEDS), {"seeds": 3})
+    results = json.loads(files["results.json"])
+    assert results["settings"] == {"seeds": 3}
+    assert results["winner"] == {
+        "method": "gsam",
+        "seed": 2,
+        "eval_accuracy": 0.88,
+        "tied_with": [],
+    }
+    assert [(r["method"], r["seed"], r["eval_accuracy"]) for r in results["runs"]] == [
+        (r.method, r.seed, r.eval_accuracy) for r in THREE_SEEDS
+    ]
+    gsam = results["methods"][2]
+    assert gsam["gain"]["significant"] is True
+    assert gsam["gain"]["p_value"] == pytest.approx(1 - 75**0.5 / 77**0.5)
+
+
+def test_the_terminal_table_aligns_the_same_cells():
+    comparison = compare(THREE_SEEDS)
+    text = comparison_rendering.terminal_summary(comparison)
+    summary_file = comparison_rendering.report_files(comparison, {})["summary.txt"]
+    assert summary_file.decode() == text + "\n"
+    lines = text.splitlines()
+    assert [re.split(r"\s{2,}", line.strip()) for line in lines[:1] + lines[2:5]] == [
+        EXPECTED_TABLE[0],
+        *EXPECTED_TABLE[1:],
+    ]
+    starts = [0]
+    for previous, title in zip(EXPECTED_TABLE[0], EXPECTED_TABLE[0][1:]):
+        starts.append(lines[0].index(title, starts[-1] + len(previous)))
+    for line, cells in zip(lines[2:5], EXPECTED_TABLE[1:]):
+        assert [line[start : start + len(cell)] for start, cell in zip(starts, cells)] == cells
+    assert EXPECTED_SIGNIFICANCE[1] in lines
+    assert lines[-1] == "Winner: gsam (mean eval accuracy 0.8600); best_model: seed 2 (0.8800)."
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(eval_accuracy=1.5), "eval_accuracy of plain seed 1 must be a number in \\[0, 1\\]"),
+        (dict(history={"epochs": []}), "history of plain seed 1 must hold at least one epoch"),
+        (dict(seed="1"), "seed must be an integer"),
+        (dict(per_class_accuracy={"3": -0.1}), "per_class_accuracy\\['3'\\] of plain seed 1"),
+        (dict(extra_metrics={"sharpness": "high"}), "extra_metrics\\['sharpness'\\]"),
+    ],
+)
+def test_bad_run_results_are_errors_naming_the_field(change, message):
+    fields = dict(
+        method="plain",
+        seed=1,
+        eval_accuracy=0.8,
+        per_class_accuracy={},
+        history=history("plain", 1),
+    )
+    with pytest.raises(ValueError, match=message):
+        RunResult(**{**fields, **change})
+
+
+def test_a_run_given_twice_is_an_error():
+    with pytest.raises(ValueError, match="runs holds plain seed 1 twice"):
+        compare([run("plain", 1, 0.8), run("plain", 1, 0.7)])
+
+
+def test_the_same_gain_on_every_seed_is_significant_and_no_gain_is_not():
+    # 0.84 - 0.80 and 0.86 - 0.82 differ by float rounding only.
+    same_gain = compare(
+        [run("plain", 1, 0.80), run("plain", 2, 0.82), run("gsam", 1, 0.84), run("gsam", 2, 0.86)]
+    )
+    assert same_gain.methods[1].gain.p_value == 0.0
+    assert comparison_rendering.significance_lines(same_gain)[0].endswith(
+        "p < 0.001: significant at 5%."
+    )
+    no_gain = compare(
+        [run("plain", 1, 0.80), run("plain", 2, 0.82), run("gsam", 1, 0.80), run("gsam", 2, 0.82)]
+    )
+    assert no_gain.methods[1].gain.p_value == 1.0
+    assert comparison_rendering.significance_lines(no_gain)[0].endswith(
+        "p = 1.000: not significant at 5%."
+    )

@@ -1,0 +1,112 @@
+"""trainer.predict: classifying serialized tf.Examples with an exported model, from the CLI."""
+
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import trainer_examples
+from trainer import data, export, predict
+from trainer.config import TrainingConfig
+from trainer.model import build_model
+
+LABELS = [f"class-{index}" for index in range(10)]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An (untrained) image model's SavedModel, 3 examples labelled 3, 7, 0, and a labels
+    file."""
+    root = tmp_path_factory.mktemp("predict")
+    config = TrainingConfig()
+    model = build_model(config, 10, config.image_shape)
+    export.export_serving_model(
+        model, config, data.load_schema(trainer_examples.SAMPLE_SCHEMA), str(root / "model")
+    )
+    images = trainer_examples.random_images(np.random.default_rng(0), 3)
+    examples = [
+        trainer_examples.image_example(image, label) for image, label in zip(images, (3, 7, 0))
+    ]
+    with tf.io.TFRecordWriter(str(root / "examples.tfrecord")) as writer:
+        for example in examples:
+            writer.write(example)
+    (root / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    return root, model, images
+
+
+def test_classify_returns_the_signatures_probabilities(exported):
+    root, model, images = exported
+    examples = predict.read_examples(str(root / "examples.tfrecord"), count=3)
+    probabilities = predict.classify(str(root / "model"), examples)
+    expected = model(images.astype("float32") / 255.0, training=False)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
+def test_each_line_names_the_predicted_and_the_true_class(exported, capsys):
+    root, _, _ = exported
+    predict.main(
+        [
+            "--model",
+            str(root / "model"),
+            "--examples",
+            str(root / "examples.tfrecord"),
+            "--count",
+            "2",
+            "--labels",
+            str(root / "labels.txt"),
+        ]
+    )
+    probabilities = predict.classify(
+        str(root / "model"), predict.read_examples(str(root / "examples.tfrecord"), count=2)
+    )
+    expected = [
+        f"predicted {np.argmax(p)} ({LABELS[np.argmax(p)]}) p={p.max():.3f}  "
+        f"label {label} ({LABELS[label]})"
+        for p, label in zip(probabilities, (3, 7))
+    ]
+    assert capsys.readouterr().out.splitlines() == expected
+
+
+def test_without_names_or_a_label_the_numbers_are_printed(exported, tmp_path, capsys):
+    root, _, images = exported
+    unlabelled = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image": tf.train.Feature(
+                    bytes_list=tf.train.BytesList(value=[tf.io.encode_png(images[0]).numpy()])
+                )
+            }
+        )
+    ).SerializeToString()
+    with tf.io.TFRecordWriter(str(tmp_path / "unlabelled.tfrecord")) as writer:
+        writer.write(unlabelled)
+    predict.main(
+        [
+            "--model",
+            str(root / "model"),
+            "--examples",
+            str(tmp_path / "unlabelled.tfrecord"),
+            "--labels",
+            str(tmp_path / "no-such-labels.txt"),
+        ]
+    )
+    [line] = capsys.readouterr().out.splitlines()
+    [probabilities] = predict.classify(str(root / "model"), [unlabelled])
+    assert line == f"predicted {np.argmax(probabilities)} p={probabilities.max():.3f}  label None"
+
+
+def test_a_folder_that_is_not_a_saved_model_is_a_usage_error(exported, tmp_path, capsys):
+    root, _, _ = exported
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--model", str(tmp_path), "--examples", str(root / "examples.tfrecord")])
+    assert exit_info.value.code == 2
+    assert f"--model is not a SavedModel folder: {tmp_path}" in capsys.readouterr().err
+
+
+def test_examples_that_match_no_file_are_named(exported, tmp_path):
+    root, _, _ = exported
+    pattern = str(tmp_path / "missing-*.tfrecord")
+    message = re.escape(f"--examples matches no file: {pattern}")
+    with pytest.raises(FileNotFoundError, match=message):
+        predict.main(["--model", str(root / "model"), "--examples", pattern])

@@ -1,0 +1,220 @@
+"""What the Tuner searches: rho_max, rho_min, alpha, the learning rate and optionally the method.
+
+A `SearchSpace` is validated when it is built (so bad bounds fail before anything runs) and
+travels in the Tuner's `custom_config` beside the `TrainingConfig`. For every trial,
+`trial_config` declares the hyperparameters on KerasTuner's `hp` and lays the sampled values
+over the training config; the Trainer lays the Tuner's best values over its own config with
+`tuned_config`, so both check them with `TrainingConfig`'s own checks.
+
+* `rho_max`: log-uniform in `rho_max_range`;
+* `rho_min`: `rho_max` times a fraction, uniform in `rho_min_fraction_range` (1: constant rho);
+* `alpha`: uniform in `alpha_range`, for GSAM only (SAM is GSAM with alpha 0);
+* `learning_rate`: log-uniform in `learning_rate_range` (the schedule's peak);
+* `method`: one of `method_choices`; empty means the training config's own method.
+
+A range whose low and high are equal fixes that value.
+
+Example:
+
+>>> space = SearchSpace(rho_max_range=(0.02, 0.2), max_trials=4)
+>>> SearchSpace.from_dict(space.to_dict()) == space
+True
+>>> values = {"rho_max": 0.1, "rho_min_fraction": 0.5, "alpha": 0.05, "learning_rate": 0.02}
+>>> tuned_config(TrainingConfig(optimizer="gsam"), values).rho_min
+0.05
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from trainer.config import (
+    OPTIMIZERS,
+    TrainingConfig,
+    _check_choice,
+    _check_int,
+    _check_number,
+    custom_config_entry,
+    dataclass_from_dict,
+)
+
+ALGORITHMS = ("random", "bayesian", "hyperband")
+# Objective name -> (the Keras log it reads, the better direction).
+OBJECTIVES = {
+    "val_accuracy": ("val_sparse_categorical_accuracy", "max"),
+    "val_loss": ("val_loss", "min"),
+}
+# The Tuner's custom_config holds the search space under this key, beside the training config.
+CUSTOM_CONFIG_KEY = "tuning"
+HYPERPARAMETERS = ("method", "learning_rate", "rho_max", "rho_min_fraction", "alpha")
+SHARPNESS_AWARE = ("sam", "gsam")
+RANGES = ("rho_max_range", "rho_min_fraction_range", "alpha_range", "learning_rate_range")
+# Hyperband's bookkeeping values ("tuner/epochs", ...) share the trial's hyperparameters.
+KERAS_TUNER_PREFIX = "tuner/"
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """The hyperparameters the Tuner searches, and how.
+
+    Args:
+        rho_max_range: (low, high) of rho_max, sampled log-uniformly; low > 0.
+        rho_min_fraction_range: (low, high) of rho_min / rho_max, within [0, 1].
+        alpha_range: (low, high) of GSAM's alpha, >= 0.
+        learning_rate_range: (low, high) of the peak learning rate, sampled log-uniformly.
+        method_choices: methods to choose from (`plain`, `sam`, `gsam`); empty: the training
+            config's method. rho is searched for sam and gsam, alpha for gsam.
+        algorithm: KerasTuner's `"random"` search, `"bayesian"` optimization or `"hyperband"`.
+        max_trials: trials to run (Hyperband stops there too).
+        epochs_per_trial: epochs each trial trains (Hyperband's largest budget).
+        objective: `"val_accuracy"` (higher is better) or `"val_loss"` (lower is better).
+        search_seed: seeds the search's sampling; `None` leaves it random.
+    """
+
+    rho_max_range: tuple[float, float] = (0.01, 0.3)
+    rho_min_fraction_range: tuple[float, float] = (0.1, 1.0)
+    alpha_range: tuple[float, float] = (0.0, 0.3)
+    learning_rate_range: tuple[float, float] = (0.01, 0.2)
+    method_choices: tuple[str, ...] = ()
+    algorithm: str = "random"
+    max_trials: int = 10
+    epochs_per_trial: int = 2
+    objective: str = "val_accuracy"
+    search_seed: int | None = None
+
+    def __post_init__(self):
+        _check_range("rho_max_range", self.rho_max_range, low=0, low_inclusive=False)
+        _check_range("rho_min_fraction_range", self.rho_min_fraction_range, low=0, high=1)
+        _check_range("alpha_range", self.alpha_range, low=0)
+        _check_range("learning_rate_range", self.learning_rate_range, low=0, low_inclusive=False)
+        for name in RANGES:
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        methods = self.method_choices
+        if isinstance(methods, str) or not isinstance(methods, (tuple, list)):
+            raise ValueError(f"method_choices must be a list of method names, got {methods!r}.")
+        for method in methods:
+            _check_choice("method_choices", method, OPTIMIZERS)
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"method_choices must not repeat a method, got {list(methods)}.")
+        object.__setattr__(self, "method_choices", tuple(methods))
+        _check_choice("algorithm", self.algorithm, ALGORITHMS)
+        _check_choice("objective", self.objective, tuple(OBJECTIVES))
+        _check_int("max_trials", self.max_trials, minimum=1)
+        _check_int("epochs_per_trial", self.epochs_per_trial, minimum=1)
+        if self.search_seed is not None:
+            _check_int("search_seed", self.search_seed, minimum=0)
+
+    def for_method(self, method: str) -> "SearchSpace":
+        """This space with the method fixed: one Tuner per method, as a comparison tunes."""
+        return dataclasses.replace(self, method_choices=(method,))
+
+    def check_training(self, training: TrainingConfig) -> None:
+        """What the space needs of the training config its trials start from."""
+        if training.warmup_epochs >= self.epochs_per_trial:
+            raise ValueError(
+                f"epochs_per_trial ({self.epochs_per_trial}) must be longer than the learning "
+                f"rate warmup (warmup_epochs {training.warmup_epochs}): every trial warms up."
+            )
+
+    def trial_config(self, training: TrainingConfig, hp) -> TrainingConfig:
+        """Declares the hyperparameters on KerasTuner's `hp`; the trial's training config.
+
+        The trial trains `epochs_per_trial` epochs; the rest is `training`'s.
+        """
+        methods = self.method_choices or (training.optimizer,)
+        if len(methods) == 1:
+            hp.Fixed("method", methods[0])
+        else:
+            hp.Choice("method", list(methods))
+        _declare(hp, "learning_rate", self.learning_rate_range, log=True)
+        with hp.conditional_scope("method", list(SHARPNESS_AWARE)):
+            _declare(hp, "rho_max", self.rho_max_range, log=True)
+            _declare(hp, "rho_min_fraction", self.rho_min_fraction_range)
+        with hp.conditional_scope("method", ["gsam"]):
+            _declare(hp, "alpha", self.alpha_range)
+        trial = dataclasses.replace(training, epochs=self.epochs_per_trial)
+        return tuned_config(trial, hp.values)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in values.items()
+        }
+
+    def to_custom_config(self) -> dict[str, Any]:
+        """The Tuner's `custom_config` entry for this space (beside the training config's)."""
+        return {CUSTOM_CONFIG_KEY: self.to_dict()}
+
+    @classmethod
+    def from_custom_config(cls, custom_config: dict[str, Any] | None) -> "SearchSpace":
+        """Reads the space that `to_custom_config` wrote into the Tuner's `custom_config`."""
+        return cls.from_dict(custom_config_entry(custom_config, CUSTOM_CONFIG_KEY, cls))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> "SearchSpace":
+        """Builds a space from `custom_config`; an unknown key is an error that names it."""
+        return dataclass_from_dict(cls, values, "search space")
+
+
+def tuned_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """The `TrainingConfig` fields that tuned hyperparameter values set.
+
+    Example:
+
+    >>> tuned_fields({"method": "sam", "rho_max": 0.2, "rho_min_fraction": 0.25})
+    {'optimizer': 'sam', 'rho_max': 0.2, 'rho_min': 0.05}
+    """
+    values = {
+        name: value for name, value in values.items() if not name.startswith(KERAS_TUNER_PREFIX)
+    }
+    unknown = sorted(set(values) - set(HYPERPARAMETERS))
+    if unknown:
+        raise ValueError(
+            f"Unknown tuned hyperparameter(s): {', '.join(unknown)}. "
+            f"Known: {', '.join(HYPERPARAMETERS)}."
+        )
+    fields = {}
+    if "method" in values:
+        fields["optimizer"] = values["method"]
+    for name in ("learning_rate", "rho_max", "alpha"):
+        if name in values:
+            fields[name] = values[name]
+    if "rho_min_fraction" in values:
+        if "rho_max" not in values:
+            raise ValueError("A tuned rho_min_fraction needs the tuned rho_max it is a part of.")
+        fields["rho_min"] = values["rho_max"] * values["rho_min_fraction"]
+    return fields
+
+
+def tuned_config(training: TrainingConfig, values: dict[str, Any]) -> TrainingConfig:
+    """`training` with tuned hyperparameter values laid over it, checked like any config.
+
+    Args:
+        training: the config the values replace parts of.
+        values: hyperparameter name -> value, as KerasTuner's `HyperParameters.values`.
+    """
+    fields = tuned_fields(values)
+    if fields.get("optimizer", "gsam") != "gsam":
+        # alpha is GSAM's own, as in pipelines.comparison.ComparisonSpec.method_config.
+        fields["alpha"] = None
+    return dataclasses.replace(training, **fields)
+
+
+def _declare(hp, name: str, value_range: tuple[float, float], log: bool = False):
+    low, high = value_range
+    if low == high:
+        return hp.Fixed(name, low)
+    return hp.Float(name, min_value=low, max_value=high, sampling="log" if log else "linear")
+
+
+def _check_range(name, value_range, low, high=None, low_inclusive=True):
+    if not isinstance(value_range, (tuple, list)) or len(value_range) != 2:
+        raise ValueError(f"{name} must be a (low, high) pair, got {value_range!r}.")
+    for end, value in zip(("low", "high"), value_range):
+        _check_number(f"{name} {end}", value, low=low, high=high, low_inclusive=low_inclusive)
+    if value_range[0] > value_range[1]:
+        raise ValueError(
+            f"{name} low ({value_range[0]}) must not exceed its high ({value_range[1]})."
+        )
