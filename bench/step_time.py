@@ -11,7 +11,9 @@ of these methods on one fixed batch:
   perturbed pass every k-th step (expected ratio to plain about 1 + 1/k).
   Their measurements span whole cycles of k steps (the step count per
   round is a multiple of k), so each holds the same share of perturbing
-  steps.
+  steps. With `--jit on` on a CPU, XLA runs the perturbed pass (inside a
+  conditional) about 20x slower, so those rows are not the method's cost;
+  see `GSAM`'s docstring.
 
 All configurations of a model live in one process and are timed in
 interleaved rounds (the order rotates every round), so the ratios compare

@@ -7,6 +7,7 @@ tests.test_gsam_lookahead`), like test_gsam_distributed.py.
 """
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -34,6 +35,9 @@ from trainer.gsam import (
     apply_sharpness_aware_gradients,
     sharpness_aware_gradients,
 )
+
+# GSAM.compile's warning about XLA on CPU, expected where a test compiles with XLA.
+XLA_ON_CPU_WARNING = "ignore:`perturb_every` > 1 with `jit_compile=True`:UserWarning"
 
 
 def reference_flatness(g, g_p):
@@ -151,6 +155,7 @@ def test_perturb_every_1_is_exact_gsam_bit_for_bit():
 # Which steps run the perturbed pass.
 
 
+@pytest.mark.filterwarnings(XLA_ON_CPU_WARNING)
 @pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
 def test_only_steps_0_k_2k_run_the_perturbed_pass(jit_compile):
     calls = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -349,6 +354,7 @@ def test_mixed_float16_cheap_step_matches_float32(global_policy):
         np.testing.assert_allclose((actual - w0) / scale, (expected - w0) / scale, atol=3e-2)
 
 
+@pytest.mark.filterwarnings(XLA_ON_CPU_WARNING)
 def test_jit_compile_matches_graph_mode():
     x, y = _data(40)
 
@@ -364,6 +370,22 @@ def test_jit_compile_matches_graph_mode():
 
     for a, b in zip(train(True), train(False)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_jit_compile_on_cpu_warns_that_xla_slows_the_perturbed_pass():
+    on_accelerator = bool(
+        tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU")
+    )
+    x, y = _data(8)
+    for perturb_every, jit_compile in ((2, True), (2, False), (1, True)):
+        gsam_model = GSAM(_mlp(), perturb_every=perturb_every)
+        gsam_model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gsam_model.fit(x, y, verbose=0)
+        warned = any("jit_compile=False` on CPU" in str(w.message) for w in caught)
+        expected = perturb_every > 1 and jit_compile and not on_accelerator
+        assert warned == expected, (perturb_every, jit_compile)
 
 
 def test_gradient_accumulation_counts_micro_batches():

@@ -31,6 +31,7 @@ history = gsam_model.fit(x, y, epochs=2, verbose=0)
 
 import collections
 import numbers
+import warnings
 
 import keras
 import tensorflow as tf
@@ -510,7 +511,10 @@ class GSAM(keras.Model):
     each replica keeps its own (they are equal with `sync_perturbation`) and
     files hold their mean. `steps_until_perturbation` counts down to the
     next perturbing step; a non-finite perturbing step is retried at the
-    next step. Each micro-batch of gradient accumulation is a step. Logged:
+    next step. Each micro-batch of gradient accumulation is a step. On CPU,
+    XLA (`jit_compile=True`) runs the perturbed pass's convolution gradients
+    inside the conditional about 20x slower (TF 2.21); training warns.
+    Logged:
     `perturbed_step` (1 when this step ran the perturbed pass, else 0);
     `perturbed_loss`, `surrogate_gap` and `grad_cosine` are running means
     over the perturbing steps only (0 before an epoch's first one).
@@ -782,6 +786,7 @@ class GSAM(keras.Model):
                     "exist before training: give `model` an `Input`, or call "
                     "`gsam_model.build(input_shape)` first."
                 )
+            self._warn_if_xla_on_cpu()
             reuse = dict(
                 perturb=ops.equal(self.steps_until_perturbation, 0),
                 flatness=self.flatness_direction,
@@ -824,6 +829,18 @@ class GSAM(keras.Model):
         if reuse:
             logs["perturbed_step"] = step.logs["perturbed_step"]
         return logs
+
+    def _warn_if_xla_on_cpu(self):
+        """Warns, once per trace, of XLA's slow perturbed pass on CPU."""
+        accelerators = tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
+        if self.jit_compile is True and not accelerators:
+            warnings.warn(
+                "`perturb_every` > 1 with `jit_compile=True` on CPU: XLA's CPU backend runs "
+                "convolution gradients inside a conditional (the perturbed pass) about 20x "
+                "slower than outside one (TF 2.21), so perturbing steps can cost more than "
+                "exact GSAM's. Compile with `jit_compile=False` on CPU.",
+                stacklevel=2,
+            )
 
     @property
     def _perturbation(self):
