@@ -3,6 +3,7 @@
 TF_CONFIG=... python -m tests.multi_worker_process loop OUTPUT.npz   # trainer.multi_worker.fit
 TF_CONFIG=... python -m tests.multi_worker_process run_fn OUTPUT_DIR  # the TFX Trainer's run_fn
 TF_CONFIG=... python -m tests.multi_worker_process resume BACKUP_DIR  # the loop, backed up
+TF_CONFIG=... python -m tests.multi_worker_process fail OUTPUT        # fails at once (exit 1)
 """
 
 import json
@@ -25,6 +26,7 @@ BATCH, STEPS, WORKERS = 8, 3, 2
 RESUMED_EPOCHS = 4
 # Long enough after each epoch's backup for the test to kill the workers before the next.
 EPOCH_PAUSE_SECONDS = 1.5
+FAILURE = "this worker fails on purpose"
 
 
 def build_model() -> keras.Model:
@@ -130,6 +132,16 @@ def train_with_run_fn(output_dir: str) -> None:
     )
 
 
+def fail(output: str) -> None:
+    """A worker that crashes before its peers can reach it."""
+    raise RuntimeError(FAILURE)
+
+
 if __name__ == "__main__":
-    modes = {"loop": train_with_the_loop, "run_fn": train_with_run_fn, "resume": train_with_backups}
+    modes = {
+        "loop": train_with_the_loop,
+        "run_fn": train_with_run_fn,
+        "resume": train_with_backups,
+        "fail": fail,
+    }
     modes[sys.argv[1]](sys.argv[2])

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tests import multi_worker_process as setup
-from tests.test_multi_worker import free_ports, run_workers
+from tests.test_multi_worker import held_ports, run_workers
 
 KILL_AFTER_EPOCH = 2
 WAIT_SECONDS = 600
@@ -25,8 +25,8 @@ def backed_up_epochs(backup_dir) -> int:
     return len(json.loads(tf.train.load_variable(latest, "history/.ATTRIBUTES/VARIABLE_VALUE")))
 
 
-def start_workers(backup_dir, log_dir):
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(setup.WORKERS)]}
+def start_workers(backup_dir, log_dir, ports):
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     processes = []
     for index in range(setup.WORKERS):
         task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
@@ -43,19 +43,26 @@ def start_workers(backup_dir, log_dir):
 
 def test_killed_workers_resume_from_the_same_epoch(tmp_path):
     backup_dir = tmp_path / "backup"
-    processes = start_workers(backup_dir, tmp_path)
-    deadline = time.monotonic() + WAIT_SECONDS
-    while backed_up_epochs(backup_dir) < KILL_AFTER_EPOCH:
-        assert all(p.poll() is None for p in processes), (tmp_path / "worker0.log").read_text()
-        assert time.monotonic() < deadline, "no epoch-2 checkpoint in time"
-        time.sleep(0.05)
-    for process in processes:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    with held_ports(setup.WORKERS) as ports:
+        processes = start_workers(backup_dir, tmp_path, ports)
+        try:
+            deadline = time.monotonic() + WAIT_SECONDS
+            while backed_up_epochs(backup_dir) < KILL_AFTER_EPOCH:
+                assert all(p.poll() is None for p in processes), (
+                    tmp_path / "worker0.log"
+                ).read_text()
+                assert time.monotonic() < deadline, "no epoch-2 checkpoint in time"
+                time.sleep(0.05)
+        finally:
+            for process in processes:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     done = backed_up_epochs(backup_dir)
     assert KILL_AFTER_EPOCH <= done < setup.RESUMED_EPOCHS
 
-    logs = run_workers("resume", [backup_dir] * setup.WORKERS)
+    second_logs = tmp_path / "resumed"
+    second_logs.mkdir()
+    logs = run_workers(["resume"] * setup.WORKERS, [backup_dir] * setup.WORKERS, second_logs)
     results = []
     for log in logs:
         assert f"resuming from epoch {done} of {setup.RESUMED_EPOCHS}" in log
