@@ -17,7 +17,16 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LR = 0.1
-LOGS_AVERAGED = ("loss", "perturbed_loss", "surrogate_gap", "grad_norm")
+LOGGED = ("loss", "perturbed_loss", "surrogate_gap", "grad_norm", "grad_cosine")
+# name -> (sync_perturbation, under a LossScaleOptimizer)
+FIT_RUNS = {
+    "per_replica": (False, False),
+    "sync_perturbation": (True, False),
+    "per_replica_loss_scale": (False, True),
+    "sync_perturbation_loss_scale": (True, True),
+}
+PER_REPLICA = ("per_replica", "per_replica_loss_scale")
+SYNCED = ("sync_perturbation", "sync_perturbation_loss_scale")
 
 
 def run_scenarios(module):
@@ -61,36 +70,50 @@ def measured():
     return run_scenarios("tests.test_gsam_distributed")
 
 
-def test_each_replica_perturbs_along_its_own_shard_gradient(measured):
-    run = measured["per_replica"]
+@pytest.mark.parametrize("name", PER_REPLICA)
+def test_each_replica_perturbs_along_its_own_shard_gradient(measured, name):
+    run = measured[name]
     assert run["error_vs_mean_of_shard_steps"] < 1e-6
     # The oracle can tell the two modes apart.
     assert run["error_vs_global_batch_step"] > 1e-4
 
 
-def test_sync_perturbation_equals_the_global_batch_step(measured):
-    run = measured["sync_perturbation"]
+@pytest.mark.parametrize("name", SYNCED)
+def test_sync_perturbation_equals_the_global_batch_step(measured, name):
+    run = measured[name]
     assert run["error_vs_global_batch_step"] < 1e-6
     assert run["error_vs_mean_of_shard_steps"] > 1e-4
 
 
 def test_replica_weights_stay_identical(measured):
-    for name in (
-        "per_replica",
-        "sync_perturbation",
-        "custom_loop",
-        "non_finite",
-        "non_finite_loss_scale",
-    ):
+    for name in (*FIT_RUNS, "custom_loop", "non_finite", "non_finite_loss_scale"):
         assert measured[name]["replica_spread"] == 0.0, name
 
 
-def test_logs_average_the_replicas(measured):
+@pytest.mark.parametrize("name", PER_REPLICA)
+def test_logs_average_the_replicas(measured, name):
     """Each replica logs in its own batch's units (loss scale and the
     1/num_replicas of the loss undone); the epoch logs are their mean."""
-    run = measured["per_replica"]
-    for key in LOGS_AVERAGED:
-        assert run["logs"][key] == pytest.approx(run["mean_of_shard_logs"][key], rel=1e-5), key
+    expected = measured["single_device"]["mean_of_shard_logs"]
+    for key in LOGGED:
+        assert measured[name]["logs"][key] == pytest.approx(expected[key], rel=1e-5), key
+
+
+@pytest.mark.parametrize("name", SYNCED)
+def test_sync_perturbation_logs_are_the_global_batch_logs(measured, name):
+    """Every replica perturbs along the global gradient: the loss, the gap, |g| and
+    cos(g, g_p) are the single-device values on the whole batch."""
+    expected = measured["single_device"]["global_batch_logs"]
+    for key in LOGGED:
+        assert measured[name]["logs"][key] == pytest.approx(expected[key], rel=1e-5), key
+
+
+def test_the_oracles_tell_the_modes_apart(measured):
+    single = measured["single_device"]
+    for key in ("perturbed_loss", "grad_norm", "grad_cosine"):
+        assert single["mean_of_shard_logs"][key] != pytest.approx(
+            single["global_batch_logs"][key], rel=1e-4
+        ), key
 
 
 def test_non_finite_shard_skips_the_step_on_every_replica(measured):
@@ -150,24 +173,31 @@ def _scenarios():
 
     first, first_logs = single_device_step(x[:4], y[:4])
     second, second_logs = single_device_step(x[4:], y[4:])
-    whole, _ = single_device_step(x, y)
+    whole, whole_logs = single_device_step(x, y)
     mean_of_shards = [w - LR * (a + b) / 2 for w, a, b in zip(w0, first, second)]
     global_step = [w - LR * d for w, d in zip(w0, whole)]
 
-    results = {}
-    for name, sync in (("per_replica", False), ("sync_perturbation", True)):
+    results = {
+        "single_device": {
+            "mean_of_shard_logs": {
+                key: (first_logs[key][0] + second_logs[key][0]) / 2 for key in LOGGED
+            },
+            "global_batch_logs": {key: whole_logs[key][0] for key in LOGGED},
+        }
+    }
+    for name, (sync, loss_scale) in FIT_RUNS.items():
         with strategy.scope():
-            gsam_model = build(sync_perturbation=sync)
+            optimizer = keras.optimizers.SGD(LR)
+            if loss_scale:
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            gsam_model = build(optimizer, sync_perturbation=sync)
         history = gsam_model.fit(x, y, batch_size=8, shuffle=False, verbose=0)
         weights = trained(gsam_model)
         results[name] = {
             "error_vs_mean_of_shard_steps": largest_difference(weights, mean_of_shards),
             "error_vs_global_batch_step": largest_difference(weights, global_step),
             "replica_spread": replica_spread(strategy, gsam_model.trainable_variables),
-            "logs": {key: history.history[key][0] for key in LOGS_AVERAGED},
-            "mean_of_shard_logs": {
-                key: (first_logs[key][0] + second_logs[key][0]) / 2 for key in LOGS_AVERAGED
-            },
+            "logs": {key: history.history[key][0] for key in LOGGED},
         }
 
     bad_x = x.copy()
