@@ -44,6 +44,7 @@ TUNING_FLAGS = {
     "--tune-alpha": "alpha_range",
     "--tune-learning-rate": "learning_rate_range",
     "--tune-methods": "method_choices",
+    "--tune-perturb-every": "perturb_every_choices",
     "--tune-algorithm": "algorithm",
     "--tune-trials": "max_trials",
     "--tune-epochs": "epochs_per_trial",
@@ -314,6 +315,14 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=OPTIMIZERS,
         help="methods to choose from (default: --optimizer's)",
+    )
+    group.add_argument(
+        "--tune-perturb-every",
+        nargs="+",
+        type=int,
+        metavar="K",
+        help="values of --perturb-every to choose from, for sam and gsam (default: "
+        "--perturb-every's)",
     )
     group.add_argument("--tune-algorithm", choices=ALGORITHMS, help=f"default: {space.algorithm}")
     group.add_argument("--tune-trials", type=int, help=f"default: {space.max_trials}")

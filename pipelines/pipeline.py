@@ -112,10 +112,10 @@ def create_pipeline(
         raise ValueError(
             f"comparison must be a ComparisonSpec, got {type(comparison).__name__}."
         )
-    if comparison is not None and tuning is not None and tuning.method_choices:
+    if comparison is not None and tuning is not None and tuning.searches_the_method:
         raise ValueError(
-            "tuning's method_choices cannot be searched in a comparison: every compared "
-            "method is tuned on its own."
+            "tuning's method_choices and perturb_every_choices cannot be searched in a "
+            "comparison: every compared method is tuned on its own."
         )
     data = data_stage(data_root, data_format, split_folders, schema_path, training.label_key)
     training_components = []
@@ -359,7 +359,7 @@ def comparison_stage(
                 train_examples,
                 data.schema,
                 config,
-                tuning.for_method(method),
+                tuning,
                 vertex_training,
                 parallel_trials,
                 component_id=f"Tuner.{method}",

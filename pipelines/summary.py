@@ -33,6 +33,7 @@ TRIAL_COLUMNS = {
     "rho_min": "rho_min",
     "alpha": "alpha",
     "learning_rate": "learning_rate",
+    "perturb_every": "perturb_every",
 }
 
 
@@ -247,13 +248,20 @@ def read_tuner_results(uri: str) -> list[dict]:
 def _render_tuning(trials: list[dict]) -> list[str]:
     if not trials:
         return ["  tuned:          no trial completed"]
+    fields = [tuned_fields(_hyperparameters(row)) for row in trials]
+    # A hyperparameter no trial searched (perturb_every, most often) gets no column.
+    columns = {
+        name: field
+        for name, field in TRIAL_COLUMNS.items()
+        if any(field in values for values in fields)
+    }
     rows = [
         [row["trial_id"]]
-        + [_format(tuned_fields(_hyperparameters(row)).get(f)) for f in TRIAL_COLUMNS.values()]
+        + [_format(values.get(field)) for field in columns.values()]
         + [_format(row["score"])]
-        for row in trials
+        for row, values in zip(trials, fields)
     ]
-    header = ["trial", *TRIAL_COLUMNS, "objective"]
+    header = ["trial", *columns, "objective"]
     widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header))]
     best = ", ".join(
         f"{name} {value}" for name, value in zip(header[1:-1], rows[0][1:-1]) if value != "-"

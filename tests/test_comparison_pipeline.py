@@ -64,21 +64,28 @@ def test_without_label_noise_the_trainers_read_the_examples():
 
 
 def test_with_tuning_each_method_is_tuned_once_and_every_seed_trains_with_it(tmp_path):
-    dag = build(tmp_path, ComparisonSpec(seeds=2), tuning=SearchSpace(max_trials=2))
+    methods = ("plain", "sam", "gsam", "gsam-k5")
+    dag = build(
+        tmp_path, ComparisonSpec(methods=methods, seeds=2), tuning=SearchSpace(max_trials=2)
+    )
     nodes = {node.id: node for node in dag.components}
-    assert {n for n in nodes if n.startswith("Tuner")} == {"Tuner.plain", "Tuner.sam", "Tuner.gsam"}
-    for method in ("plain", "sam", "gsam"):
+    assert {n for n in nodes if n.startswith("Tuner")} == {f"Tuner.{m}" for m in methods}
+    for method in methods:
         tuner = nodes[f"Tuner.{method}"]
-        space = json.loads(tuner.exec_properties["custom_config"])["tuning"]
-        assert space["method_choices"] == [method]
+        custom_config = json.loads(tuner.exec_properties["custom_config"])
+        # The trials start from the method's own config and never choose another method.
+        assert custom_config["tuning"]["method_choices"] == []
+        assert TrainingConfig.from_custom_config(custom_config).method == method
         for seed in (1, 2):
             upstream = {node.id for node in nodes[f"Trainer.{method}.seed{seed}"].upstream_nodes}
             assert f"Tuner.{method}" in upstream
 
 
 def test_a_method_search_is_refused_in_a_comparison(tmp_path):
-    with pytest.raises(ValueError, match="method_choices cannot be searched in a comparison"):
-        build(tmp_path, ComparisonSpec(), tuning=SearchSpace(method_choices=("sam", "gsam")))
+    refused = "method_choices and perturb_every_choices cannot be searched in a comparison"
+    for space in (SearchSpace(method_choices=("sam", "gsam")), SearchSpace(perturb_every_choices=(5,))):
+        with pytest.raises(ValueError, match=refused):
+            build(tmp_path, ComparisonSpec(), tuning=space)
 
 
 def test_compiles_for_kubeflow_with_independent_trainers(tmp_path):

@@ -18,8 +18,12 @@ from trainer.search_space import SearchSpace, tuned_config, tuned_fields
         (dict(learning_rate_range=(0, 0.1)), "learning_rate_range low must be > 0"),
         (dict(learning_rate_range=(0.1, float("nan"))), "learning_rate_range high must be a fin"),
         (dict(method_choices=("sam", "adam")), "method_choices must be one of plain, sam, gsam"),
-        (dict(method_choices=("sam", "sam")), "method_choices must not repeat a method"),
-        (dict(method_choices="sam"), "method_choices must be a list of method names"),
+        (dict(method_choices=("sam", "sam")), "method_choices must not repeat a value"),
+        (dict(method_choices="sam"), "method_choices must be a list, got 'sam'"),
+        (dict(perturb_every_choices=(1, 0)), "perturb_every_choices must be an integer >= 1"),
+        (dict(perturb_every_choices=(2.5,)), "perturb_every_choices must be an integer >= 1"),
+        (dict(perturb_every_choices=(5, 5)), "perturb_every_choices must not repeat a value"),
+        (dict(perturb_every_choices=5), "perturb_every_choices must be a list, got 5"),
         (dict(algorithm="grid"), "algorithm must be one of random, bayesian, hyperband"),
         (dict(objective="accuracy"), "objective must be one of val_accuracy, val_loss"),
         (dict(max_trials=0), "max_trials must be an integer >= 1"),
@@ -69,9 +73,35 @@ def test_equal_bounds_fix_a_value():
     assert values["learning_rate"] == 0.03 and values["alpha"] == 0.0
 
 
-def test_for_method_fixes_the_method():
-    space = SearchSpace(method_choices=("sam", "gsam"), max_trials=4).for_method("sam")
-    assert space.method_choices == ("sam",) and space.max_trials == 4
+def test_perturb_every_is_declared_for_sharpness_aware_methods_only():
+    config, values = declared(
+        SearchSpace(method_choices=("gsam",), perturb_every_choices=(1, 5)), TrainingConfig()
+    )
+    assert values["perturb_every"] in (1, 5) and config.perturb_every == values["perturb_every"]
+    # KerasTuner's first choice, plain: no perturbed pass, so no perturb_every either.
+    config, values = declared(
+        SearchSpace(method_choices=("plain", "gsam"), perturb_every_choices=(1, 5)),
+        TrainingConfig(),
+    )
+    assert values["method"] == "plain" and "perturb_every" not in values
+    assert config.perturb_every == 1
+    config = tuned_config(TrainingConfig(optimizer="gsam"), {"perturb_every": 5})
+    assert config.perturb_every == 5 and config.method == "gsam-k5"
+    # Plain has no perturbed pass: a plain trial drops the training config's perturb_every.
+    config = tuned_config(TrainingConfig(optimizer="gsam", perturb_every=5), {"method": "plain"})
+    assert config.perturb_every == 1 and config.method == "plain"
+    _, values = declared(
+        SearchSpace(method_choices=("sam",), perturb_every_choices=(10,)), TrainingConfig()
+    )
+    assert values["perturb_every"] == 10
+    _, values = declared(SearchSpace(), TrainingConfig(optimizer="gsam", perturb_every=5))
+    assert "perturb_every" not in values
+
+
+def test_a_space_that_chooses_the_method_says_so():
+    assert not SearchSpace().searches_the_method
+    assert SearchSpace(method_choices=("sam",)).searches_the_method
+    assert SearchSpace(perturb_every_choices=(1, 5)).searches_the_method
 
 
 def test_tuned_values_are_checked_like_the_config():

@@ -53,7 +53,7 @@ def test_without_tuning_the_trainer_takes_no_hyperparameters(tmp_path):
         (dict(tuning=SearchSpace(), parallel_trials=0), "parallel_trials must be an integer"),
         (
             dict(tuning=SearchSpace(method_choices=("sam",)), comparison=ComparisonSpec()),
-            "tuning's method_choices cannot be searched in a comparison",
+            "tuning's method_choices and perturb_every_choices cannot be searched in a comparison",
         ),
     ],
 )
@@ -82,6 +82,7 @@ class NeverRun:
         (["--tune", "--tune-epochs", "0"], "(flag: --tune-epochs)"),
         (["--tune", "--tune-algorithm", "grid"], "argument --tune-algorithm: invalid choice"),
         (["--tune", "--tune-methods", "adam"], "argument --tune-methods: invalid choice"),
+        (["--tune", "--tune-perturb-every", "5", "0"], "(flag: --tune-perturb-every)"),
         (["--tune-trials", "3"], "--tune-trials needs --tune."),
         (["--tune-seed", "1", "--tune-epochs", "1"], "--tune-epochs, --tune-seed need --tune."),
     ],
@@ -101,7 +102,8 @@ def test_search_space_flags_reach_the_tuner(tmp_path):
     args = parser.parse_args(
         [
             "--output-dir", str(tmp_path), "--tune", "--tune-rho-max", "0.02", "0.4",
-            "--tune-methods", "sam", "gsam", "--tune-algorithm", "bayesian",
+            "--tune-methods", "sam", "gsam", "--tune-perturb-every", "1", "5",
+            "--tune-algorithm", "bayesian",
             "--tune-trials", "5", "--tune-objective", "val_loss",
         ]
     )  # fmt: skip
@@ -110,6 +112,7 @@ def test_search_space_flags_reach_the_tuner(tmp_path):
     assert space == SearchSpace(
         rho_max_range=(0.02, 0.4),
         method_choices=("sam", "gsam"),
+        perturb_every_choices=(1, 5),
         algorithm="bayesian",
         max_trials=5,
         objective="val_loss",
@@ -138,6 +141,17 @@ def test_the_summary_shows_the_best_values_and_the_trials_best_first():
     ]  # fmt: skip
     assert lines[5].split() == ["2", "gsam", "0.1", "0.05", "0.02", "0.05", "0.91"]
     assert lines[6].split() == ["0", "sam", "0.04", "0.04", "-", "0.02", "0.85"]
+
+
+def test_the_trials_table_shows_perturb_every_when_it_was_searched():
+    rows = [
+        {"trial_id": "1", "score": 0.9, "method": "gsam", "learning_rate": 0.05,
+         "rho_max": 0.1, "rho_min_fraction": 1.0, "alpha": 0.02, "perturb_every": 5},
+    ]  # fmt: skip
+    lines = summary.RunSummary(run_id="r", tuner_trials=[rows]).render().splitlines()
+    [header] = [line for line in lines if line.split()[:1] == ["trial"]]
+    assert header.split()[-2:] == ["perturb_every", "objective"]
+    assert "perturb_every 5 (objective 0.9)" in "\n".join(lines)
 
 
 def test_a_tuned_local_run_trains_with_the_best_values(sample, tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""What the Tuner searches: rho_max, rho_min, alpha, the learning rate and optionally the method.
+"""What the Tuner searches: rho_max, rho_min, alpha, the learning rate and optionally the method
+and how often GSAM/SAM perturb.
 
 A `SearchSpace` is validated when it is built (so bad bounds fail before anything runs) and
 travels in the Tuner's `custom_config` beside the `TrainingConfig`. For every trial,
@@ -10,7 +11,9 @@ over the training config; the Trainer lays the Tuner's best values over its own 
 * `rho_min`: `rho_max` times a fraction, uniform in `rho_min_fraction_range` (1: constant rho);
 * `alpha`: uniform in `alpha_range`, for GSAM only (SAM is GSAM with alpha 0);
 * `learning_rate`: log-uniform in `learning_rate_range` (the schedule's peak);
-* `method`: one of `method_choices`; empty means the training config's own method.
+* `method`: one of `method_choices`; empty means the training config's own method;
+* `perturb_every`: one of `perturb_every_choices`, for SAM and GSAM only; empty means the
+  training config's own.
 
 A range whose low and high are equal fixes that value.
 
@@ -47,7 +50,14 @@ OBJECTIVES = {
 }
 # The Tuner's custom_config holds the search space under this key, beside the training config.
 CUSTOM_CONFIG_KEY = "tuning"
-HYPERPARAMETERS = ("method", "learning_rate", "rho_max", "rho_min_fraction", "alpha")
+HYPERPARAMETERS = (
+    "method",
+    "learning_rate",
+    "rho_max",
+    "rho_min_fraction",
+    "alpha",
+    "perturb_every",
+)
 SHARPNESS_AWARE = ("sam", "gsam")
 RANGES = ("rho_max_range", "rho_min_fraction_range", "alpha_range", "learning_rate_range")
 # Hyperband's bookkeeping values ("tuner/epochs", ...) share the trial's hyperparameters.
@@ -65,6 +75,9 @@ class SearchSpace:
         learning_rate_range: (low, high) of the peak learning rate, sampled log-uniformly.
         method_choices: methods to choose from (`plain`, `sam`, `gsam`); empty: the training
             config's method. rho is searched for sam and gsam, alpha for gsam.
+        perturb_every_choices: values of `perturb_every` to choose from (1: the exact method;
+            k: the perturbed pass every k steps), for sam and gsam; empty: the training
+            config's own.
         algorithm: KerasTuner's `"random"` search, `"bayesian"` optimization or `"hyperband"`.
         max_trials: trials to run (Hyperband stops there too).
         epochs_per_trial: epochs each trial trains (Hyperband's largest budget).
@@ -77,6 +90,7 @@ class SearchSpace:
     alpha_range: tuple[float, float] = (0.0, 0.3)
     learning_rate_range: tuple[float, float] = (0.01, 0.2)
     method_choices: tuple[str, ...] = ()
+    perturb_every_choices: tuple[int, ...] = ()
     algorithm: str = "random"
     max_trials: int = 10
     epochs_per_trial: int = 2
@@ -90,14 +104,18 @@ class SearchSpace:
         _check_range("learning_rate_range", self.learning_rate_range, low=0, low_inclusive=False)
         for name in RANGES:
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        methods = self.method_choices
-        if isinstance(methods, str) or not isinstance(methods, (tuple, list)):
-            raise ValueError(f"method_choices must be a list of method names, got {methods!r}.")
-        for method in methods:
-            _check_choice("method_choices", method, OPTIMIZERS)
-        if len(set(methods)) != len(methods):
-            raise ValueError(f"method_choices must not repeat a method, got {list(methods)}.")
-        object.__setattr__(self, "method_choices", tuple(methods))
+        _check_choices_list(
+            "method_choices",
+            self.method_choices,
+            lambda name, value: _check_choice(name, value, OPTIMIZERS),
+        )
+        object.__setattr__(self, "method_choices", tuple(self.method_choices))
+        _check_choices_list(
+            "perturb_every_choices",
+            self.perturb_every_choices,
+            lambda name, value: _check_int(name, value, minimum=1),
+        )
+        object.__setattr__(self, "perturb_every_choices", tuple(self.perturb_every_choices))
         _check_choice("algorithm", self.algorithm, ALGORITHMS)
         _check_choice("objective", self.objective, tuple(OBJECTIVES))
         _check_int("max_trials", self.max_trials, minimum=1)
@@ -105,9 +123,11 @@ class SearchSpace:
         if self.search_seed is not None:
             _check_int("search_seed", self.search_seed, minimum=0)
 
-    def for_method(self, method: str) -> "SearchSpace":
-        """This space with the method fixed: one Tuner per method, as a comparison tunes."""
-        return dataclasses.replace(self, method_choices=(method,))
+    @property
+    def searches_the_method(self) -> bool:
+        """Whether trials choose the method or how often it perturbs (a comparison fixes both
+        for each compared method)."""
+        return bool(self.method_choices or self.perturb_every_choices)
 
     def check_training(self, training: TrainingConfig) -> None:
         """What the space needs of the training config its trials start from."""
@@ -131,6 +151,10 @@ class SearchSpace:
         with hp.conditional_scope("method", list(SHARPNESS_AWARE)):
             _declare(hp, "rho_max", self.rho_max_range, log=True)
             _declare(hp, "rho_min_fraction", self.rho_min_fraction_range)
+            if len(self.perturb_every_choices) == 1:
+                hp.Fixed("perturb_every", self.perturb_every_choices[0])
+            elif self.perturb_every_choices:
+                hp.Choice("perturb_every", list(self.perturb_every_choices))
         with hp.conditional_scope("method", ["gsam"]):
             _declare(hp, "alpha", self.alpha_range)
         trial = dataclasses.replace(training, epochs=self.epochs_per_trial)
@@ -178,7 +202,7 @@ def tuned_fields(values: dict[str, Any]) -> dict[str, Any]:
     fields = {}
     if "method" in values:
         fields["optimizer"] = values["method"]
-    for name in ("learning_rate", "rho_max", "alpha"):
+    for name in ("learning_rate", "rho_max", "alpha", "perturb_every"):
         if name in values:
             fields[name] = values[name]
     if "rho_min_fraction" in values:
@@ -196,9 +220,12 @@ def tuned_config(training: TrainingConfig, values: dict[str, Any]) -> TrainingCo
         values: hyperparameter name -> value, as KerasTuner's `HyperParameters.values`.
     """
     fields = tuned_fields(values)
-    if fields.get("optimizer", "gsam") != "gsam":
+    optimizer = fields.get("optimizer", training.optimizer)
+    if optimizer != "gsam":
         # alpha is GSAM's own, as in pipelines.comparison.ComparisonSpec.method_config.
         fields["alpha"] = None
+    if optimizer == "plain":
+        fields["perturb_every"] = 1
     return dataclasses.replace(training, **fields)
 
 
@@ -207,6 +234,15 @@ def _declare(hp, name: str, value_range: tuple[float, float], log: bool = False)
     if low == high:
         return hp.Fixed(name, low)
     return hp.Float(name, min_value=low, max_value=high, sampling="log" if log else "linear")
+
+
+def _check_choices_list(name, choices, check_one):
+    if isinstance(choices, str) or not isinstance(choices, (tuple, list)):
+        raise ValueError(f"{name} must be a list, got {choices!r}.")
+    for value in choices:
+        check_one(name, value)
+    if len(set(choices)) != len(choices):
+        raise ValueError(f"{name} must not repeat a value, got {list(choices)}.")
 
 
 def _check_range(name, value_range, low, high=None, low_inclusive=True):
