@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import re
 import sys
 import threading
 
@@ -34,6 +33,7 @@ from tfx.orchestration import tfx_runner
 from pipelines import launches, summary, verdicts
 from pipelines.options import OutputLayout
 from pipelines.run_log import RunLog
+from trainer.op_errors import without_graph_dump
 
 # Longer error messages are cut to this many lines on the console; the log has them whole.
 MAX_ERROR_LINES = 30
@@ -149,20 +149,8 @@ def error_message(error: Exception) -> str:
     """The error's own message, without TensorFlow's graph dump, cut to MAX_ERROR_LINES."""
     message = str(error)
     if isinstance(error, tf.errors.OpError):
-        message = _without_graph_dump(error.message)
+        message = without_graph_dump(error.message)
     lines = message.strip().splitlines() or [type(error).__name__]
     if len(lines) > MAX_ERROR_LINES:
         lines = lines[:MAX_ERROR_LINES] + [f"... {len(lines) - MAX_ERROR_LINES} more lines"]
     return f"{type(error).__name__}: " + "\n".join(lines)
-
-
-def _without_graph_dump(message: str) -> str:
-    """TensorFlow's message without its "Detected at node ... defined at" frames and node ids."""
-    kept = [
-        line
-        for line in message.splitlines()
-        if line.strip()
-        and not line.startswith(("Graph execution error:", "Detected at node "))
-        and not re.match(r'\s+File "', line)
-    ]
-    return re.sub(r"\s*\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:[^\]]*\]", "", "\n".join(kept))

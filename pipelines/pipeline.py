@@ -25,9 +25,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Sequence
 
+import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_model_analysis.proto import config_pb2 as tfma_config
@@ -36,6 +38,7 @@ from tfx.dsl.io import fileio
 
 from components.atomic_pusher import AtomicPusher
 from components.baseline_resolver import BaselineBeforeCandidateStrategy
+from components.checked_import import CheckedImportExampleGen
 from components.comparison_report import comparison_report
 from components.label_noise import LabelNoise
 from components.sharpness_probe import ProbeSettings, probe_component
@@ -117,7 +120,7 @@ def create_pipeline(
             "tuning's method_choices and perturb_every_choices cannot be searched in a "
             "comparison: every compared method is tuned on its own."
         )
-    data = data_stage(data_root, data_format, split_folders, schema_path, training.label_key)
+    data = data_stage(data_root, data_format, split_folders, schema_path, training)
     training_components = []
     if comparison is None:
         hyperparameters = None
@@ -239,14 +242,22 @@ def data_stage(
     data_format: str,
     split_folders: bool,
     schema_path: str | None,
-    label_key: str,
+    training: TrainingConfig,
 ) -> DataStage:
     """Reads the examples, computes statistics, takes or infers the schema, and gates.
 
+    TFRecords are imported by `CheckedImportExampleGen`, which names a file cut short or a
+    record that is not a tf.Example (components/checked_import.py). For an image model the
+    statistics include TFDV's image statistics (semantic domains), which a schema's
+    `image_domain` constrains, and the gate decodes every image to the model's `image_shape`.
     The gate also gives the label of an inferred schema its class range, from the statistics.
     """
+    images = training.model == "resnet"
     example_gen = _example_gen(data_root, data_format, split_folders)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"],
+        stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True) if images else None,
+    )
     if schema_path is None:
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
@@ -260,7 +271,10 @@ def data_stage(
         schema=schema_gen.outputs["schema"],
         anomalies=example_validator.outputs["anomalies"],
         statistics=statistics_gen.outputs["statistics"],
-        label_key=label_key,
+        examples=example_gen.outputs["examples"],
+        label_key=training.label_key,
+        image_key=training.image_key if images else "",
+        image_shape=json.dumps(list(training.image_shape) if images else None),
     )
     return DataStage(example_gen, statistics_gen, schema_gen, example_validator, validation_gate)
 
@@ -606,10 +620,11 @@ def _example_gen(data_root: str, data_format: str, split_folders: bool):
         if split_folders
         else None
     )
-    example_gen = (
-        tfx.components.CsvExampleGen if data_format == "csv" else tfx.components.ImportExampleGen
+    if data_format == "csv":
+        return tfx.components.CsvExampleGen(input_base=data_root, input_config=input_config)
+    return CheckedImportExampleGen(input_base=data_root, input_config=input_config).with_id(
+        "ImportExampleGen"
     )
-    return example_gen(input_base=data_root, input_config=input_config)
 
 
 def _check_fraction(name: str, value: float) -> None:

@@ -125,6 +125,7 @@ def pusher(execution: Execution) -> str:
 
 VERDICTS: dict[str, Callable[[Execution], str | None]] = {
     "ImportExampleGen": example_gen,
+    "CheckedImportExampleGen": example_gen,
     "CsvExampleGen": example_gen,
     "ValidationGate": validation_gate,
     "Trainer": trainer,

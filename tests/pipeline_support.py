@@ -3,6 +3,8 @@
 import dataclasses
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +17,10 @@ from tfx.types import artifact_utils
 
 from pipelines import configs, pipeline
 from pipelines.options import OutputLayout
+
+REPO = Path(__file__).resolve().parent.parent
+# The local runner's first line: the run id and its log file.
+HEADER = re.compile(r"^Run (\S+); full log: (\S+)$", re.MULTILINE)
 
 
 def write_split_sample(
@@ -187,3 +193,14 @@ def versions(layout):
 def done_line(node: str) -> re.Pattern:
     """The console's line for a component that finished, with its wall time."""
     return re.compile(rf"^  done   {re.escape(node)} +\d+\.\d s", re.MULTILINE)
+
+
+def run_local_runner(*flags: str) -> subprocess.CompletedProcess:
+    """`python -m pipelines.local_runner FLAGS`, as a person runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.local_runner", *flags],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )

@@ -3,7 +3,6 @@
 import logging
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,22 +13,16 @@ import tensorflow as tf
 
 from pipelines import configs, console, run_log, summary
 from pipelines.options import OutputLayout
-from tests.pipeline_support import ALL_NODES, done_line, versions, write_split_sample
+from tests.pipeline_support import (
+    ALL_NODES,
+    HEADER,
+    done_line,
+    run_local_runner,
+    versions,
+    write_split_sample,
+)
 
-REPO = Path(__file__).resolve().parent.parent
 TINY_TRAINING = ["--epochs", "1", "--batch-size", "16", "--train-steps-per-epoch", "2"]
-HEADER = re.compile(r"^Run (\S+); full log: (\S+)$", re.MULTILINE)
-
-
-def run_local_runner(*flags: str) -> subprocess.CompletedProcess:
-    """`python -m pipelines.local_runner FLAGS`, as a person runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.local_runner", *flags],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
 
 
 # --- the log and the error text, without a pipeline ------------------------------------------

@@ -1,6 +1,7 @@
 """The serving signature: serialized tf.Examples in, the model's probabilities out."""
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -11,6 +12,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from google.protobuf import text_format
 
 from tests import trainer_examples
+from tests.trainer_examples import bytes_feature, with_image
 from trainer import data, export
 from trainer.config import TrainingConfig
 from trainer.model import build_model
@@ -63,6 +65,55 @@ def test_images_of_another_size_are_resized(tmp_path):
 
     expected = model(tf.image.resize(image[None] / 255.0, (28, 28)), training=False)
     np.testing.assert_allclose(probabilities.numpy(), expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def image_signature(tmp_path_factory):
+    """The serving signature of an (untrained) image model, and one well-formed example."""
+    config = TrainingConfig()
+    export_dir = str(tmp_path_factory.mktemp("malformed") / "serving")
+    export.export_serving_model(
+        build_model(config, 10, config.image_shape),
+        config,
+        data.load_schema(trainer_examples.SAMPLE_SCHEMA),
+        export_dir,
+    )
+    [example] = trainer_examples.random_image_examples(np.random.default_rng(3), 1)
+    return load_signature(export_dir), example
+
+
+def test_a_well_formed_request_is_classified(image_signature):
+    signature, example = image_signature
+    assert signature(examples=tf.constant([example]))["probabilities"].shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (None, "Feature: image (data type: string) is required but could not be found"),
+        (bytes_feature(b"these bytes are no PNG"), "Unknown image file format"),
+        (
+            tf.train.Feature(float_list=tf.train.FloatList(value=[0.5])),
+            "Data types don't match",
+        ),
+    ],
+    ids=["missing image", "not a PNG", "float image"],
+)
+def test_a_malformed_request_fails_and_returns_no_probabilities(image_signature, image, message):
+    signature, example = image_signature
+    malformed = with_image(example, image)
+    # Alone, or beside a well-formed example: the whole request fails.
+    for batch in ([malformed], [example, malformed]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+            signature(examples=tf.constant(batch))
+
+
+def test_a_request_of_another_dtype_is_refused(image_signature):
+    signature, _ = image_signature
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="expected to be a string tensor but is a float"
+    ):
+        signature(examples=tf.constant([0.5, 1.5]))
 
 
 def test_tabular_signature_concatenates_numeric_features_by_name(tmp_path):

@@ -4,6 +4,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import tensorflow_data_validation as tfdv
@@ -17,6 +18,7 @@ from components import atomic_pusher
 from components.sharpness_probe import ProbeSettings
 from components.validation_gate import DataAnomaliesError, ValidationGate, find_anomalies
 from pipelines import configs, options, pipeline
+from tests import trainer_examples
 from tests.pipeline_support import ALL_NODES
 from tests.pipeline_support import build_pipeline as build
 from trainer.config import TrainingConfig
@@ -26,7 +28,12 @@ def test_the_dag_has_every_component_and_edge(tmp_path):
     nodes = {node.id: node for node in build(tmp_path).components}
     assert set(nodes) == ALL_NODES
     upstream = {name: {node.id for node in nodes[name].upstream_nodes} for name in nodes}
-    assert upstream["ValidationGate"] == {"ImportSchemaGen", "ExampleValidator", "StatisticsGen"}
+    assert upstream["ValidationGate"] == {
+        "ImportExampleGen",
+        "ImportSchemaGen",
+        "ExampleValidator",
+        "StatisticsGen",
+    }
     # Trainer depends on the gate, so anomalies stop it on every orchestrator.
     assert upstream["Trainer"] == {"ImportExampleGen", "ValidationGate"}
     assert upstream["Evaluator"] == {"ImportExampleGen", "Trainer", "latest_blessed_model_resolver"}
@@ -294,24 +301,69 @@ def test_the_gate_stops_on_a_dataset_level_anomaly(tmp_path):
     )
     assert find_anomalies(artifact) == {"eval": [line]}
 
-    schema_artifact = standard_artifacts.Schema()
-    schema_artifact.uri = str(tmp_path / "schema")
+    with pytest.raises(DataAnomaliesError, match=re.escape(f"[eval] {line}")) as error:
+        run_gate(tmp_path, artifact, clean_examples(tmp_path))
+    assert "record check" not in str(error.value)
+    assert not os.path.exists(tmp_path / "validated")
+
+
+def clean_examples(tmp_path):
+    """Four clean sample-like examples in each split."""
+    records = trainer_examples.random_image_examples(np.random.default_rng(0), 4)
+    return trainer_examples.examples_artifact(
+        str(tmp_path / "examples"), {"train": records, "eval": records}
+    )
+
+
+def run_gate(tmp_path, anomalies, examples):
+    """Runs the ValidationGate's executor with the sample's schema, for 28x28x1 images in
+    `image`; returns the validated schema's folder.
+
+    The statistics are never read: the sample's schema gives the label its classes.
+    """
+    with open(trainer_examples.SAMPLE_SCHEMA) as file:
+        schema = trainer_examples.schema_artifact(str(tmp_path / "schema"), file.read())
+    statistics = standard_artifacts.ExampleStatistics()
+    statistics.uri = str(tmp_path / "statistics")
     validated = standard_artifacts.Schema()
     validated.uri = str(tmp_path / "validated")
-    # The anomalies stop the gate before it reads the statistics.
-    unread_statistics = standard_artifacts.ExampleStatistics()
-    unread_statistics.uri = str(tmp_path / "statistics")
-    with pytest.raises(DataAnomaliesError, match=re.escape(f"[eval] {line}")):
-        ValidationGate.EXECUTOR_SPEC.executor_class().Do(
-            {
-                "schema": [schema_artifact],
-                "anomalies": [artifact],
-                "statistics": [unread_statistics],
-            },
-            {"validated_schema": [validated]},
-            {"label_key": "label"},
-        )
-    assert not os.path.exists(validated.uri)
+    ValidationGate.EXECUTOR_SPEC.executor_class().Do(
+        {
+            "schema": [schema],
+            "anomalies": [anomalies],
+            "statistics": [statistics],
+            "examples": [examples],
+        },
+        {"validated_schema": [validated]},
+        {"label_key": "label", "image_key": "image", "image_shape": "[28, 28, 1]"},
+    )
+    return validated.uri
+
+
+def test_the_gate_passes_clean_records_and_lists_bad_ones_after_the_anomalies(tmp_path):
+    no_anomalies = write_anomalies(tmp_path / "clean", {"train": {}, "eval": {}})
+    validated = run_gate(tmp_path / "clean", no_anomalies, clean_examples(tmp_path / "clean"))
+    assert os.listdir(validated) == ["schema.pbtxt"]
+
+    records = trainer_examples.random_image_examples(np.random.default_rng(1), 4)
+    empty_eval = trainer_examples.examples_artifact(
+        str(tmp_path / "examples"), {"train": records, "eval": []}
+    )
+    anomalies = write_anomalies(
+        tmp_path, {"train": {}, "eval": {"label": "Unexpectedly large value: 12."}}
+    )
+    with pytest.raises(DataAnomaliesError) as error:
+        run_gate(tmp_path, anomalies, empty_eval)
+    [eval_file] = os.listdir(os.path.join(empty_eval.uri, "Split-eval"))
+    assert str(error.value) == (
+        "ExampleValidator found anomalies against the schema; the run stops before training.\n"
+        "  [eval] label: Out-of-range values (Unexpectedly large value: 12.)\n"
+        "The record check also found records that cannot be trained on:\n"
+        f"  [eval] <dataset>: the split holds no records "
+        f"({os.path.join(empty_eval.uri, 'Split-eval', eval_file)})\n"
+        "Fix the data, or update the schema (or --image-shape) if the change is intended."
+    )
+    assert not os.path.exists(tmp_path / "validated")
 
 
 class TestAtomicPusher:

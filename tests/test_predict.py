@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tests import trainer_examples
+from tests.trainer_examples import bytes_feature, with_image
 from trainer import data, export, predict
 from trainer.config import TrainingConfig
 from trainer.model import build_model
@@ -110,3 +111,33 @@ def test_examples_that_match_no_file_are_named(exported, tmp_path):
     message = re.escape(f"--examples matches no file: {pattern}")
     with pytest.raises(FileNotFoundError, match=message):
         predict.main(["--model", str(root / "model"), "--examples", pattern])
+
+
+def test_malformed_examples_are_reported_by_index_and_none_is_classified(
+    exported, tmp_path, capsys
+):
+    root, _, _ = exported
+    examples = predict.read_examples(str(root / "examples.tfrecord"), count=3)
+    examples[0] = with_image(examples[0], None)
+    examples[2] = with_image(examples[2], bytes_feature(b"these bytes are no PNG"))
+    with pytest.raises(predict.MalformedExamplesError) as error:
+        predict.classify(str(root / "model"), examples)
+    problems = error.value.problems
+    assert sorted(problems) == [0, 2]
+    assert "Feature: image (data type: string) is required" in problems[0]
+    assert "Unknown image file format" in problems[2]
+    assert all("\n" not in reason and "{{node" not in reason for reason in problems.values())
+    assert str(error.value) == f"example 0: {problems[0]}\nexample 2: {problems[2]}"
+
+    path = tmp_path / "malformed.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for example in examples:
+            writer.write(example)
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--model", str(root / "model"), "--examples", str(path)])
+    assert exit_info.value.code == 1
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err == (
+        f"2 of 3 examples cannot be classified, so none was:\n{error.value}\n"
+    )

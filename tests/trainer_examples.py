@@ -33,7 +33,7 @@ def image_example(image: np.ndarray, label: int) -> bytes:
     return tf.train.Example(
         features=tf.train.Features(
             feature={
-                "image": _bytes(tf.io.encode_png(image).numpy()),
+                "image": bytes_feature(tf.io.encode_png(image).numpy()),
                 "label": _int64([label]),
             }
         )
@@ -47,7 +47,7 @@ def tabular_example(size: list[float], count: int, name: bytes, label: int) -> b
             feature={
                 "size": tf.train.Feature(float_list=tf.train.FloatList(value=size)),
                 "count": _int64([count]),
-                "name": _bytes(name),
+                "name": bytes_feature(name),
                 "label": _int64([label]),
             }
         )
@@ -104,8 +104,18 @@ def schema_artifact(root: str, schema_text: str | None) -> standard_artifacts.Sc
     return artifact
 
 
-def _bytes(value: bytes) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+def bytes_feature(*values: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
+
+
+def with_image(serialized: bytes, image: tf.train.Feature | None) -> bytes:
+    """The serialized example with its `image` feature replaced by `image` (`None`: removed)."""
+    example = tf.train.Example.FromString(serialized)
+    if image is None:
+        del example.features.feature["image"]
+    else:
+        example.features.feature["image"].CopyFrom(image)
+    return example.SerializeToString()
 
 
 def _int64(values) -> tf.train.Feature:

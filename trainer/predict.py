@@ -2,6 +2,11 @@
 
     python -m trainer.predict --model demo-output/serving/<version> \\
         --examples data/fashion_mnist/eval/data.tfrecord --count 5
+
+The serving signature fails on the whole batch when one example is malformed (no image
+feature, bytes that are not a PNG, a feature of the wrong type). `classify` then finds which
+ones by classifying each alone, and raises `MalformedExamplesError` with every index and its
+reason; no probabilities are returned, and the command prints none and exits 1.
 """
 
 import argparse
@@ -11,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import export
+from trainer.op_errors import without_graph_dump
 
 DEFAULT_LABELS = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -20,9 +26,38 @@ DEFAULT_LABELS = os.path.join(
 )
 
 
+class MalformedExamplesError(ValueError):
+    """Examples the model cannot classify; `problems` maps their indices to the reasons."""
+
+    def __init__(self, problems: dict[int, str]):
+        self.problems = problems
+        super().__init__(
+            "\n".join(f"example {index}: {reason}" for index, reason in problems.items())
+        )
+
+
 def classify(model_dir: str, serialized_examples: list[bytes]) -> np.ndarray:
-    """Class probabilities, [len(serialized_examples), num_classes], from `serving_default`."""
+    """Class probabilities, [len(serialized_examples), num_classes], from `serving_default`.
+
+    Raises:
+        MalformedExamplesError: some examples cannot be classified; it names each by index.
+    """
     serving = tf.saved_model.load(model_dir).signatures[export.SIGNATURE_NAME]
+    try:
+        return _probabilities(serving, serialized_examples)
+    except tf.errors.InvalidArgumentError:
+        problems = {}
+        for index, example in enumerate(serialized_examples):
+            try:
+                _probabilities(serving, [example])
+            except tf.errors.InvalidArgumentError as error:
+                problems[index] = without_graph_dump(error.message).splitlines()[-1]
+        if not problems:
+            raise
+        raise MalformedExamplesError(problems) from None
+
+
+def _probabilities(serving, serialized_examples: list[bytes]) -> np.ndarray:
     outputs = serving(**{export.INPUT_NAME: tf.constant(serialized_examples)})
     return outputs[export.OUTPUT_KEY].numpy()
 
@@ -49,7 +84,15 @@ def main(argv=None) -> None:
         with open(args.labels) as labels:
             names = labels.read().splitlines()
     examples = read_examples(args.examples, args.count)
-    for serialized, probabilities in zip(examples, classify(args.model, examples)):
+    try:
+        classified = classify(args.model, examples)
+    except MalformedExamplesError as error:
+        parser.exit(
+            1,
+            f"{len(error.problems)} of {len(examples)} examples cannot be classified, so none "
+            f"was:\n{error}\n",
+        )
+    for serialized, probabilities in zip(examples, classified):
         predicted = int(np.argmax(probabilities))
         truth = tf.train.Example.FromString(serialized).features.feature[args.label_key]
         truth = truth.int64_list.value[0] if truth.int64_list.value else None
