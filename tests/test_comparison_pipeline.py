@@ -5,6 +5,7 @@ import glob
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -261,6 +262,9 @@ def test_a_local_comparison_reports_both_methods_their_sharpness_and_pushes_the_
         assert all(math.isfinite(measures[name]["mean"]) for name in SHARPNESS_COLUMNS)
     assert measures["top Hessian eigenvalue"]["mean"] > 0
     assert f"## {MEASURES_TITLE}" in markdown and MEASURES_TITLE in printed
+    for node in ("SharpnessProbe.plain.seed1", "SharpnessProbe.gsam.seed1", "SharpnessProbe"):
+        line = rf"^  done   {re.escape(node)} +\d+\.\d s  top eigenvalue \S+, surrogate gap \S+$"
+        assert re.search(line, printed, re.MULTILINE), node
     header = f"| method | {' | '.join(SHARPNESS_COLUMNS)} |"
     assert header in markdown
     # The run summary's sharpness is the release probe's, on the winner, not a run's.
