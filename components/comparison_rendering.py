@@ -4,8 +4,9 @@ summary.txt.
 Pure: a `Comparison` and settings in, file contents out (see `report_files`). The report is
 written once as a list of blocks (headings, paragraphs, lists, tables, figures) and
 rendered to Markdown, which links the PNGs beside it, and to self-contained HTML, which
-embeds them as data URIs and refers to nothing outside itself. `terminal_summary` (also
-summary.txt) is the plain-text table for a terminal.
+embeds them as data URIs and refers to nothing outside itself. The runs' further measures
+(`RunResult.extra_metrics`, e.g. sharpness) get a table of their own. `terminal_summary`
+(also summary.txt) is the plain-text tables for a terminal.
 
 Example (`runs`: a list of `comparison_stats.RunResult`):
 
@@ -26,6 +27,7 @@ from components import comparison_figures
 from components.comparison_stats import Comparison, Estimate, MethodSummary
 
 MISSING = "—"
+MEASURES_TITLE = "Measures of the trained models (mean ± std over seeds)"
 FIGURE_CAPTIONS = {
     "eval_accuracy.png": "Eval accuracy per epoch (the Trainer's validation on the eval split)",
     "training_loss.png": "Training loss per epoch",
@@ -56,7 +58,6 @@ def report_files(comparison: Comparison, settings: dict[str, Any]) -> dict[str, 
 
 def results_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
     """The header and one row per method of the results table."""
-    extra = comparison.extra_metric_names
     header = [
         "method",
         "eval accuracy (mean ± std)",
@@ -67,7 +68,6 @@ def results_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
         "final surrogate gap",
         "training time",
         "forward-backward passes",
-        *[f"{name} (mean ± std)" for name in extra],
     ]
     rows = []
     for summary in comparison.methods:
@@ -83,15 +83,30 @@ def results_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
                 MISSING if summary.surrogate_gap is None else f"{summary.surrogate_gap:.4g}",
                 f"{summary.training_seconds:.1f} s",
                 f"{summary.passes:,.0f}",
-                *[
-                    _mean_std(summary.extra_metrics[name], ".4g")
-                    if name in summary.extra_metrics
-                    else MISSING
-                    for name in extra
-                ],
             ]
         )
     return header, rows
+
+
+def measures_table(comparison: Comparison) -> tuple[list[str], list[list[str]]] | None:
+    """The runs' further measures (`RunResult.extra_metrics`, e.g. sharpness), mean ± std over
+    seeds: one row per method, one column per measure; `None` when no run has any."""
+    names = comparison.extra_metric_names
+    if not names:
+        return None
+    rows = [
+        [
+            summary.method,
+            *[
+                _mean_std(summary.extra_metrics[name], ".4g")
+                if name in summary.extra_metrics
+                else MISSING
+                for name in names
+            ],
+        ]
+        for summary in comparison.methods
+    ]
+    return ["method", *names], rows
 
 
 def significance_lines(comparison: Comparison) -> list[str]:
@@ -200,24 +215,32 @@ def per_class_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]
 
 
 def terminal_summary(comparison: Comparison) -> str:
-    """The results table with aligned columns, the significance sentences and the winner."""
-    header, rows = results_table(comparison)
-    widths = [max(len(line[column]) for line in [header, *rows]) for column in range(len(header))]
-    rule = ["-" * width for width in widths]
-    table = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
-        for line in [header, rule, *rows]
-    ]
+    """The results table and the measures table (if any) with aligned columns, the
+    significance sentences and the winner."""
+    measures = measures_table(comparison)
+    tables = _aligned(*results_table(comparison))
+    if measures is not None:
+        tables += ["", MEASURES_TITLE, *_aligned(*measures)]
     winner, best = comparison.winner, comparison.winner.best_run
     return "\n".join(
         [
-            *table,
+            *tables,
             "",
             *significance_lines(comparison),
             f"Winner: {winner.method} (mean eval accuracy {winner.accuracy.mean:.4f}); "
             f"best_model: seed {best.seed} ({best.eval_accuracy:.4f}).",
         ]
     )
+
+
+def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A table as text lines: left-aligned columns two spaces apart, a rule under the header."""
+    widths = [max(len(line[column]) for line in [header, *rows]) for column in range(len(header))]
+    rule = ["-" * width for width in widths]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+        for line in [header, rule, *rows]
+    ]
 
 
 def report_blocks(comparison: Comparison, settings: dict[str, Any]) -> list[tuple]:
@@ -245,6 +268,7 @@ def report_blocks(comparison: Comparison, settings: dict[str, Any]) -> list[tupl
             f"seeds.",
         ),
         ("list", significance_lines(comparison)),
+        *_measures_blocks(comparison),
         ("h2", "Hyperparameters as trained"),
         ("table", *hyperparameter_table(comparison)),
         ("h2", "Winner"),
@@ -253,6 +277,23 @@ def report_blocks(comparison: Comparison, settings: dict[str, Any]) -> list[tupl
         ("table", *per_class_table(comparison)),
         ("h2", "Figures"),
         *[("figure", name, caption) for name, caption in FIGURE_CAPTIONS.items()],
+    ]
+
+
+def _measures_blocks(comparison: Comparison) -> list[tuple]:
+    """The measures section, or nothing when no run has further measures."""
+    measures = measures_table(comparison)
+    if measures is None:
+        return []
+    return [
+        ("h2", MEASURES_TITLE),
+        ("table", *measures),
+        (
+            "p",
+            "Each run's model, measured once trained; mean ± std (ddof=1) over the seeds that "
+            "have the measure, the mean alone for one seed. The measurement's settings are "
+            "listed under Settings.",
+        ),
     ]
 
 

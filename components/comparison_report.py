@@ -1,9 +1,10 @@
 """ComparisonReport: one report over every run of a comparison, and the winner's model.
 
-The component takes, for each run (method, seed), the Trainer's `model` and `model_run` and
-the run's Evaluator `evaluation`. The number of runs is known when the pipeline is built, so
-`comparison_report` builds a component spec with one named input per run and kind, e.g.
-`model__gsam__seed1`, `model_run__gsam__seed1` and `evaluation__gsam__seed1`. These are
+The component takes, for each run (method, seed), the Trainer's `model` and `model_run`, the
+run's Evaluator `evaluation` and, optionally, its SharpnessProbe's `sharpness`. The number of
+runs is known when the pipeline is built, so `comparison_report` builds a component spec with
+one named input per run and kind, e.g. `model__gsam__seed1`, `model_run__gsam__seed1`,
+`evaluation__gsam__seed1` and `sharpness__gsam__seed1`. These are
 plain single channels, which every orchestrator compiles (Kubeflow V2 / Vertex reject union
 channels), and the runs stay independent: the report is their only common consumer.
 
@@ -17,9 +18,10 @@ Outputs:
 Both carry the winner as custom properties `winner_method`, `winner_seed` and
 `winner_eval_accuracy` (that seed's).
 
-The executor reads each run's `history.json` from its ModelRun (`trainer/history.py`) and
-its eval accuracy, overall and per class (slices on the label feature), from the
-evaluation with `tfma.load_metrics`.
+The executor reads each run's `history.json` from its ModelRun (`trainer/history.py`), its
+eval accuracy, overall and per class (slices on the label feature), from the evaluation with
+`tfma.load_metrics`, and the sharpness of its model from the probe's `sharpness.json`
+(`read_sharpness`: the report's sharpness columns).
 
 Example:
 
@@ -50,6 +52,7 @@ from tfx.utils import io_utils
 
 from components import comparison_rendering, comparison_stats
 from components.report_artifact import ComparisonReportArtifact
+from components.sharpness_probe import SharpnessReport, read_report
 from trainer import history
 
 COMPONENT_ID = "ComparisonReport"
@@ -60,6 +63,8 @@ RUN_INPUTS = {
     "model_run": standard_artifacts.ModelRun,
     "evaluation": standard_artifacts.ModelEvaluation,
 }
+# What a run may also feed it: its SharpnessProbe's report.
+OPTIONAL_RUN_INPUTS = {"sharpness": SharpnessReport}
 METHOD_PATTERN = re.compile(r"[a-z][a-z0-9_-]*")
 
 
@@ -77,8 +82,9 @@ def comparison_report(
     """The `ComparisonReport` component over `runs`.
 
     Args:
-        runs: for each (method, seed), the channels `model` (Model), `model_run` (ModelRun)
-            and `evaluation` (ModelEvaluation). Methods are lower-case identifiers; seeds
+        runs: for each (method, seed), the channels `model` (Model), `model_run` (ModelRun),
+            `evaluation` (ModelEvaluation) and optionally `sharpness` (the run's
+            SharpnessProbe's SharpnessReport). Methods are lower-case identifiers; seeds
             integers >= 0. Their order is the order of the report's rows.
         settings: what the report lists under Settings (budget, epochs, label noise, ...);
             JSON-serializable values.
@@ -87,15 +93,19 @@ def comparison_report(
     if not runs:
         raise ValueError("runs must hold at least one (method, seed) run.")
     inputs = {}
+    input_types = {**RUN_INPUTS, **OPTIONAL_RUN_INPUTS}
     for run, channels in runs.items():
         method, seed = _check_run(run)
-        if not isinstance(channels, Mapping) or set(channels) != set(RUN_INPUTS):
+        if not isinstance(channels, Mapping) or not (
+            set(RUN_INPUTS) <= set(channels) <= set(input_types)
+        ):
             raise ValueError(
-                f"runs[{run!r}] must map exactly {', '.join(RUN_INPUTS)} to channels, "
+                f"runs[{run!r}] must map exactly {', '.join(RUN_INPUTS)} (and optionally "
+                f"{', '.join(OPTIONAL_RUN_INPUTS)}) to channels, "
                 f"got {sorted(channels) if isinstance(channels, Mapping) else channels!r}."
             )
-        for kind, artifact_type in RUN_INPUTS.items():
-            channel = channels[kind]
+        for kind, channel in channels.items():
+            artifact_type = input_types[kind]
             if getattr(channel, "type", None) is not artifact_type:
                 raise ValueError(
                     f"runs[{run!r}][{kind!r}] must be a channel of {artifact_type.TYPE_NAME}, "
@@ -163,6 +173,7 @@ class ComparisonReportExecutor(base_executor.BaseExecutor):
                 model_run_uri=uris[input_key("model_run", method, seed)],
                 evaluation_uri=uris[input_key("evaluation", method, seed)],
                 label_key=label_key,
+                sharpness_uri=uris.get(input_key("sharpness", method, seed)),
             )
             for method, seed in json.loads(exec_properties["runs"])
         ]
@@ -184,9 +195,15 @@ class ComparisonReportExecutor(base_executor.BaseExecutor):
 
 
 def read_run(
-    method: str, seed: int, model_run_uri: str, evaluation_uri: str, label_key: str
+    method: str,
+    seed: int,
+    model_run_uri: str,
+    evaluation_uri: str,
+    label_key: str,
+    sharpness_uri: str | None = None,
 ) -> comparison_stats.RunResult:
-    """One run's result from its ModelRun folder and its Evaluator's output folder."""
+    """One run's result from its ModelRun folder, its Evaluator's output folder and, when
+    given, its SharpnessProbe's output folder."""
     accuracy, per_class = read_evaluation(evaluation_uri, label_key)
     return comparison_stats.RunResult(
         method=method,
@@ -194,7 +211,22 @@ def read_run(
         eval_accuracy=accuracy,
         per_class_accuracy=per_class,
         history=history.read_history(os.path.join(model_run_uri, history.HISTORY_FILE)),
+        extra_metrics={} if sharpness_uri is None else read_sharpness(sharpness_uri),
     )
+
+
+def read_sharpness(uri: str) -> dict[str, float]:
+    """The report's sharpness columns for the model a SharpnessProbe measured (its
+    `trainer.sharpness.measure` result): the Hessian's top eigenvalue and trace, and how much
+    the loss rises at SAM's first-order perturbation and at the worst case found in the
+    rho-ball."""
+    measures = read_report(uri)["candidate"]
+    return {
+        "top Hessian eigenvalue": measures["top_eigenvalue"],
+        "Hessian trace": measures["trace"],
+        "perturbed loss increase": measures["surrogate_gap"],
+        "worst-case loss increase": measures["worst_case_loss"] - measures["loss"],
+    }
 
 
 def read_evaluation(uri: str, label_key: str) -> tuple[float, dict[str, float]]:

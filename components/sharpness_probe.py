@@ -238,6 +238,11 @@ def measure_model(model_uri: str, batches, settings: ProbeSettings) -> dict:
     return measure(model, batches, training_loss(), **settings.measure_arguments())
 
 
+def read_report(uri: str) -> dict:
+    """The `sharpness.json` a SharpnessProbe wrote to its `sharpness` output at `uri`."""
+    return json.loads(io_utils.read_string_file(os.path.join(uri, REPORT_FILE)))
+
+
 def write_report(report: dict, artifact) -> None:
     """`sharpness.json`, `summary.md`, and the candidate's measures as custom properties."""
     io_utils.write_string_file(

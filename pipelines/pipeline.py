@@ -6,8 +6,9 @@ ExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidato
 
 `create_pipeline` composes small builders, one per stage: `data_stage` (examples, statistics,
 schema and the validation gate), `tuner_component` (with `tuning`), `trainer_component` and
-`release_stage` (resolver, Evaluator, optionally the SharpnessProbe, Pusher). The pipeline variants (comparison, tuning,
-sharpness) compose the same builders.
+`release_stage` (resolver, Evaluator, optionally the SharpnessProbe, Pusher). The pipeline
+variants (comparison, tuning, sharpness) compose the same builders; `comparison_stage` trains,
+evaluates and, with sharpness, probes every run.
 
 Example:
 
@@ -104,7 +105,8 @@ def create_pipeline(
             and a ComparisonReport whose winning model goes on to the release stage.
         sharpness: when set, a SharpnessProbe measures the candidate (and the baseline) after
             the Evaluator, and the Pusher takes its blessing (see
-            `components/sharpness_probe.py`).
+            `components/sharpness_probe.py`). In a comparison, a SharpnessProbe also measures
+            every run's model for the report (ungated).
         enable_cache: reuse the outputs of steps whose inputs and settings are unchanged.
         stock_resolver: the baseline from TFX's LatestBlessedModelStrategy (needed by
             KubeflowV2DagRunner) rather than the latest model blessed before the candidate.
@@ -121,6 +123,7 @@ def create_pipeline(
             "comparison: every compared method is tuned on its own."
         )
     data = data_stage(data_root, data_format, split_folders, schema_path, training)
+    probe_inputs = None if sharpness is None else SharpnessInputs(sharpness, data.schema, training)
     training_components = []
     if comparison is None:
         hyperparameters = None
@@ -137,7 +140,7 @@ def create_pipeline(
         candidate = trainer.outputs["model"]
     else:
         stage = comparison_stage(
-            data, training, comparison, vertex_training, tuning, parallel_trials
+            data, training, comparison, vertex_training, tuning, parallel_trials, sharpness
         )
         training_components, candidate = stage.components, stage.best_model
     release = release_stage(
@@ -147,7 +150,7 @@ def create_pipeline(
         accuracy_threshold=accuracy_threshold,
         max_accuracy_drop=max_accuracy_drop,
         serving_model_dir=serving_model_dir,
-        sharpness=None if sharpness is None else SharpnessInputs(sharpness, data.schema, training),
+        sharpness=probe_inputs,
         stock_resolver=stock_resolver,
     )
     return assemble(
@@ -346,12 +349,15 @@ def comparison_stage(
     vertex_training: dict[str, Any] | None = None,
     tuning: SearchSpace | None = None,
     parallel_trials: int = 1,
+    sharpness: ProbeSettings | None = None,
 ) -> ComparisonStage:
     """Trains every (method, seed) run of `spec` on the same examples, evaluates each on the
     eval split, and reports. The Trainers do not depend on one another, so orchestrators that
     can run them in parallel do. With `tuning`, each method is tuned once, on its first seed's
     config (plain training searches the learning rate alone), and all its seeds train with
-    the tuned values."""
+    the tuned values. With `sharpness`, a SharpnessProbe per run (`SharpnessProbe.gsam.seed1`,
+    ...) measures its model with those settings, its limits left out: the report shows the
+    measures per method, and only the release stage gates."""
     components = []
     train_examples = data.examples
     if spec.label_noise > 0:
@@ -365,6 +371,11 @@ def comparison_stage(
         components.append(noise)
         train_examples = noise.outputs["noisy_examples"]
     run_config = eval_config(training.label_key, accuracy_threshold=0.0, max_accuracy_drop=None)
+    run_probe = (
+        None
+        if sharpness is None
+        else dataclasses.replace(sharpness, max_top_eigenvalue=None, max_sharpness_increase=None)
+    )
     runs = {}
     tuned = {}
     for (method, seed), config in spec.training_configs(training).items():
@@ -398,18 +409,23 @@ def comparison_stage(
             "model_run": trainer.outputs["model_run"],
             "evaluation": evaluator.outputs["evaluation"],
         }
-    report = comparison_report(
-        runs,
-        settings={
-            "methods": list(spec.methods),
-            "seeds": spec.seeds,
-            "budget": spec.budget,
-            "label_noise": spec.label_noise,
-            "label_noise_seed": spec.label_noise_seed,
-            "training": training.to_dict(),
-        },
-        label_key=training.label_key,
-    )
+        if run_probe is not None:
+            probe = probe_component(
+                trainer.outputs["model"], data.examples, data.schema, config, run_probe
+            ).with_id(f"SharpnessProbe.{name}")
+            components.append(probe)
+            runs[(method, seed)]["sharpness"] = probe.outputs["sharpness"]
+    settings = {
+        "methods": list(spec.methods),
+        "seeds": spec.seeds,
+        "budget": spec.budget,
+        "label_noise": spec.label_noise,
+        "label_noise_seed": spec.label_noise_seed,
+        "training": training.to_dict(),
+    }
+    if run_probe is not None:
+        settings["sharpness"] = {"split": run_probe.split, **run_probe.measure_arguments()}
+    report = comparison_report(runs, settings=settings, label_key=training.label_key)
     return ComparisonStage(components=[*components, report], best_model=report.outputs["best_model"])
 
 

@@ -19,13 +19,16 @@ from tfx import v1 as tfx
 from tfx.utils import io_utils
 
 from components.report_artifact import ComparisonReportArtifact
-from components.sharpness_probe import REPORT_FILE, SharpnessReport
+from components.sharpness_probe import SharpnessReport, read_report
 from pipelines import configs
 from pipelines.options import output_layout
 from trainer.search_space import tuned_fields
 
 ACCURACY = "sparse_categorical_accuracy"
 PROBE = "SharpnessProbe"
+# The release stage's nodes, and the kinds of output a comparison also has once per run.
+RELEASE_NODES = ("Evaluator", PROBE)
+RELEASE_KINDS = ("ModelEvaluation", "ModelBlessing", SharpnessReport.TYPE_NAME)
 # The trials table: header -> the tuned TrainingConfig field it shows.
 TRIAL_COLUMNS = {
     "method": "optimizer",
@@ -179,14 +182,14 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
     ]
     summary = RunSummary(run_id=run.name)
     node_types = {t.id: t.name for t in store.get_execution_types()}
-    release_evaluations = set()
+    release_outputs = set()
     for execution in store.get_executions_by_context(run.id):
         name = node_types[execution.type_id].rsplit(".", 1)[-1]
         summary.seconds_per_component[name] = summary.seconds_per_component.get(name, 0.0) + (
             (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
         )
-        if _node_id(store, execution) == "Evaluator":
-            release_evaluations |= {
+        if _node_id(store, execution) in RELEASE_NODES:
+            release_outputs |= {
                 event.artifact_id
                 for event in store.get_events_by_execution_ids([execution.id])
                 if event.type == metadata_store_pb2.Event.OUTPUT
@@ -194,8 +197,9 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
     types = {t.id: t.name for t in store.get_artifact_types()}
     for artifact in store.get_artifacts_by_context(run.id):
         kind = types[artifact.type_id]
-        # A comparison also evaluates every run; the release Evaluator's verdict is the run's.
-        if kind in ("ModelEvaluation", "ModelBlessing") and artifact.id not in release_evaluations:
+        # A comparison also evaluates (and with --sharpness probes) every run; the release
+        # stage's verdict is the run's.
+        if kind in RELEASE_KINDS and artifact.id not in release_outputs:
             continue
         if kind == "ModelEvaluation":
             evaluation = read_evaluation(artifact.uri)
@@ -225,8 +229,7 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
 
 
 def _read_sharpness(uri: str) -> dict:
-    with tfx.dsl.io.fileio.open(os.path.join(uri, REPORT_FILE)) as f:
-        return {**json.load(f), "uri": uri}
+    return {**read_report(uri), "uri": uri}
 
 
 def _describe_sharpness(measures: dict) -> str:

@@ -6,8 +6,9 @@ artifacts and execution properties, as ML Metadata recorded them) and returns a 
 or `None` when there is nothing to say. The console prints it on the component's line. A new
 component gets its verdict with one entry:
 
-    VERDICTS["SharpnessProbe"] = lambda execution: (
-        f"sharpness {execution.output('sharpness').get_float_custom_property('value'):.3f}"
+    VERDICTS["LabelNoise"] = lambda execution: (
+        f"{execution.output('noisy_examples').get_int_custom_property('labels_flipped')} "
+        "labels flipped"
     )
 """
 
@@ -116,6 +117,16 @@ def evaluator(execution: Execution) -> str:
     return text
 
 
+def sharpness_probe(execution: Execution) -> str:
+    """The measured model's top Hessian eigenvalue and surrogate gap (the probe's custom
+    properties); the Pusher's line says whether its gate let the model through."""
+    measures = execution.output("sharpness")
+    return (
+        f"top eigenvalue {measures.get_float_custom_property('top_eigenvalue'):.4g}, "
+        f"surrogate gap {measures.get_float_custom_property('surrogate_gap'):.4g}"
+    )
+
+
 def pusher(execution: Execution) -> str:
     pushed = execution.output("pushed_model")
     if pushed.get_int_custom_property("pushed") != 1:
@@ -131,6 +142,7 @@ VERDICTS: dict[str, Callable[[Execution], str | None]] = {
     "Trainer": trainer,
     "Resolver": resolver,
     "Evaluator": evaluator,
+    "SharpnessProbe": sharpness_probe,
     "Pusher": pusher,
     "AtomicPusher": pusher,
 }

@@ -84,6 +84,8 @@ RING_TRAINING = dataclasses.replace(
     base_optimizer="adam",
     learning_rate=0.01,
 )
+# SharpnessProbe settings small enough that each probe takes seconds.
+SMALL_PROBE = dict(max_examples=32, ascent_steps=1, power_iterations=3, hutchinson_samples=2)
 ALL_NODES = {
     "ImportExampleGen",
     "StatisticsGen",

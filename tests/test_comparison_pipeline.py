@@ -1,8 +1,11 @@
 """The comparison variant of the pipeline: its DAG, its compiled forms, and a local run."""
 
+import functools
 import glob
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -12,16 +15,31 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 
-from pipelines import configs, kubeflow_runner, run_here, summary, vertex_runner
+from components.comparison_rendering import MEASURES_TITLE
+from components.comparison_report import input_key
+from components.sharpness_probe import ProbeSettings
+from pipelines import configs, kubeflow_runner, options, run_here, summary, vertex_runner
 from pipelines.comparison import ComparisonSpec
 from pipelines.options import OutputLayout
-from tests.pipeline_support import TRAINING, build_pipeline, executed_nodes, versions
+from tests.pipeline_support import (
+    SMALL_PROBE,
+    TRAINING,
+    build_pipeline,
+    executed_nodes,
+    versions,
+)
 from trainer.config import TrainingConfig
 from trainer.search_space import SearchSpace
 
 IMAGE = "us-docker.pkg.dev/my-project/gsam/gsam-tfx:1"
 ROOT = "gs://my-bucket/gsam-tfx"
 RUNS = [f"{method}.seed{seed}" for method in ("plain", "sam", "gsam") for seed in (1, 2)]
+SHARPNESS_COLUMNS = [
+    "top Hessian eigenvalue",
+    "Hessian trace",
+    "perturbed loss increase",
+    "worst-case loss increase",
+]
 
 
 def build(tmp_path, spec, **overrides):
@@ -46,6 +64,8 @@ def test_every_run_trains_independently_on_the_same_noisy_examples(tmp_path):
     assert nodes["LabelNoise"].exec_properties["noise_rate"] == 0.3
     report_inputs = {node.id for node in nodes["ComparisonReport"].upstream_nodes}
     assert report_inputs == {f"{kind}.{run}" for kind in ("Trainer", "Evaluator") for run in RUNS}
+    assert not [node_id for node_id in nodes if node_id.startswith("SharpnessProbe")]
+    assert "sharpness" not in json.loads(nodes["ComparisonReport"].exec_properties["settings"])
     # The winner goes through the same release stage as a single model.
     assert {node.id for node in nodes["Evaluator"].upstream_nodes} == {
         "ImportExampleGen",
@@ -53,6 +73,65 @@ def test_every_run_trains_independently_on_the_same_noisy_examples(tmp_path):
         "latest_blessed_model_resolver",
     }
     assert {node.id for node in nodes["Pusher"].upstream_nodes} == {"ComparisonReport", "Evaluator"}
+
+
+def test_with_sharpness_every_run_is_probed_for_the_report_and_only_the_release_gates(tmp_path):
+    settings = ProbeSettings(max_top_eigenvalue=50.0, max_examples=64)
+    dag = build(tmp_path, ComparisonSpec(seeds=2, label_noise=0.3), sharpness=settings)
+    nodes = {node.id: node for node in dag.components}
+    report = nodes["ComparisonReport"]
+    for run in RUNS:
+        probe = nodes[f"SharpnessProbe.{run}"]
+        upstream = {node.id for node in probe.upstream_nodes}
+        # The clean examples: label noise leaves the eval split the probe reads unchanged.
+        assert upstream == {f"Trainer.{run}", "ImportExampleGen", "ValidationGate"}, run
+        assert probe.exec_properties.get("max_top_eigenvalue") is None
+        assert json.loads(probe.exec_properties["measure_settings"])["max_examples"] == 64
+        method, seed = run.split(".seed")
+        config = TrainingConfig.from_dict(json.loads(probe.exec_properties["training_config"]))
+        assert (config.optimizer, config.seed) == (method, int(seed))
+        assert report.inputs[input_key("sharpness", method, int(seed))] is (
+            probe.outputs["sharpness"]
+        )
+    assert {node.id for node in report.upstream_nodes} == {
+        f"{kind}.{run}" for kind in ("Trainer", "Evaluator", "SharpnessProbe") for run in RUNS
+    }
+    reported = json.loads(report.exec_properties["settings"])["sharpness"]
+    assert reported == {"split": "eval", **settings.measure_arguments()}
+    # The winner's release probe keeps the limit and feeds the Pusher.
+    release = nodes["SharpnessProbe"]
+    assert release.exec_properties["max_top_eigenvalue"] == 50.0
+    assert {node.id for node in release.upstream_nodes} >= {"ComparisonReport", "Evaluator"}
+    assert {node.id for node in nodes["Pusher"].upstream_nodes} == {
+        "ComparisonReport",
+        "SharpnessProbe",
+    }
+
+
+@pytest.mark.parametrize(
+    "runner, output_file",
+    [(vertex_runner, "pipeline.json"), (kubeflow_runner, "pipeline.yaml")],
+    ids=["vertex", "kubeflow"],
+)
+def test_with_sharpness_the_probes_compile_and_feed_the_report(runner, output_file, tmp_path):
+    output = tmp_path / output_file
+    flags = ["--image", IMAGE, "--pipeline-root", ROOT, "--compare", "--seeds", "1"]
+    runner.main(["--output-file", str(output), *flags, "--methods", "plain,gsam", "--sharpness"])
+    if output_file.endswith(".json"):
+        document = json.loads(output.read_text())
+        json_format.ParseDict(document, pipeline_spec_pb2.PipelineJob())
+        document = document["pipelineSpec"]
+    else:
+        [document] = yaml.safe_load_all(output.read_text())
+    tasks = json_format.ParseDict(document, pipeline_spec_pb2.PipelineSpec()).root.dag.tasks
+    [report] = [name for name in tasks if name.startswith("ComparisonReport")]
+    artifacts = tasks[report].inputs.artifacts
+    for method in ("plain", "gsam"):
+        probe = artifacts[input_key("sharpness", method, 1)].task_output_artifact.producer_task
+        model = artifacts[input_key("model", method, 1)].task_output_artifact.producer_task
+        assert probe.startswith("SharpnessProbe") and method in probe, probe
+        assert tasks[probe].inputs.artifacts["model"].task_output_artifact.producer_task == model
+        assert set(tasks[probe].inputs.artifacts) == {"model", "examples", "schema"}
 
 
 def test_without_label_noise_the_trainers_read_the_examples():
@@ -138,7 +217,11 @@ def check_independent_trainers(spec):
     assert any(name.startswith("ComparisonReport") for name in tasks)
 
 
-def test_a_local_comparison_reports_both_methods_and_pushes_the_winner(sample, tmp_path, capsys):
+def test_a_local_comparison_reports_both_methods_their_sharpness_and_pushes_the_winner(
+    sample, tmp_path, capsys, monkeypatch
+):
+    # --sharpness with the probe's settings made small: the defaults take about a minute here.
+    monkeypatch.setattr(options, "ProbeSettings", functools.partial(ProbeSettings, **SMALL_PROBE))
     layout = OutputLayout(str(tmp_path / "out"))
     status = run_here.run(
         tfx.orchestration.LocalDagRunner(),
@@ -167,6 +250,7 @@ def test_a_local_comparison_reports_both_methods_and_pushes_the_winner(sample, t
             str(TRAINING.train_steps_per_epoch),
             "--accuracy-threshold",
             "0",
+            "--sharpness",
         ],
     )
     assert status == 0
@@ -177,6 +261,25 @@ def test_a_local_comparison_reports_both_methods_and_pushes_the_winner(sample, t
     report_dir = os.path.dirname(run.comparison.report_path)
     markdown = open(os.path.join(report_dir, "report.md")).read()
     assert "plain" in markdown and "gsam" in markdown
+    # Every run's model was probed; the report and the terminal show the measures per method.
+    with open(os.path.join(report_dir, "results.json")) as file:
+        results = json.load(file)
+    for method in results["methods"]:
+        measures = method["extra_metrics"]
+        assert list(measures) == SHARPNESS_COLUMNS, method["method"]
+        assert all(math.isfinite(measures[name]["mean"]) for name in SHARPNESS_COLUMNS)
+    assert measures["top Hessian eigenvalue"]["mean"] > 0
+    assert f"## {MEASURES_TITLE}" in markdown and MEASURES_TITLE in printed
+    for node in ("SharpnessProbe.plain.seed1", "SharpnessProbe.gsam.seed1", "SharpnessProbe"):
+        line = rf"^  done   {re.escape(node)} +\d+\.\d s  top eigenvalue \S+, surrogate gap \S+$"
+        assert re.search(line, printed, re.MULTILINE), node
+    header = f"| method | {' | '.join(SHARPNESS_COLUMNS)} |"
+    assert header in markdown
+    # The run summary's sharpness is the release probe's, on the winner, not a run's.
+    assert os.path.basename(os.path.dirname(os.path.dirname(run.sharpness["uri"]))) == (
+        "SharpnessProbe"
+    )
+    assert run.blessed is True
     [version] = versions(layout)
     assert run.pushed_model == os.path.join(layout.serving_model_dir, version)
     assert run.comparison.winner in ("plain", "gsam")
@@ -188,3 +291,4 @@ def test_a_local_comparison_reports_both_methods_and_pushes_the_winner(sample, t
         assert a.read() == b.read()
     done = executed_nodes(layout)
     assert {"LabelNoise", "Trainer.plain.seed1", "Trainer.gsam.seed1", "ComparisonReport"} <= done
+    assert {"SharpnessProbe.plain.seed1", "SharpnessProbe.gsam.seed1", "SharpnessProbe"} <= done

@@ -179,19 +179,59 @@ def test_a_tie_at_equal_cost_goes_to_the_method_listed_first():
     )
 
 
-def test_extra_metrics_become_columns_of_mean_and_std():
-    comparison = compare(
-        [
-            run("plain", 1, 0.80, extra={"sharpness": 2.0}),
-            run("plain", 2, 0.81, extra={"sharpness": 4.0}),
-            run("gsam", 1, 0.82, gap=0.01),
-            run("gsam", 2, 0.83, gap=0.01),
-        ]
+# Sharpness of each run's model. plain: eigenvalues 10, 14 (mean 12, std sqrt(8) = 2.828),
+# gaps 0.3, 0.5 (mean 0.4, std sqrt(0.02) = 0.1414); gsam: 6, 8 (mean 7, std sqrt(2) = 1.414),
+# 0.1, 0.2 (mean 0.15, std sqrt(0.005) = 0.07071). sam has none of them.
+SHARPNESS_RUNS = [
+    run("plain", 1, 0.80, extra={"top eigenvalue": 10.0, "loss increase": 0.3}),
+    run("plain", 2, 0.81, extra={"top eigenvalue": 14.0, "loss increase": 0.5}),
+    run("sam", 1, 0.82, gap=0.01),
+    run("gsam", 1, 0.82, gap=0.01, extra={"top eigenvalue": 6.0, "loss increase": 0.1}),
+    run("gsam", 2, 0.83, gap=0.01, extra={"top eigenvalue": 8.0, "loss increase": 0.2}),
+]
+EXPECTED_MEASURES = (
+    ["method", "top eigenvalue", "loss increase"],
+    [
+        ["plain", "12 ± 2.828", "0.4 ± 0.1414"],
+        ["sam", "—", "—"],
+        ["gsam", "7 ± 1.414", "0.15 ± 0.07071"],
+    ],
+)
+
+
+def test_extra_metrics_get_a_table_of_mean_and_std_over_seeds():
+    comparison = compare(SHARPNESS_RUNS)
+    assert comparison_rendering.measures_table(comparison) == EXPECTED_MEASURES
+    assert comparison_rendering.results_table(comparison)[0] == EXPECTED_TABLE[0]
+    files = comparison_rendering.report_files(comparison, {})
+    report = files["report.md"].decode()
+    assert f"## {comparison_rendering.MEASURES_TITLE}" in report
+    header, rows = EXPECTED_MEASURES
+    for line in [header, *rows]:
+        assert f"| {' | '.join(line)} |" in report
+    page = files["report.html"].decode()
+    assert "<tr><td>gsam</td><td>7 ± 1.414</td><td>0.15 ± 0.07071</td></tr>" in page
+    methods = json.loads(files["results.json"])["methods"]
+    plain = methods[0]["extra_metrics"]["top eigenvalue"]
+    assert (plain["mean"], plain["n"]) == (12.0, 2)
+    assert plain["std"] == pytest.approx(8**0.5, rel=1e-12)
+    assert methods[1]["extra_metrics"] == {}
+    lines = comparison_rendering.terminal_summary(comparison).splitlines()
+    table = lines[lines.index(comparison_rendering.MEASURES_TITLE) + 1 :][:5]
+    assert [re.split(r"\s{2,}", line.strip()) for line in table[:1] + table[2:]] == [
+        header,
+        *rows,
+    ]
+
+
+def test_without_extra_metrics_there_is_no_measures_table():
+    comparison = compare(THREE_SEEDS)
+    assert comparison_rendering.measures_table(comparison) is None
+    assert comparison_rendering.MEASURES_TITLE not in comparison_rendering.terminal_summary(
+        comparison
     )
-    header, rows = comparison_rendering.results_table(comparison)
-    assert header[-1] == "sharpness (mean ± std)"
-    # mean 3, std sqrt(2) = 1.414
-    assert [row[-1] for row in rows] == ["3 ± 1.414", "—"]
+    report = comparison_rendering.report_files(comparison, {})["report.md"].decode()
+    assert comparison_rendering.MEASURES_TITLE not in report
 
 
 def test_the_pngs_decode_at_their_size():

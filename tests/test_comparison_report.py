@@ -29,6 +29,8 @@ from components.comparison_report import (
     input_key,
     read_evaluation,
 )
+from components.comparison_rendering import MEASURES_TITLE
+from components.sharpness_probe import REPORT_FILE, SharpnessReport
 from pipelines import cloud
 from trainer.config import TrainingConfig
 from trainer.history import HISTORY_FILE, write_history
@@ -103,6 +105,32 @@ def write_run(root, method, seed):
     return folders
 
 
+# (method, seed) -> the probe's top eigenvalue, trace, loss, perturbed and worst-case loss.
+SHARPNESS = {
+    ("plain", 1): (10.0, 100.0, 0.50, 0.80, 1.00),
+    ("plain", 2): (14.0, 140.0, 0.50, 1.00, 1.50),
+    ("gsam", 1): (6.0, 60.0, 0.50, 0.60, 0.75),
+    ("gsam", 2): (8.0, 80.0, 0.50, 0.70, 1.00),
+}
+
+
+def write_sharpness(folder, method, seed):
+    """A SharpnessProbe's sharpness.json for the fake run (only what the report reads)."""
+    top, trace, loss, perturbed, worst = SHARPNESS[method, seed]
+    candidate = {
+        "top_eigenvalue": top,
+        "trace": trace,
+        "loss": loss,
+        "perturbed_loss": perturbed,
+        "surrogate_gap": perturbed - loss,
+        "worst_case_loss": worst,
+    }
+    os.makedirs(folder)
+    with open(os.path.join(folder, REPORT_FILE), "w") as file:
+        json.dump({"candidate": candidate, "baseline": None}, file)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def fake_runs(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("runs"))
@@ -170,6 +198,60 @@ def test_the_executor_writes_the_report_and_copies_the_winners_best_model(fake_r
         assert output.get_string_custom_property("winner_method") == "gsam"
         assert output.get_int_custom_property("winner_seed") == 2
         assert output.get_float_custom_property("winner_eval_accuracy") == 0.86
+
+
+def test_the_report_shows_each_methods_sharpness_mean_and_std(fake_runs, tmp_path):
+    input_dict = {
+        input_key(kind, method, seed): [artifact(RUN_TYPES[kind], folders[kind])]
+        for (method, seed), folders in fake_runs.items()
+        for kind in RUN_TYPES
+    }
+    for method, seed in fake_runs:
+        folder = write_sharpness(str(tmp_path / f"sharpness.{method}.{seed}"), method, seed)
+        input_dict[input_key("sharpness", method, seed)] = [artifact(SharpnessReport, folder)]
+    report = artifact(ComparisonReportArtifact, str(tmp_path / "report"))
+    ComparisonReportExecutor().Do(
+        input_dict,
+        {
+            "report": [report],
+            "best_model": [artifact(standard_artifacts.Model, str(tmp_path / "best_model"))],
+        },
+        {
+            "runs": json.dumps([list(run) for run in ACCURACIES]),
+            "settings": json.dumps({"sharpness": {"max_examples": 128}}),
+            "label_key": "label",
+        },
+    )
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    measures = {summary["method"]: summary["extra_metrics"] for summary in results["methods"]}
+    # plain: eigenvalues 10, 14; perturbed increases 0.3, 0.5; worst-case increases 0.5, 1.0.
+    # gsam: 6, 8; 0.1, 0.2; 0.25, 0.5. Each pair's std is |difference| / sqrt(2).
+    expected = {
+        "plain": {
+            "top Hessian eigenvalue": (12.0, 8**0.5),
+            "Hessian trace": (120.0, 800**0.5),
+            "perturbed loss increase": (0.4, 0.02**0.5),
+            "worst-case loss increase": (0.75, 0.125**0.5),
+        },
+        "gsam": {
+            "top Hessian eigenvalue": (7.0, 2**0.5),
+            "Hessian trace": (70.0, 200**0.5),
+            "perturbed loss increase": (0.15, 0.005**0.5),
+            "worst-case loss increase": (0.375, 0.03125**0.5),
+        },
+    }
+    for method, names in expected.items():
+        assert list(measures[method]) == list(names)
+        for name, (mean, std) in names.items():
+            estimate = measures[method][name]
+            assert estimate["n"] == 2
+            assert estimate["mean"] == pytest.approx(mean, rel=1e-12), (method, name)
+            assert estimate["std"] == pytest.approx(std, rel=1e-12), (method, name)
+    assert results["settings"]["sharpness"] == {"max_examples": 128}
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| plain | 12 ± 2.828 | 120 ± 28.28 | 0.4 ± 0.1414 | 0.75 ± 0.3536 |" in markdown
+    assert "| gsam | 7 ± 1.414 | 70 ± 14.14 | 0.15 ± 0.07071 | 0.375 ± 0.1768 |" in markdown
+    assert MEASURES_TITLE in (tmp_path / "report" / "summary.txt").read_text()
 
 
 def importer_pipeline(fake_runs, root, metadata_path=None):

@@ -7,16 +7,21 @@ import pytest
 
 from components.sharpness_probe import REPORT_FILE, SUMMARY_FILE, ProbeSettings
 from pipelines import summary
-from tests.pipeline_support import ALL_NODES, executed_nodes, run_pipeline, versions
+from tests.pipeline_support import (
+    ALL_NODES,
+    SMALL_PROBE,
+    executed_nodes,
+    run_pipeline,
+    versions,
+)
 from trainer import sharpness
-
-# Small, so that each probe takes seconds.
-PROBE = dict(max_examples=32, ascent_steps=1, power_iterations=3, hutchinson_samples=2)
 
 
 @pytest.fixture(scope="module")
 def first_run(sample, tmp_path_factory):
-    return run_pipeline(sample, tmp_path_factory.mktemp("out"), sharpness=ProbeSettings(**PROBE))
+    return run_pipeline(
+        sample, tmp_path_factory.mktemp("out"), sharpness=ProbeSettings(**SMALL_PROBE)
+    )
 
 
 def test_the_probe_reports_every_measure_and_its_blessing_lets_the_model_through(first_run):
@@ -41,7 +46,7 @@ def test_an_impossible_eigenvalue_limit_blocks_a_model_the_evaluator_blessed(sam
     run_pipeline(
         sample,
         first_run.output_dir,
-        sharpness=ProbeSettings(max_top_eigenvalue=1e-9, **PROBE),
+        sharpness=ProbeSettings(max_top_eigenvalue=1e-9, **SMALL_PROBE),
     )
     run = summary.latest_run(first_run.metadata_path, "e2e")
     assert "every metric threshold passed" in run.why  # the Evaluator blessed it
