@@ -9,6 +9,13 @@ DEMO_ARGS ?=
 PYTEST_ARGS ?=
 # make bench BENCH_ARGS="--models mlp" passes flags to bench.step_time.
 BENCH_ARGS ?=
+# make bench-pipeline BENCH_SIZES=10000 measures one train size; BENCH_PIPELINE_ARGS passes
+# flags to bench.pipeline_scale (e.g. "--beam-modes in_memory --no-penguin").
+BENCH_SIZES ?=
+BENCH_PIPELINE_ARGS ?=
+# Debian's dataset-fashion-mnist package puts the IDX files here (bench-pipeline's data).
+FASHION_MNIST_IDX := /usr/share/datasets/fashion-mnist
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # make compare COMPARE_ARGS="--seeds 5" passes flags to the comparison run (they win).
 COMPARE_ARGS ?=
 # The comparison's settings, chosen by measuring (README, "Does it help on my data?"): 30%
@@ -21,7 +28,7 @@ COMPARE_SETTINGS := --compare --methods plain,sam,gsam --seeds 3 --label-noise 0
 # make image IMAGE_ARGS="--tf-package 'tensorflow[and-cuda]'" passes flags to build_image.py.
 IMAGE_ARGS ?=
 
-.PHONY: demo compare test image bench env lock prune
+.PHONY: demo compare test image bench bench-pipeline env lock prune
 
 # The whole pipeline on the embedded Fashion-MNIST sample, then a summary of the run.
 demo:
@@ -44,6 +51,13 @@ image:
 # Step time and peak memory of plain Keras, SAM and GSAM; a table, and bench/results/*.json.
 bench:
 	$(IN_ENV) python -m bench.step_time $(BENCH_ARGS)
+
+# The whole pipeline at 10k, 30k and 60k train images, both Beam modes, the input pipeline's
+# images/s and TFX's penguin example; a table, and bench/results/pipeline_scale.json.
+bench-pipeline:
+	test -d $(FASHION_MNIST_IDX) || $(SUDO) apt-get install -y dataset-fashion-mnist
+	$(IN_ENV) python -m bench.pipeline_scale $(if $(BENCH_SIZES),--sizes $(BENCH_SIZES)) \
+		$(BENCH_PIPELINE_ARGS)
 
 env:
 	python3 scripts/provision.py build

@@ -22,9 +22,7 @@ Prints a table and writes JSON to `--output` (default `bench/results/sharpness_c
 """
 
 import argparse
-import json
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench import report  # noqa: E402
 from pipelines import configs  # noqa: E402
 from trainer import data, sharpness  # noqa: E402
 from trainer.config import TrainingConfig  # noqa: E402
@@ -108,22 +107,15 @@ def main(argv=None):
     args = parse_args(argv)
     model = load_model(args.model)
     rows = [measure_row(model, count, args.batch_size) for count in args.examples]
-    report = {
+    results = {
         "model": args.model or "fresh build_resnet((28, 28, 1), 10), seed 0",
-        "cpu_count": os.cpu_count(),
-        "load_average": os.getloadavg(),
-        "platform": platform.platform(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
+        **report.machine(),
         "settings": {"batch_size": args.batch_size, "measure": "defaults"},
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(report, f, indent=2)
     print(format_table(rows))
-    print(f"load average {report['load_average'][0]:.1f} on {report['cpu_count']} CPUs")
-    print(f"wrote {args.output}")
+    print(f"load average {results['load_average'][0]:.1f} on {results['cpu_count']} CPUs")
+    report.write(results, args.output)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -54,7 +53,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from bench import models  # noqa: E402
+from bench import models, report  # noqa: E402
 from trainer.gsam import GSAM  # noqa: E402
 
 # Methods with the perturbed pass only every k-th step, and their k.
@@ -306,13 +305,10 @@ def main(argv=None):
         )
         rows.extend(summarize(name, jit, seconds, steps_per_round, memory) for jit in jit_modes)
     gpus = tf.config.list_physical_devices("GPU")
-    report = {
+    results = {
         "device": "GPU" if gpus else "CPU",
         "device_details": [tf.config.experimental.get_device_details(gpu) for gpu in gpus],
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
+        **report.machine(),
         "settings": {
             "batch_size": args.batch_size,
             "least_steps_per_round": args.steps,
@@ -325,11 +321,8 @@ def main(argv=None):
         "targets": TARGETS,
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(report, f, indent=2)
     print(format_table(rows))
-    print(f"wrote {args.output}")
+    report.write(results, args.output)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,12 @@ import os
 import yaml
 from tfx import v1 as tfx
 
-from pipelines import options, pipeline
+from pipelines import configs, options, pipeline
 
 # The Dockerfile copies the checkout here, so the embedded sample ships in the image.
 IMAGE_WORKDIR = "/pipeline"
 IMAGE_DATA_ROOT = f"{IMAGE_WORKDIR}/data/fashion_mnist"
 IMAGE_SCHEMA_PATH = f"{IMAGE_DATA_ROOT}/schema.pbtxt"
-# The data components run in the pipeline's own container unless told otherwise.
-BEAM_PIPELINE_ARGS = ("--direct_running_mode=multi_processing", "--direct_num_workers=0")
 
 
 def parser(description: str, output_file: str) -> argparse.ArgumentParser:
@@ -51,7 +49,9 @@ def parser(description: str, output_file: str) -> argparse.ArgumentParser:
     options.add_comparison_arguments(p)
     options.add_blessing_arguments(p)
     options.add_sharpness_arguments(p)
-    options.add_beam_arguments(p, BEAM_PIPELINE_ARGS)
+    # The data components run in the pipeline's own container, in one process, unless told
+    # otherwise: as locally (configs.BEAM_PIPELINE_ARGS; README, "Performance").
+    options.add_beam_arguments(p)
     options.add_cache_argument(p, default=False)
     p.add_argument(
         "--trainer-retries",
@@ -116,7 +116,7 @@ def build(
             tuning=options.search_space(args),
             accuracy_threshold=args.accuracy_threshold,
             max_accuracy_drop=args.max_accuracy_drop,
-            beam_pipeline_args=args.beam_args or BEAM_PIPELINE_ARGS,
+            beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
             vertex_training=vertex_training,
             parallel_trials=parallel_trials,
             comparison=options.comparison_spec(args),

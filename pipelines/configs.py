@@ -30,5 +30,8 @@ TRAINING = TrainingConfig(
 ACCURACY_THRESHOLD = 0.7
 MAX_ACCURACY_DROP = 0.01
 
-# Beam runs the data components (ExampleGen, StatisticsGen, Evaluator); DirectRunner locally.
+# Beam runs the data components (ExampleGen, StatisticsGen, Evaluator) with the DirectRunner,
+# here and in the cloud runners' containers. In one process: multi_processing starts worker
+# processes for every component, which made them 2-3x slower from 10,000 to 60,000 train
+# images on 2 cores (`make bench-pipeline`; README, "Performance", says when to switch).
 BEAM_PIPELINE_ARGS = ("--direct_running_mode=in_memory",)

@@ -392,16 +392,15 @@ def sharpness_settings(
         return ProbeSettings(**limits)
 
 
-def add_beam_arguments(
-    parser: argparse.ArgumentParser, defaults=configs.BEAM_PIPELINE_ARGS
-) -> None:
+def add_beam_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--beam-arg",
         action="append",
         default=None,
         dest="beam_args",
         help="a Beam pipeline argument for the data components, repeatable "
-        f"(default: {' '.join(defaults) or 'none'})",
+        f"(default: {' '.join(configs.BEAM_PIPELINE_ARGS)}; README, \"Performance\", says "
+        "when another mode is faster)",
     )
 
 

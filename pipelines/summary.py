@@ -163,31 +163,54 @@ class RunSummary:
         return lines
 
 
-def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
-    """Summarises the newest run of `pipeline_name` in the SQLite store at `metadata_path`."""
+def read_only_store(metadata_path: str) -> metadata_store.MetadataStore:
+    """The SQLite ML Metadata store at `metadata_path`, opened read-only."""
     if not os.path.exists(metadata_path):
         raise FileNotFoundError(f"no metadata store at {metadata_path}: has the pipeline run?")
     config = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    store = metadata_store.MetadataStore(config)
+    return metadata_store.MetadataStore(config)
+
+
+def newest_run(store: metadata_store.MetadataStore, pipeline_name: str):
+    """The `pipeline_run` context of the newest run of `pipeline_name` in `store`."""
     pipeline_context = store.get_context_by_type_and_name("pipeline", pipeline_name)
     executions = pipeline_context and store.get_executions_by_context(pipeline_context.id)
     if not executions:
-        raise LookupError(f"no run of pipeline {pipeline_name!r} recorded in {metadata_path}")
+        raise LookupError(f"no run of pipeline {pipeline_name!r} recorded in the metadata store")
     newest = max(executions, key=lambda execution: execution.create_time_since_epoch)
     [run] = [
         context
         for context in store.get_contexts_by_execution(newest.id)
         if context.type == "pipeline_run"
     ]
-    summary = RunSummary(run_id=run.name)
+    return run
+
+
+def seconds_per_component(store: metadata_store.MetadataStore, run) -> dict[str, float]:
+    """Wall seconds per component type (`Trainer`, `Evaluator`, ...) in the run `run`: each
+    execution's record from its creation to its last update, summed over the type's
+    executions (a comparison has several Trainers)."""
     node_types = {t.id: t.name for t in store.get_execution_types()}
-    release_outputs = set()
+    seconds = {}
     for execution in store.get_executions_by_context(run.id):
         name = node_types[execution.type_id].rsplit(".", 1)[-1]
-        summary.seconds_per_component[name] = summary.seconds_per_component.get(name, 0.0) + (
+        seconds[name] = seconds.get(name, 0.0) + (
             (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
         )
+    return seconds
+
+
+def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
+    """Summarises the newest run of `pipeline_name` in the SQLite store at `metadata_path`."""
+    store = read_only_store(metadata_path)
+    try:
+        run = newest_run(store, pipeline_name)
+    except LookupError as error:
+        raise LookupError(f"{error} at {metadata_path}") from None
+    summary = RunSummary(run_id=run.name, seconds_per_component=seconds_per_component(store, run))
+    release_outputs = set()
+    for execution in store.get_executions_by_context(run.id):
         if _node_id(store, execution) in RELEASE_NODES:
             release_outputs |= {
                 event.artifact_id

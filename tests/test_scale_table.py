@@ -1,0 +1,126 @@
+"""bench/scale_table.py and bench/report.py's table: the pipeline benchmark's tables and
+targets, from synthetic ML Metadata-like records."""
+
+import pytest
+
+from bench import report, scale_table
+
+
+def pipeline_run(images, mode, wall, example_gen, statistics, trainer=40.0, evaluator=20.0):
+    return {
+        "train_images": images,
+        "beam_mode": mode,
+        "wall_seconds": wall,
+        "seconds_per_component": {
+            "ImportExampleGen": example_gen,
+            "StatisticsGen": statistics,
+            "ImportSchemaGen": 0.5,
+            "ExampleValidator": 1.0,
+            "ValidationGate": 0.5,
+            "Trainer": trainer,
+            "Resolver": 0.25,
+            "Evaluator": evaluator,
+            "AtomicPusher": 1.0,
+        },
+    }
+
+
+PENGUIN = {
+    "wall_seconds": 90.0,
+    "seconds_per_component": {
+        "CsvExampleGen": 5.0,
+        "StatisticsGen": 5.0,
+        "SchemaGen": 1.0,
+        "Transform": 20.0,
+        "Trainer": 30.0,
+        "Resolver": 0.5,
+        "Evaluator": 10.0,
+        "Pusher": 1.0,
+    },
+}
+RUNS = [
+    pipeline_run(60000, "in_memory", 150.0, example_gen=30.0, statistics=24.0),
+    pipeline_run(10000, "in_memory", 100.0, example_gen=5.0, statistics=4.0),
+    pipeline_run(10000, "multi_processing", 130.0, example_gen=15.0, statistics=14.0),
+]
+THROUGHPUT = {
+    10000: {
+        "images_per_second": {"pipeline": 950.0, "in_memory": 1000.0},
+        "ratio": 0.95,
+        "cpu_ratio": 0.97,
+    },
+    60000: {
+        "images_per_second": {"pipeline": 850.0, "in_memory": 1000.0},
+        "ratio": 0.85,
+        "cpu_ratio": 0.96,
+    },
+}
+
+
+def test_components_add_up_to_their_columns_and_the_rest_is_other():
+    columns = scale_table.grouped(RUNS[1]["seconds_per_component"])
+    assert columns["ExampleGen"] == 5.0
+    assert columns["Schema+gate"] == 2.0
+    assert columns["Transform"] is None, "a column the run lacks is empty, not zero"
+    assert columns["Pusher"] == 1.0 and columns[scale_table.OTHER] == 0.25
+    penguin = scale_table.grouped(PENGUIN["seconds_per_component"])
+    assert penguin["ExampleGen"] == 5.0 and penguin["Transform"] == 20.0
+
+
+def test_non_training_is_wall_less_trainer_and_data_is_the_beam_components():
+    assert scale_table.non_training_seconds(RUNS[1]) == 60.0
+    assert scale_table.data_seconds(RUNS[1]) == 5.0 + 4.0 + 2.0 + 20.0
+
+
+def test_targets_measure_the_default_mode_only():
+    goals = scale_table.targets(RUNS, PENGUIN, THROUGHPUT, "in_memory")
+    growth = goals["non_training_growth"]
+    assert (growth["from_images"], growth["to_images"]) == (10000, 60000)
+    assert growth["images_factor"] == 6.0
+    assert growth["non_training_factor"] == pytest.approx(110.0 / 60.0)
+    assert growth["met"]
+    assert goals["fixed_cost"] == {
+        "non_training_seconds": 60.0,
+        "penguin_seconds": 90.0,
+        "met": True,
+    }
+    assert goals["input_ratio"]["met"] is False, "0.85 at 60,000 images is below 0.9"
+
+
+def test_targets_without_what_they_need_are_not_judged():
+    only_large = [RUNS[0]]
+    goals = scale_table.targets(only_large, None, {}, "in_memory")
+    assert goals["non_training_growth"] is None
+    assert goals["fixed_cost"]["met"] is None
+    assert goals["input_ratio"]["met"] is None
+    assert "targets (Beam in_memory):" in scale_table.format_tables(only_large, None, {}, goals)
+
+
+def test_tables_show_every_run_the_reference_the_growth_and_the_verdicts():
+    goals = scale_table.targets(RUNS, PENGUIN, THROUGHPUT, "in_memory")
+    text = scale_table.format_tables(RUNS, PENGUIN, THROUGHPUT, goals)
+    lines = text.splitlines()
+    [row] = [line for line in lines if line.startswith("10,000 multi_processing")]
+    assert row.split()[2:] == ["15.0", "14.0", "2.0", "-", "40.0", "20.0", "1.0", "0.2", "130.0",
+                               "90.0"]  # fmt: skip
+    assert any(line.startswith("penguin (TFX example)") for line in lines)
+    [growth] = [line for line in lines if line.startswith("growth 60,000/10,000 in_memory")]
+    assert growth.split()[3] == "6.00", "ExampleGen grew 6x"
+    assert growth.split()[10] == "-", "the resolvers' quarter second grows by noise alone"
+    beam_table = next(section for section in text.split("\n\n") if "data s in_memory" in section)
+    [beam] = [line for line in beam_table.splitlines() if line.startswith("10,000")]
+    assert beam.split()[1:] == ["31.0", "51.0", "1.65"]
+    assert "lowest 0.850 (missed)" in text
+    assert "x1.83 for x6.0 the images (sub-linear: met)" in text
+    assert "60 s <= penguin end to end 90 s (met)" in text
+
+
+def test_report_table_aligns_columns_and_rejects_ragged_rows():
+    assert report.table(["name", "s"], [["a", "1.0"], ["long", "10.0"]]).splitlines() == [
+        "name     s",
+        "----------",
+        "a      1.0",
+        "long  10.0",
+    ]
+    with pytest.raises(ValueError, match="every row needs 2 cells"):
+        report.table(["name", "s"], [["a"]])
