@@ -95,6 +95,7 @@ class ComparisonSpec:
             optimizer=optimizer,
             alpha=base.alpha if optimizer == "gsam" else None,
             perturb_every=perturb_every,
+            reuse_scale=base.reuse_scale if perturb_every > 1 else None,
         )
 
 

@@ -31,6 +31,7 @@ TRAINING_FLAGS = {
     "--rho-min": "rho_min",
     "--alpha": "alpha",
     "--perturb-every": "perturb_every",
+    "--reuse-scale": "reuse_scale",
     "--train-steps-per-epoch": "train_steps_per_epoch",
     "--label-key": "label_key",
     "--num-classes": "num_classes",
@@ -198,6 +199,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.perturb_every,
         help="sam/gsam: run the perturbed pass every K steps and reuse its flatness direction "
         "in between, LookSAM-style (default: %(default)s, exact)",
+    )
+    group.add_argument(
+        "--reuse-scale",
+        type=float,
+        help="with --perturb-every > 1: the reused direction's coefficient (default: "
+        "LookSAM's 0.7)",
     )
     group.add_argument(
         "--train-steps-per-epoch",

@@ -36,6 +36,15 @@ def test_lookahead_methods_perturb_every_k_steps_and_pay_for_it_in_the_budget():
     assert [configs[(m, 1)].epochs for m in ("plain", "gsam", "gsam-k5")] == [12, 6, 10]
 
 
+def test_the_reuse_coefficient_reaches_the_lookahead_methods_only():
+    spec = ComparisonSpec(methods=("plain", "gsam", "gsam-k5"), seeds=1)
+    configs = spec.training_configs(TrainingConfig(reuse_scale=0.25))
+    assert configs[("gsam-k5", 1)].reuse_scale == 0.25
+    # The exact methods' configs are those of a comparison without it (so a cache can hit).
+    assert configs[("gsam", 1)] == spec.training_configs(TrainingConfig())[("gsam", 1)]
+    assert configs[("plain", 1)].reuse_scale is None
+
+
 def test_equal_compute_without_plain_changes_nothing():
     configs = ComparisonSpec(methods=("sam", "gsam"), seeds=1, budget="equal-compute")
     assert {c.epochs for c in configs.training_configs(TrainingConfig(epochs=3)).values()} == {3}

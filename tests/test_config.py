@@ -37,6 +37,8 @@ BAD_VALUES = [
     ("perturb_every", -2, {}),
     ("perturb_every", 2.5, {}),
     ("perturb_every", 5, {"optimizer": "plain"}),
+    ("reuse_scale", -0.1, {"perturb_every": 5}),
+    ("reuse_scale", math.nan, {"perturb_every": 5}),
     ("label_key", "", {}),
     ("image_key", None, {}),
     ("image_shape", (28, 28), {}),

@@ -49,6 +49,10 @@ class TrainingConfig:
         perturb_every: for sam/gsam, run the perturbed pass every `perturb_every` steps and
             reuse its flatness direction in between (LookSAM-style; see `trainer.gsam.GSAM`);
             1 is exact SAM/GSAM. Must be 1 for plain.
+        reuse_scale: with `perturb_every` > 1, the coefficient of the reused direction
+            (`trainer.gsam.GSAM`'s `reuse_scale`); `None` means GSAM's default, LookSAM's 0.7.
+            Unused with `perturb_every` 1, so that a comparison can set it for its `gsam-kN`
+            methods alone.
         label_key: the integer class label feature.
         image_key: the PNG-encoded image feature, for `"resnet"`; ignored by `"mlp"`.
         image_shape: (height, width, channels) of the decoded images.
@@ -73,6 +77,7 @@ class TrainingConfig:
     alpha: float | None = None
     adaptive: bool = False
     perturb_every: int = 1
+    reuse_scale: float | None = None
     label_key: str = "label"
     image_key: str = "image"
     image_shape: tuple[int, int, int] = (28, 28, 1)
@@ -94,6 +99,8 @@ class TrainingConfig:
                 f"perturb_every must be 1 with optimizer='plain' (it has no perturbed pass), "
                 f"got {self.perturb_every}."
             )
+        if self.reuse_scale is not None:
+            _check_number("reuse_scale", self.reuse_scale, low=0)
         if self.num_classes is not None:
             _check_int("num_classes", self.num_classes, minimum=2)
         if self.seed is not None:

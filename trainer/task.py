@@ -158,6 +158,7 @@ def wrap_for_training(model, config: TrainingConfig, input_shape, lr_max, lr_min
         alpha=config.effective_alpha,
         adaptive=config.adaptive,
         perturb_every=config.perturb_every,
+        reuse_scale=config.reuse_scale if config.perturb_every > 1 else None,
         **lr_bounds,
     )
     # Restoring a backup needs a built model.
