@@ -36,6 +36,7 @@ from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 
+from trainer import data
 from trainer.op_errors import without_graph_dump
 
 # The feature name of a problem of a whole split, as ExampleValidator names its own.
@@ -219,7 +220,7 @@ def _decode_shapes(images: tf.Tensor) -> list[tf.Tensor]:
 
 
 def _record_chunks(path: str) -> Iterator[list[bytes]]:
-    compression = "GZIP" if path.endswith(".gz") else ""
+    compression = data.tfrecord_compression(path)
     for chunk in tf.data.TFRecordDataset(path, compression_type=compression).batch(
         CHUNK_RECORDS
     ):

@@ -81,7 +81,7 @@ def count_records(files: list[str]) -> int:
     """TFRecords in `files` (GZIP-compressed when their names end with .gz)."""
     if not files:
         return 0
-    compression = "GZIP" if files[0].endswith(".gz") else ""
+    compression = data.tfrecord_compression(files[0])
     batches = tf.data.TFRecordDataset(files, compression_type=compression).batch(4096)
     return int(batches.reduce(tf.constant(0, tf.int64), lambda n, b: n + tf.size(b, tf.int64)))
 

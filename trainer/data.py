@@ -240,3 +240,9 @@ def _dense(tensor):
     if isinstance(tensor, tf.RaggedTensor):
         return tensor.to_tensor()
     return tensor
+
+
+def tfrecord_compression(path: str) -> str:
+    """`TFRecordDataset`'s compression_type for a TFRecord file: GZIP for a `.gz` name (as
+    ExampleGen writes them), else none."""
+    return "GZIP" if path.endswith(".gz") else ""
