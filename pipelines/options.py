@@ -16,11 +16,13 @@ from components.sharpness_probe import ProbeSettings
 from pipelines import configs, pipeline
 from pipelines.comparison import BUDGETS, ComparisonSpec
 from trainer.config import BASE_OPTIMIZERS, LR_SCHEDULES, MODELS, OPTIMIZERS, TrainingConfig
+from trainer.model import MLP_UNITS, RESNET_WIDTHS
 from trainer.search_space import ALGORITHMS, OBJECTIVES, SearchSpace
 
 # Flag -> TrainingConfig field, for the flags that map one to one.
 TRAINING_FLAGS = {
     "--model": "model",
+    "--model-widths": "model_widths",
     "--epochs": "epochs",
     "--batch-size": "batch_size",
     "--learning-rate": "learning_rate",
@@ -162,6 +164,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="default: resnet for TFRecord images, mlp for CSV",
     )
+    group.add_argument(
+        "--model-widths",
+        type=model_widths,
+        default=None,
+        metavar="W1,W2,...",
+        help="resnet: channels per stage; mlp: units per hidden layer (default: %s for resnet, "
+        "%s for mlp)" % (",".join(map(str, RESNET_WIDTHS)), ",".join(map(str, MLP_UNITS))),
+    )
     group.add_argument("--epochs", type=int, default=defaults.epochs)
     group.add_argument("--batch-size", type=int, default=defaults.batch_size)
     group.add_argument(
@@ -203,8 +213,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--reuse-scale",
         type=float,
-        help="with --perturb-every > 1: the reused direction's coefficient (default: "
-        "LookSAM's 0.7)",
+        help="with --perturb-every > 1: LookSAM's fixed coefficient of the reused direction "
+        "(default: adaptive, its size as last measured)",
     )
     group.add_argument(
         "--train-steps-per-epoch",
@@ -246,6 +256,15 @@ def image_shape(text: str) -> tuple[int, ...]:
             f"must be HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3, got {text!r}"
         )
     return tuple(int(size) for size in text.split("x"))
+
+
+def model_widths(text: str) -> tuple[int, ...]:
+    """`--model-widths` as a tuple, from e.g. `8,16,32`."""
+    if not re.fullmatch(r"\d+(,\d+)*", text):
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated positive integers, e.g. 8,16,32, got {text!r}"
+        )
+    return tuple(int(width) for width in text.split(","))
 
 
 def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,9 @@ FIELDS = [field.name for field in dataclasses.fields(TrainingConfig)]
 # (field, bad value, extra valid fields); each message must start with the field's name.
 BAD_VALUES = [
     ("model", "cnn", {}),
+    ("model_widths", (), {}),
+    ("model_widths", (8, 0, 32), {}),
+    ("model_widths", "8,16", {}),
     ("epochs", 0, {}),
     ("epochs", 2.0, {}),
     ("epochs", True, {}),
@@ -80,6 +83,7 @@ def test_unknown_keys_are_named():
 def test_round_trips_through_json_and_custom_config():
     config = TrainingConfig(
         model="mlp",
+        model_widths=(32, 16),
         optimizer="sam",
         epochs=2,
         image_shape=(32, 32, 3),

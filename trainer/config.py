@@ -33,6 +33,8 @@ class TrainingConfig:
 
     Args:
         model: `"resnet"` (images) or `"mlp"` (tabular features).
+        model_widths: the resnet's channels per stage, or the mlp's units per hidden layer;
+            `None` means the model's default (`trainer.model.RESNET_WIDTHS`, `MLP_UNITS`).
         epochs: passes over the training split.
         batch_size: examples per step.
         learning_rate: peak learning rate.
@@ -50,7 +52,9 @@ class TrainingConfig:
             reuse its flatness direction in between (LookSAM-style; see `trainer.gsam.GSAM`);
             1 is exact SAM/GSAM. Must be 1 for plain.
         reuse_scale: with `perturb_every` > 1, the coefficient of the reused direction
-            (`trainer.gsam.GSAM`'s `reuse_scale`); `None` means GSAM's default, LookSAM's 0.7.
+            (`trainer.gsam.GSAM`'s `reuse_scale`); `None` means GSAM's default, the adaptive
+            one (the flatness component at its last measured size); a number is LookSAM's
+            fixed coefficient.
             Unused with `perturb_every` 1, so that a comparison can set it for its `gsam-kN`
             methods alone.
         label_key: the integer class label feature.
@@ -64,6 +68,7 @@ class TrainingConfig:
     """
 
     model: str = "resnet"
+    model_widths: tuple[int, ...] | None = None
     epochs: int = 3
     batch_size: int = 64
     learning_rate: float = 0.1
@@ -88,6 +93,17 @@ class TrainingConfig:
 
     def __post_init__(self):
         _check_choice("model", self.model, MODELS)
+        if self.model_widths is not None:
+            widths = self.model_widths
+            if (
+                not isinstance(widths, (tuple, list))
+                or not widths
+                or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
+            ):
+                raise ValueError(
+                    f"model_widths must be a non-empty list of positive integers, got {widths!r}."
+                )
+            object.__setattr__(self, "model_widths", tuple(widths))
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("base_optimizer", self.base_optimizer, BASE_OPTIMIZERS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -172,6 +188,8 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["image_shape"] = list(self.image_shape)
+        if self.model_widths is not None:
+            values["model_widths"] = list(self.model_widths)
         return values
 
     def to_custom_config(self) -> dict[str, Any]:
