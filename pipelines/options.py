@@ -39,6 +39,7 @@ TRAINING_FLAGS = {
     "--num-classes": "num_classes",
     "--image-key": "image_key",
     "--image-shape": "image_shape",
+    "--input-size": "input_size",
 }
 # Flag -> SearchSpace field; each flag needs --tune.
 TUNING_FLAGS = {
@@ -244,8 +245,17 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         type=image_shape,
         default=defaults.image_shape,
         metavar="HxWxC",
-        help="height, width and channels (1, 3 or 4) the images are decoded to; images of "
-        "another size are resized (default: %s)" % "x".join(map(str, defaults.image_shape)),
+        help="height, width and channels (1, 3 or 4) of the data's images; the validation gate "
+        "stops a run on an image of another shape (default: %s)"
+        % "x".join(map(str, defaults.image_shape)),
+    )
+    group.add_argument(
+        "--input-size",
+        type=input_size,
+        default=None,
+        metavar="HxW",
+        help="resize the images to this height and width for the model, e.g. 14x14 for a "
+        "quarter of the compute (default: --image-shape's)",
     )
 
 
@@ -255,6 +265,13 @@ def image_shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(
             f"must be HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3, got {text!r}"
         )
+    return tuple(int(size) for size in text.split("x"))
+
+
+def input_size(text: str) -> tuple[int, ...]:
+    """`--input-size` as `(height, width)`, from e.g. `14x14`."""
+    if not re.fullmatch(r"\d+x\d+", text):
+        raise argparse.ArgumentTypeError(f"must be HEIGHTxWIDTH, e.g. 14x14, got {text!r}")
     return tuple(int(size) for size in text.split("x"))
 
 

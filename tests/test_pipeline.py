@@ -205,9 +205,12 @@ class TestCommandLine:
         assert f"(flag: {flag})" in capsys.readouterr().err
 
     def test_image_flags_reach_the_trainer_config(self):
-        parser, args = self.parse("--image-key", "pixels", "--image-shape", "32x32x3")
+        parser, args = self.parse(
+            "--image-key", "pixels", "--image-shape", "32x32x3", "--input-size", "16x16"
+        )
         config = trainer_config(options.build_local(args, parser))
         assert (config.image_key, config.image_shape) == ("pixels", (32, 32, 3))
+        assert config.input_size == (16, 16)
         parser, args = self.parse()
         assert trainer_config(options.build_local(args, parser)).image_shape == (28, 28, 1)
 
@@ -217,6 +220,9 @@ class TestCommandLine:
         assert "--image-shape: must be HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3" in (
             capsys.readouterr().err
         )
+        with pytest.raises(SystemExit):
+            self.parse("--input-size", "14x14x1")
+        assert "--input-size: must be HEIGHTxWIDTH, e.g. 14x14" in capsys.readouterr().err
 
     def test_uris_stay_uris_and_metadata_stays_local(self, tmp_path, monkeypatch):
         inspected = []

@@ -60,6 +60,8 @@ class TrainingConfig:
         label_key: the integer class label feature.
         image_key: the PNG-encoded image feature, for `"resnet"`; ignored by `"mlp"`.
         image_shape: (height, width, channels) of the decoded images.
+        input_size: (height, width) the images are resized to for the model, e.g. a lower
+            resolution for a cheaper model; `None` keeps `image_shape`'s.
         num_classes: number of classes; `None` reads it from the schema's label domain.
         train_steps_per_epoch, eval_steps: cap the steps (useful on tiny data); `None` means
             one full pass.
@@ -86,6 +88,7 @@ class TrainingConfig:
     label_key: str = "label"
     image_key: str = "image"
     image_shape: tuple[int, int, int] = (28, 28, 1)
+    input_size: tuple[int, int] | None = None
     num_classes: int | None = None
     train_steps_per_epoch: int | None = None
     eval_steps: int | None = None
@@ -155,6 +158,15 @@ class TrainingConfig:
                 f"got {shape!r}."
             )
         object.__setattr__(self, "image_shape", tuple(shape))
+        size = self.input_size
+        if size is not None:
+            if (
+                not isinstance(size, (tuple, list))
+                or len(size) != 2
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in size)
+            ):
+                raise ValueError(f"input_size must be (height, width), got {size!r}.")
+            object.__setattr__(self, "input_size", tuple(size))
 
     @property
     def effective_alpha(self) -> float:
@@ -188,6 +200,8 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["image_shape"] = list(self.image_shape)
+        if self.input_size is not None:
+            values["input_size"] = list(self.input_size)
         if self.model_widths is not None:
             values["model_widths"] = list(self.model_widths)
         return values
