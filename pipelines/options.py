@@ -215,7 +215,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--reuse-scale",
         type=float,
         help="with --perturb-every > 1: LookSAM's fixed coefficient of the reused direction "
-        "(default: adaptive, its size as last measured)",
+        "(default: adaptive, at the angle the last perturbed pass measured)",
     )
     group.add_argument(
         "--train-steps-per-epoch",

@@ -53,8 +53,8 @@ class TrainingConfig:
             1 is exact SAM/GSAM. Must be 1 for plain.
         reuse_scale: with `perturb_every` > 1, the coefficient of the reused direction
             (`trainer.gsam.GSAM`'s `reuse_scale`); `None` means GSAM's default, the adaptive
-            one (the flatness component at its last measured size); a number is LookSAM's
-            fixed coefficient.
+            one (at the angle the last perturbed pass measured); a number is LookSAM's fixed
+            coefficient.
             Unused with `perturb_every` 1, so that a comparison can set it for its `gsam-kN`
             methods alone.
         label_key: the integer class label feature.

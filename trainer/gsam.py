@@ -555,9 +555,9 @@ class GSAM(keras.Model):
         perturb_every: run the perturbed pass every `perturb_every` steps,
             an integer >= 1; 1 (the default) is exact GSAM at every step.
         reuse_scale: `None` (the default) rebuilds the perturbed gradient
-            with the flatness component at its last measured size; a
-            number >= 0 is LookSAM's fixed coefficient instead (0.7 in its
-            public ports; the paper tunes it). Only with
+            at about the angle to `g` that the last perturbed pass
+            measured; a number >= 0 is LookSAM's fixed coefficient instead
+            (0.7 in its public ports; the paper tunes it). Only with
             `perturb_every > 1`.
         **kwargs: `name`, `trainable`, `dtype` as for any Keras model.
 
