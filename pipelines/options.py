@@ -16,11 +16,13 @@ from components.sharpness_probe import ProbeSettings
 from pipelines import configs, pipeline
 from pipelines.comparison import BUDGETS, ComparisonSpec
 from trainer.config import BASE_OPTIMIZERS, LR_SCHEDULES, MODELS, OPTIMIZERS, TrainingConfig
+from trainer.model import MLP_UNITS, RESNET_WIDTHS
 from trainer.search_space import ALGORITHMS, OBJECTIVES, SearchSpace
 
 # Flag -> TrainingConfig field, for the flags that map one to one.
 TRAINING_FLAGS = {
     "--model": "model",
+    "--model-widths": "model_widths",
     "--epochs": "epochs",
     "--batch-size": "batch_size",
     "--learning-rate": "learning_rate",
@@ -37,6 +39,7 @@ TRAINING_FLAGS = {
     "--num-classes": "num_classes",
     "--image-key": "image_key",
     "--image-shape": "image_shape",
+    "--input-size": "input_size",
 }
 # Flag -> SearchSpace field; each flag needs --tune.
 TUNING_FLAGS = {
@@ -162,6 +165,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="default: resnet for TFRecord images, mlp for CSV",
     )
+    group.add_argument(
+        "--model-widths",
+        type=model_widths,
+        default=None,
+        metavar="W1,W2,...",
+        help="resnet: channels per stage; mlp: units per hidden layer (default: %s for resnet, "
+        "%s for mlp)" % (",".join(map(str, RESNET_WIDTHS)), ",".join(map(str, MLP_UNITS))),
+    )
     group.add_argument("--epochs", type=int, default=defaults.epochs)
     group.add_argument("--batch-size", type=int, default=defaults.batch_size)
     group.add_argument(
@@ -203,8 +214,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--reuse-scale",
         type=float,
-        help="with --perturb-every > 1: the reused direction's coefficient (default: "
-        "LookSAM's 0.7)",
+        help="with --perturb-every > 1: LookSAM's fixed coefficient of the reused direction "
+        "(default: adaptive, at the angle the last perturbed pass measured)",
     )
     group.add_argument(
         "--train-steps-per-epoch",
@@ -234,8 +245,17 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         type=image_shape,
         default=defaults.image_shape,
         metavar="HxWxC",
-        help="height, width and channels (1, 3 or 4) the images are decoded to; images of "
-        "another size are resized (default: %s)" % "x".join(map(str, defaults.image_shape)),
+        help="height, width and channels (1, 3 or 4) of the data's images; the validation gate "
+        "stops a run on an image of another shape (default: %s)"
+        % "x".join(map(str, defaults.image_shape)),
+    )
+    group.add_argument(
+        "--input-size",
+        type=input_size,
+        default=None,
+        metavar="HxW",
+        help="resize the images to this height and width for the model, e.g. 14x14 for a "
+        "quarter of the compute (default: --image-shape's)",
     )
 
 
@@ -246,6 +266,22 @@ def image_shape(text: str) -> tuple[int, ...]:
             f"must be HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3, got {text!r}"
         )
     return tuple(int(size) for size in text.split("x"))
+
+
+def input_size(text: str) -> tuple[int, ...]:
+    """`--input-size` as `(height, width)`, from e.g. `14x14`."""
+    if not re.fullmatch(r"\d+x\d+", text):
+        raise argparse.ArgumentTypeError(f"must be HEIGHTxWIDTH, e.g. 14x14, got {text!r}")
+    return tuple(int(size) for size in text.split("x"))
+
+
+def model_widths(text: str) -> tuple[int, ...]:
+    """`--model-widths` as a tuple, from e.g. `8,16,32`."""
+    if not re.fullmatch(r"\d+(,\d+)*", text):
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated positive integers, e.g. 8,16,32, got {text!r}"
+        )
+    return tuple(int(width) for width in text.split(","))
 
 
 def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,9 @@ FIELDS = [field.name for field in dataclasses.fields(TrainingConfig)]
 # (field, bad value, extra valid fields); each message must start with the field's name.
 BAD_VALUES = [
     ("model", "cnn", {}),
+    ("model_widths", (), {}),
+    ("model_widths", (8, 0, 32), {}),
+    ("model_widths", "8,16", {}),
     ("epochs", 0, {}),
     ("epochs", 2.0, {}),
     ("epochs", True, {}),
@@ -44,6 +47,8 @@ BAD_VALUES = [
     ("image_shape", (28, 28), {}),
     ("image_shape", (28, 28, 2), {}),
     ("image_shape", (28, 0, 1), {}),
+    ("input_size", (14, 14, 1), {}),
+    ("input_size", (14, 0), {}),
     ("num_classes", 1, {}),
     ("train_steps_per_epoch", 0, {}),
     ("eval_steps", 1.5, {}),
@@ -80,9 +85,11 @@ def test_unknown_keys_are_named():
 def test_round_trips_through_json_and_custom_config():
     config = TrainingConfig(
         model="mlp",
+        model_widths=(32, 16),
         optimizer="sam",
         epochs=2,
         image_shape=(32, 32, 3),
+        input_size=(16, 16),
         num_classes=4,
         warmup_epochs=0.5,
         train_steps_per_epoch=7,

@@ -67,6 +67,25 @@ def test_images_of_another_size_are_resized(tmp_path):
     np.testing.assert_allclose(probabilities.numpy(), expected, atol=1e-5)
 
 
+def test_an_input_size_resizes_training_and_serving_images_alike(tmp_path):
+    config = TrainingConfig(input_size=(14, 14))
+    schema = data.load_schema(trainer_examples.SAMPLE_SCHEMA)
+    assert data.model_input_shape(config, schema) == (14, 14, 1)
+    model = build_model(config, 10, data.model_input_shape(config, schema))
+    export_dir = str(tmp_path / "serving")
+    export.export_serving_model(model, config, schema, export_dir)
+    images = trainer_examples.random_images(np.random.default_rng(2), 3)
+    examples = [trainer_examples.image_example(image, 0) for image in images]
+
+    probabilities = load_signature(export_dir)(examples=tf.constant(examples))["probabilities"]
+
+    resized = tf.image.resize(images.astype("float32") / 255.0, (14, 14))
+    np.testing.assert_allclose(probabilities.numpy(), model(resized, training=False), atol=1e-5)
+    # The Trainer's batches go through the same path.
+    parsed = tf.io.parse_example(tf.constant(examples), data.parse_spec(config, schema))
+    np.testing.assert_allclose(data.features_to_inputs(parsed, config, schema), resized, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def image_signature(tmp_path_factory):
     """The serving signature of an (untrained) image model, and one well-formed example."""

@@ -30,7 +30,6 @@ from tests.test_gsam_reference import (
 from trainer import gsam_math
 from trainer.config import TrainingConfig
 from trainer.gsam import (
-    DEFAULT_REUSE_SCALE,
     GSAM,
     apply_sharpness_aware_gradients,
     sharpness_aware_gradients,
@@ -41,16 +40,18 @@ XLA_ON_CPU_WARNING = "ignore:`perturb_every` > 1 with `jit_compile=True`:UserWar
 
 
 def reference_flatness(g, g_p):
-    """g_v = g_p - <g_p, g^> g^."""
+    """u = g_p^ - <g_p^, g^> g^."""
     unit = [t / _norm(g) for t in g]
-    along = sum(np.vdot(a, b) for a, b in zip(g_p, unit))
-    return [a - along * b for a, b in zip(g_p, unit)]
+    unit_p = [t / _norm(g_p) for t in g_p]
+    along = sum(np.vdot(a, b) for a, b in zip(unit_p, unit))
+    return [a - along * b for a, b in zip(unit_p, unit)]
 
 
-def reference_reused_direction(g, g_v, alpha, reuse_scale, minimize_fp):
-    """GSAM's direction of (g, g~_p), g~_p = g + reuse_scale * |g| / |g_v| * g_v."""
-    beta = reuse_scale * _norm(g) / _norm(g_v)
-    estimate = [a + beta * v for a, v in zip(g, g_v)]
+def reference_reused_direction(g, u, alpha, reuse_scale, minimize_fp):
+    """GSAM's direction of (g, g~_p): g~_p = g + |g| * u (`reuse_scale` None), else
+    g~_p = g + reuse_scale * |g| / |u| * u."""
+    beta = _norm(g) if reuse_scale is None else reuse_scale * _norm(g) / _norm(u)
+    estimate = [a + beta * v for a, v in zip(g, u)]
     return reference_direction(g, estimate, alpha, minimize_fp)
 
 
@@ -192,14 +193,14 @@ def test_only_steps_0_k_2k_run_the_perturbed_pass(jit_compile):
     [
         dict(),
         dict(minimize_fp=False),
-        dict(alpha=0.0),
+        dict(alpha=0.0, reuse_scale=0.7),
         dict(adaptive=True, reuse_scale=0.3),
     ],
-    ids=["gsam", "minimize_f", "looksam", "adaptive"],
+    ids=["gsam", "minimize_f", "looksam", "adaptive_perturbation_fixed_scale"],
 )
 def test_cheap_step_matches_the_numpy_reference(options):
     options = {"rho": 0.1, "alpha": 0.3, **options}
-    reuse_scale = options.get("reuse_scale", DEFAULT_REUSE_SCALE)
+    reuse_scale = options.get("reuse_scale")
     minimize_fp = options.get("minimize_fp", True)
     adaptive = options.get("adaptive", False)
     lr = 0.5
@@ -229,33 +230,42 @@ def test_reused_direction_matches_reference_and_skips_missing_gradients():
     rng = np.random.default_rng(3)
     shapes = [(3, 4), (4,), (2,)]
     g = [rng.normal(size=s).astype("float32") for s in shapes]
-    g_v = [rng.normal(size=s).astype("float32") for s in shapes]
+    u = [0.3 * rng.normal(size=s).astype("float32") for s in shapes]
     for minimize_fp in (True, False):
-        d = gsam_math.reused_gsam_direction(g + [None], g_v + [g_v[0]], 0.4, 0.7, minimize_fp)
-        assert d[-1] is None
-        expected = reference_reused_direction(
-            [t.astype("float64") for t in g], [t.astype("float64") for t in g_v], 0.4, 0.7,
-            minimize_fp,
-        )  # fmt: skip
-        for actual, want in zip(d[:-1], expected):
-            np.testing.assert_allclose(actual, want, rtol=1e-5, atol=1e-6)
+        for reuse_scale in (None, 0.7):
+            d = gsam_math.reused_gsam_direction(
+                g + [None], u + [u[0]], 0.4, reuse_scale, minimize_fp
+            )
+            assert d[-1] is None
+            expected = reference_reused_direction(
+                [t.astype("float64") for t in g], [t.astype("float64") for t in u], 0.4,
+                reuse_scale, minimize_fp,
+            )  # fmt: skip
+            for actual, want in zip(d[:-1], expected):
+                np.testing.assert_allclose(actual, want, rtol=1e-5, atol=1e-6)
     # No stored direction yet (zeros): the step is the clean gradient.
     zeros = [np.zeros_like(t) for t in g]
-    for actual, want in zip(gsam_math.reused_gsam_direction(g, zeros, 0.4, 0.7), g):
-        np.testing.assert_allclose(actual, want, rtol=1e-6)
+    for reuse_scale in (None, 0.7):
+        for actual, want in zip(gsam_math.reused_gsam_direction(g, zeros, 0.4, reuse_scale), g):
+            np.testing.assert_allclose(actual, want, rtol=1e-6)
 
 
-def test_flatness_direction_is_orthogonal_to_the_clean_gradient():
+def test_flatness_direction_is_orthogonal_to_g_with_the_sine_of_the_angle_as_norm():
     rng = np.random.default_rng(4)
     g = [rng.normal(size=(5,)).astype("float32"), rng.normal(size=(2, 3)).astype("float32")]
     g_p = [t + rng.normal(size=t.shape).astype("float32") for t in g]
-    g_v = gsam_math.flatness_direction(g, g_p)
+    u = gsam_math.flatness_direction(g, g_p)
     expected = reference_flatness(
         [t.astype("float64") for t in g], [t.astype("float64") for t in g_p]
     )
-    for actual, want in zip(g_v, expected):
+    for actual, want in zip(u, expected):
         np.testing.assert_allclose(actual, want, rtol=1e-5, atol=1e-6)
-    assert abs(float(gsam_math.inner_product(g, g_v))) < 1e-5
+    assert abs(float(gsam_math.inner_product(g, u))) < 1e-5
+    cosine = sum(np.vdot(a, b) for a, b in zip(g, g_p)) / (_norm(g) * _norm(g_p))
+    assert float(gsam_math.global_norm(u)) == pytest.approx(np.sqrt(1 - cosine**2), rel=1e-5)
+    # Free of the gradients' units: scaling g_p (a loss scale) changes nothing.
+    for a, b in zip(gsam_math.flatness_direction(g, [1024.0 * t for t in g_p]), u):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 # Logs.
@@ -401,7 +411,7 @@ def test_gradient_accumulation_counts_micro_batches():
 
     d_a, g_v = _reference_step(params, x[:8], y[:8], 0.1, 0.3, False, True)
     _, g_b = mlp_loss_and_grads(params, x[8:], y[8:], np.ones(8), 0.0)
-    d_b = reference_reused_direction(g_b, g_v, 0.3, DEFAULT_REUSE_SCALE, True)
+    d_b = reference_reused_direction(g_b, g_v, 0.3, None, True)
     for variable, w, a, b in zip(model.trainable_variables, params, d_a, d_b):
         np.testing.assert_allclose(variable.numpy(), w - (a + b) / 2, rtol=1e-5, atol=1e-5)
     assert int(gsam_model.optimizer.iterations.numpy()) == 1
@@ -515,7 +525,7 @@ def test_training_config_reaches_the_wrapper():
     config = TrainingConfig(model="mlp", optimizer="sam", perturb_every=5)
     model = _mlp()
     trained = task.wrap_for_training(model, config, (6,), 0.1, 0.001)
-    assert (trained.perturb_every, trained.reuse_scale) == (5, DEFAULT_REUSE_SCALE)
+    assert (trained.perturb_every, trained.reuse_scale) == (5, None)
     assert len(trained.flatness_direction) == len(model.trainable_variables)
     assert config.passes_per_step == pytest.approx(1.2)
 

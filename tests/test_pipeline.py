@@ -158,7 +158,7 @@ class TestCommandLine:
     def test_flags_reach_the_trainer_config(self):
         parser, args = self.parse(
             "--optimizer", "sam", "--epochs", "2", "--rho-max", "0.1", "--rho-min", "0.05",
-            "--perturb-every", "5",
+            "--perturb-every", "5", "--model-widths", "8,16,32",
         )  # fmt: skip
         dag = options.build_local(args, parser)
         config = trainer_config(dag)
@@ -170,6 +170,7 @@ class TestCommandLine:
         )
         assert config.effective_alpha == 0.0
         assert config.perturb_every == 5
+        assert config.model_widths == (8, 16, 32)
         assert dag.pipeline_info.pipeline_root == "/tmp/out/pipeline"
         assert "SharpnessProbe" not in [node.id for node in dag.components]
 
@@ -192,6 +193,7 @@ class TestCommandLine:
             (["--accuracy-threshold", "2"], "--accuracy-threshold"),
             (["--data-root", "/nonexistent"], "--data-root"),
             (["--image-shape", "32x32x2"], "--image-shape"),
+            (["--model-widths", "8,0"], "--model-widths"),
             (["--output-dir", "gs://bucket/out"], "--output-dir, --metadata-path"),
             (["--sharpness", "--max-sharpness-increase", "-1"], "--max-sharpness-increase"),
         ],
@@ -203,9 +205,12 @@ class TestCommandLine:
         assert f"(flag: {flag})" in capsys.readouterr().err
 
     def test_image_flags_reach_the_trainer_config(self):
-        parser, args = self.parse("--image-key", "pixels", "--image-shape", "32x32x3")
+        parser, args = self.parse(
+            "--image-key", "pixels", "--image-shape", "32x32x3", "--input-size", "16x16"
+        )
         config = trainer_config(options.build_local(args, parser))
         assert (config.image_key, config.image_shape) == ("pixels", (32, 32, 3))
+        assert config.input_size == (16, 16)
         parser, args = self.parse()
         assert trainer_config(options.build_local(args, parser)).image_shape == (28, 28, 1)
 
@@ -215,6 +220,9 @@ class TestCommandLine:
         assert "--image-shape: must be HEIGHTxWIDTHxCHANNELS, e.g. 32x32x3" in (
             capsys.readouterr().err
         )
+        with pytest.raises(SystemExit):
+            self.parse("--input-size", "14x14x1")
+        assert "--input-size: must be HEIGHTxWIDTH, e.g. 14x14" in capsys.readouterr().err
 
     def test_uris_stay_uris_and_metadata_stays_local(self, tmp_path, monkeypatch):
         inspected = []

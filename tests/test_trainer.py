@@ -12,7 +12,7 @@ import tensorflow as tf
 from tests import trainer_examples
 from trainer import data, export, task
 from trainer.config import TrainingConfig
-from trainer.gsam import DEFAULT_REUSE_SCALE, GSAM
+from trainer.gsam import GSAM
 from trainer.model import build_model
 from trainer.rho import rho_from_learning_rate
 
@@ -179,17 +179,14 @@ def test_run_fn_trains_what_the_config_asks_and_exports_the_inner_model(
 
 @pytest.mark.parametrize(
     "perturb_every, reuse_scale, expected",
-    [(5, 0.25, 0.25), (5, None, DEFAULT_REUSE_SCALE), (1, 0.25, None)],
+    [(5, 0.25, 0.25), (5, None, None), (1, 0.25, None)],
+    ids=["fixed", "adaptive", "exact"],
 )
 def test_the_reuse_coefficient_reaches_gsam_when_steps_reuse(perturb_every, reuse_scale, expected):
     config = TrainingConfig(optimizer="gsam", perturb_every=perturb_every, reuse_scale=reuse_scale)
     model = build_model(TrainingConfig(model="mlp"), num_classes=3, input_shape=(4,))
     trained = task.wrap_for_training(model, config, (4,), lr_max=0.1, lr_min=0.1)
-    assert trained.perturb_every == perturb_every
-    if expected is None:
-        assert trained.reuse_scale is None
-    else:
-        assert trained.reuse_scale == pytest.approx(expected)
+    assert (trained.perturb_every, trained.reuse_scale) == (perturb_every, expected)
 
 
 def test_a_constant_learning_rate_gives_a_constant_rho_max():

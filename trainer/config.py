@@ -33,6 +33,8 @@ class TrainingConfig:
 
     Args:
         model: `"resnet"` (images) or `"mlp"` (tabular features).
+        model_widths: the resnet's channels per stage, or the mlp's units per hidden layer;
+            `None` means the model's default (`trainer.model.RESNET_WIDTHS`, `MLP_UNITS`).
         epochs: passes over the training split.
         batch_size: examples per step.
         learning_rate: peak learning rate.
@@ -50,12 +52,16 @@ class TrainingConfig:
             reuse its flatness direction in between (LookSAM-style; see `trainer.gsam.GSAM`);
             1 is exact SAM/GSAM. Must be 1 for plain.
         reuse_scale: with `perturb_every` > 1, the coefficient of the reused direction
-            (`trainer.gsam.GSAM`'s `reuse_scale`); `None` means GSAM's default, LookSAM's 0.7.
+            (`trainer.gsam.GSAM`'s `reuse_scale`); `None` means GSAM's default, the adaptive
+            one (at the angle the last perturbed pass measured); a number is LookSAM's fixed
+            coefficient.
             Unused with `perturb_every` 1, so that a comparison can set it for its `gsam-kN`
             methods alone.
         label_key: the integer class label feature.
         image_key: the PNG-encoded image feature, for `"resnet"`; ignored by `"mlp"`.
         image_shape: (height, width, channels) of the decoded images.
+        input_size: (height, width) the images are resized to for the model, e.g. a lower
+            resolution for a cheaper model; `None` keeps `image_shape`'s.
         num_classes: number of classes; `None` reads it from the schema's label domain.
         train_steps_per_epoch, eval_steps: cap the steps (useful on tiny data); `None` means
             one full pass.
@@ -64,6 +70,7 @@ class TrainingConfig:
     """
 
     model: str = "resnet"
+    model_widths: tuple[int, ...] | None = None
     epochs: int = 3
     batch_size: int = 64
     learning_rate: float = 0.1
@@ -81,6 +88,7 @@ class TrainingConfig:
     label_key: str = "label"
     image_key: str = "image"
     image_shape: tuple[int, int, int] = (28, 28, 1)
+    input_size: tuple[int, int] | None = None
     num_classes: int | None = None
     train_steps_per_epoch: int | None = None
     eval_steps: int | None = None
@@ -88,6 +96,17 @@ class TrainingConfig:
 
     def __post_init__(self):
         _check_choice("model", self.model, MODELS)
+        if self.model_widths is not None:
+            widths = self.model_widths
+            if (
+                not isinstance(widths, (tuple, list))
+                or not widths
+                or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
+            ):
+                raise ValueError(
+                    f"model_widths must be a non-empty list of positive integers, got {widths!r}."
+                )
+            object.__setattr__(self, "model_widths", tuple(widths))
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("base_optimizer", self.base_optimizer, BASE_OPTIMIZERS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -139,6 +158,15 @@ class TrainingConfig:
                 f"got {shape!r}."
             )
         object.__setattr__(self, "image_shape", tuple(shape))
+        size = self.input_size
+        if size is not None:
+            if (
+                not isinstance(size, (tuple, list))
+                or len(size) != 2
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in size)
+            ):
+                raise ValueError(f"input_size must be (height, width), got {size!r}.")
+            object.__setattr__(self, "input_size", tuple(size))
 
     @property
     def effective_alpha(self) -> float:
@@ -172,6 +200,10 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["image_shape"] = list(self.image_shape)
+        if self.input_size is not None:
+            values["input_size"] = list(self.input_size)
+        if self.model_widths is not None:
+            values["model_widths"] = list(self.model_widths)
         return values
 
     def to_custom_config(self) -> dict[str, Any]:

@@ -4,8 +4,9 @@ The Trainer reads batches through TFX's `DataAccessor` (the penguin example's pa
 serving signature parses serialized examples with `parse_spec`. Both then call
 `features_to_inputs`, so training and serving share one preprocessing path:
 
-* `"resnet"`: the PNG bytes of `config.image_key`, decoded to `config.image_shape` (resized
-  when an image has another size) and scaled to float32 in [0, 1].
+* `"resnet"`: the PNG bytes of `config.image_key`, decoded to `config.image_shape`'s channels,
+  resized to `config.input_size` when set (and whenever an image has another size) and scaled
+  to float32 in [0, 1].
 * `"mlp"`: every INT or FLOAT feature of the schema except the label, in name order, each
   flattened, cast to float32 and concatenated into one vector. No scaling here: the MLP
   normalizes its input itself (see trainer/model.py). A feature must have a fixed size
@@ -97,8 +98,11 @@ def parse_spec(
 
 
 def model_input_shape(config: TrainingConfig, schema: schema_pb2.Schema) -> tuple[int, ...]:
-    """Shape of one model input: `config.image_shape`, or (number of numeric values,)."""
+    """Shape of one model input: `config.image_shape` (at `config.input_size` when set), or
+    (number of numeric values,)."""
     if config.model == "resnet":
+        if config.input_size is not None:
+            return (*config.input_size, config.image_shape[2])
         return config.image_shape
     return (sum(math.prod(spec.shape) for spec in parse_spec(config, schema).values()),)
 
@@ -115,7 +119,7 @@ def features_to_inputs(
     """
     if config.model == "resnet":
         png = tf.reshape(_dense(features[config.image_key]), [-1])
-        return decode_images(png, config.image_shape)
+        return decode_images(png, model_input_shape(config, schema))
     return tf.concat(
         [
             tf.reshape(

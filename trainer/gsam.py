@@ -40,8 +40,6 @@ from keras import ops
 from trainer import gsam_math
 from trainer import rho as rho_lib
 
-# LookSAM's coefficient of the reused direction, as in its public ports.
-DEFAULT_REUSE_SCALE = 0.7
 # Logs measured by the perturbed pass; with `perturb_every > 1`, averaged
 # over the steps that ran it.
 PERTURBED_PASS_LOGS = ("perturbed_loss", "surrogate_gap", "grad_cosine")
@@ -85,7 +83,7 @@ class SharpnessAwareGradients(
             and the cosine 1.
         perturbed: scalar bool (or Python `True`), whether the perturbed
             pass ran.
-        flatness_updates: `(variable, g_v)` pairs for the stored flatness
+        flatness_updates: `(variable, u)` pairs for the stored flatness
             direction; `apply_sharpness_aware_gradients` assigns them only
             after a finite step that ran the perturbed pass. Empty without
             `flatness`.
@@ -107,7 +105,7 @@ def sharpness_aware_gradients(
     eps=1e-12,
     perturb=True,
     flatness=None,
-    reuse_scale=DEFAULT_REUSE_SCALE,
+    reuse_scale=None,
 ):
     """One GSAM gradient computation on a batch; changes no state.
 
@@ -126,11 +124,11 @@ def sharpness_aware_gradients(
     global batch.
 
     LookSAM-style reuse: with `flatness` (variables holding the stored
-    direction `g_v`, see `gsam_math.flatness_direction`) and a scalar bool
+    direction `u`, see `gsam_math.flatness_direction`) and a scalar bool
     `perturb`, a `tf.cond` runs the perturbed pass only when `perturb` is
-    true; then the direction is exact GSAM's and the new `g_v` goes to
+    true; then the direction is exact GSAM's and the new `u` goes to
     `flatness_updates`. Otherwise the clean pass alone gives
-    `gsam_math.reused_gsam_direction(g, g_v, alpha, reuse_scale)`. Under
+    `gsam_math.reused_gsam_direction(g, u, alpha, reuse_scale)`. Under
     `sync_perturbation` the all-reduce of `g_p` runs on every step (a
     replica cannot skip a collective inside a `tf.cond`); its result is
     unused on steps without the perturbed pass.
@@ -151,9 +149,10 @@ def sharpness_aware_gradients(
         perturb: Python `True` (always run the perturbed pass), or a scalar
             bool tensor; anything else needs `flatness`.
         flatness: `None`, or one variable per `model.trainable_variables`
-            entry, of its shape, holding the stored `g_v`.
-        reuse_scale: LookSAM's coefficient of the reused direction; see
-            `gsam_math.reused_gsam_direction`. Only read with `flatness`.
+            entry, of its shape, holding the stored `u`.
+        reuse_scale: `None` (adaptive) or LookSAM's fixed coefficient of the
+            reused direction; see `gsam_math.reused_gsam_direction`. Only
+            read with `flatness`.
 
     Returns:
         A `SharpnessAwareGradients`.
@@ -268,7 +267,7 @@ def sharpness_aware_gradients(
     flatness_updates = []
     if flatness is not None:
         logs["perturbed_step"] = ops.cast(perturb, "float32")
-        flatness_updates = [(v, g_v) for v, g_v in zip(flatness, new_flatness) if g_v is not None]
+        flatness_updates = [(v, u) for v, u in zip(flatness, new_flatness) if u is not None]
     return SharpnessAwareGradients(
         directions, y_pred, state_updates, finite, logs, perturb, flatness_updates
     )
@@ -488,24 +487,31 @@ class GSAM(keras.Model):
 
     Perturbing only every k-th step (`perturb_every=k`, LookSAM's reuse, Liu
     et al., CVPR 2022): steps 0, k, 2k, ... are exact GSAM steps and also
-    store the flatness direction, the part of `g_p` orthogonal to `g`:
+    store the flatness direction, the part of the unit perturbed gradient
+    orthogonal to `g`:
 
-        g_v = g_p - <g_p, g^> g^
+        u = g_p^ - <g_p^, g^> g^
 
     The k - 1 steps in between run only the clean pass (a `tf.cond` skips
     the perturbed one, also under `jit_compile`), estimate the perturbed
-    gradient from the current `g` and the stored `g_v`, rescaled to `|g|`,
+    gradient from the current `g` and the stored `u`,
 
-        g~_p = g + reuse_scale * |g| / |g_v| * g_v
+        g~_p = g + |g| * u                          (reuse_scale=None)
+        g~_p = g + reuse_scale * |g| / |u| * u      (LookSAM's fixed one)
 
     and descend along GSAM's direction of `(g, g~_p)`, so alpha enters as in
     an exact step: `d = g~_p - alpha * (g - <g, g~_p^> g~_p^)` (with
     `minimize_fp=False`, `d = g + alpha * (g~_p - <g~_p, g^> g^)`). With
-    `alpha=0` this is LookSAM. The stored `g_v` is LookSAM's choice and also
-    GSAM's own surrogate-gap component (`minimize_fp=False` is exactly
-    `d = g + alpha * g_v`); rebuilding `g_p` rather than storing the final
-    direction keeps `alpha` live on every step. Forward-backward passes per
-    step: `1 + 1 / k`. `g_v` lives in non-trainable variables
+    `alpha=0` and a fixed `reuse_scale` this is LookSAM. The default,
+    adaptive form tilts `g` by about the angle between `g` and `g_p` that
+    the last perturbed pass measured (`|u| = sin(angle)`), so it shrinks
+    with rho and needs no tuning; LookSAM's fixed coefficient (0.7 in its
+    public ports) does not follow rho. The stored direction is LookSAM's
+    choice and, up to its norm, GSAM's own surrogate-gap component
+    (`minimize_fp=False` is `d = g + alpha * |g_p| * u`); rebuilding
+    `g_p` rather than storing the final direction keeps `alpha` live on
+    every step. Forward-backward passes per step: `1 + 1 / k`. `u` lives in
+    non-trainable variables
     (`flatness_direction`, one per trainable variable, its shape and dtype),
     saved with checkpoints and `.keras` files; under a distribution strategy
     each replica keeps its own (they are equal with `sync_perturbation`) and
@@ -548,9 +554,11 @@ class GSAM(keras.Model):
         eps: added to every norm before dividing, > 0.
         perturb_every: run the perturbed pass every `perturb_every` steps,
             an integer >= 1; 1 (the default) is exact GSAM at every step.
-        reuse_scale: LookSAM's coefficient of the reused direction, >= 0;
-            only with `perturb_every > 1`, which defaults it to 0.7 (the
-            value of LookSAM's public ports; the paper tunes it).
+        reuse_scale: `None` (the default) rebuilds the perturbed gradient
+            at about the angle to `g` that the last perturbed pass
+            measured; a number >= 0 is LookSAM's fixed coefficient instead
+            (0.7 in its public ports; the paper tunes it). Only with
+            `perturb_every > 1`.
         **kwargs: `name`, `trainable`, `dtype` as for any Keras model.
 
     Example, rho following a cosine learning rate from 0.04 down to 0.02:
@@ -681,7 +689,7 @@ class GSAM(keras.Model):
         self.sync_perturbation = bool(sync_perturbation)
         self.eps = eps
         self.perturb_every = int(perturb_every)
-        self.reuse_scale = None
+        self.reuse_scale = None if reuse_scale is None else float(reuse_scale)
         self._rho = None if lr_tied else self._hyperparameter("rho", rho)
         self._rho_max = self._hyperparameter("rho_max", rho_max) if lr_tied else None
         self._rho_min = self._hyperparameter("rho_min", rho_min) if lr_tied else None
@@ -689,7 +697,6 @@ class GSAM(keras.Model):
         self.skipped_steps = self._counter("skipped_steps")
         self.flatness_direction = None
         if self.perturb_every > 1:
-            self.reuse_scale = DEFAULT_REUSE_SCALE if reuse_scale is None else float(reuse_scale)
             self.steps_until_perturbation = self._counter("steps_until_perturbation")
             if model.built:
                 self._build_flatness_direction()

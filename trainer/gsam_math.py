@@ -18,8 +18,8 @@ g = [np.array([3.0, 0.0], "float32")]
 g_p = [np.array([1.0, 1.0], "float32")]
 e = gsam_math.perturbation(g, weights=None, rho=0.5)  # [[0.5, 0.0]]
 d = gsam_math.gsam_direction(g, g_p, alpha=0.1)  # [[0.85, 1.15]]
-g_v = gsam_math.flatness_direction(g, g_p)  # [[0.0, 1.0]]
-d_cheap = gsam_math.reused_gsam_direction(g, g_v, alpha=0.1, reuse_scale=0.7)  # [[2.90, 2.24]]
+u = gsam_math.flatness_direction(g, g_p)  # [[0.0, 0.71]]
+d_cheap = gsam_math.reused_gsam_direction(g, u, alpha=0.1)  # [[2.90, 2.26]]
 ```
 """
 
@@ -120,37 +120,48 @@ def gsam_direction(grads, perturbed_grads, alpha, minimize_fp=True, eps=1e-12):
 
 
 def flatness_direction(grads, perturbed_grads, eps=1e-12):
-    """LookSAM's stored direction `g_v = g_p - <g_p, g^> g^`.
+    """LookSAM's flatness direction, for the unit perturbed gradient:
+
+        u = g_p^ - <g_p^, g^> g^
 
     The component of the perturbed gradient `g_p` orthogonal to the clean
     gradient `g` (LookSAM, Liu et al., CVPR 2022): the part of `g_p` that
     steers towards flat regions, where the part along `g` mostly restates the
-    descent. It is also GSAM's own surrogate-gap term: with
-    `minimize_fp=False`, `gsam_direction` is exactly `g + alpha * g_v`.
+    descent. Up to its norm it is also GSAM's own surrogate-gap term: with
+    `minimize_fp=False`, `gsam_direction` is `g + alpha * |g_p| * u`. Taken
+    of the unit vectors, `u` is free of the gradients' units (loss scale,
+    replicas) and keeps the angle between them: `|u| = sin(angle(g, g_p))`,
+    which grows with rho and vanishes at `rho=0`.
 
     Args:
         grads: list of clean gradients `g` (or `None`).
         perturbed_grads: list of gradients `g_p` at the perturbed weights.
-        eps: added to the norm before dividing.
+        eps: added to every norm before dividing.
 
     Returns:
         A list with one tensor of the gradient's dtype (or `None`) per entry.
     """
-    c = inner_product(grads, perturbed_grads) / tf.square(global_norm(grads) + eps)
+    norm_g = global_norm(grads) + eps
+    norm_g_p = global_norm(perturbed_grads) + eps
+    c = inner_product(grads, perturbed_grads) / tf.square(norm_g)
     return [
-        None if g is None or g_p is None else _like(_f32(g_p) - c * _f32(g), g)
+        None if g is None or g_p is None else _like((_f32(g_p) - c * _f32(g)) / norm_g_p, g)
         for g, g_p in zip(grads, perturbed_grads)
     ]
 
 
-def reused_gsam_direction(grads, flatness, alpha, reuse_scale, minimize_fp=True, eps=1e-12):
+def reused_gsam_direction(grads, flatness, alpha, reuse_scale=None, minimize_fp=True, eps=1e-12):
     """The GSAM direction of a step without a perturbed pass (LookSAM reuse).
 
-    LookSAM's estimate of the perturbed gradient from the clean gradient `g`
-    and a stored `g_v = flatness_direction(g_old, g_p_old)`, rescaled to the
-    current gradient's norm:
+    An estimate of the perturbed gradient from the clean gradient `g` and the
+    stored `u = flatness_direction(g_old, g_p_old)`, scaled to `|g|`:
 
-        g~_p = g + reuse_scale * |g| / (|g_v| + eps) * g_v
+    - `reuse_scale=None` (adaptive): `g~_p = g + |g| * u`. For small angles
+      `g~_p` makes the angle with `g` that the last perturbed pass measured
+      (`|u| = sin(angle)`), so the reused component follows rho, its
+      schedule and the angle as they change during training.
+    - `reuse_scale=c`, a number (LookSAM's fixed coefficient):
+      `g~_p = g + c * |g| / |u| * u`.
 
     and then GSAM's own decomposition, `gsam_direction(g, g~_p, alpha,
     minimize_fp)`, so alpha enters exactly as in an exact step:
@@ -158,18 +169,18 @@ def reused_gsam_direction(grads, flatness, alpha, reuse_scale, minimize_fp=True,
     - `minimize_fp=True`: `d = g~_p - alpha * (g - <g, g~_p^> g~_p^)`;
     - `minimize_fp=False`: `d = g + alpha * (g~_p - <g~_p, g^> g^)`.
 
-    `alpha=0` is LookSAM's update `d = g~_p`. A zero `g_v` (e.g. `rho=0`)
+    `alpha=0` is LookSAM's update `d = g~_p`. A zero `u` (e.g. `rho=0`)
     gives `d = g`. `g~_p` is never built: `<g, g~_p>` and `|g~_p|` follow from
-    `|g|`, `|g_v|` and `<g, g_v>`, and `d` is one multiply-add of `g` and `g_v`.
-    The result scales like `g` (loss scale, replicas); `g_v` may be in any
-    units.
+    `|g|`, `|u|` and `<g, u>`, and `d` is one multiply-add of `g` and `u`.
+    The result scales like `g` (loss scale, replicas).
 
     Args:
         grads: list of clean gradients `g` (or `None`).
-        flatness: list of stored directions `g_v`, matching `grads`; entries
+        flatness: list of stored directions `u`, matching `grads`; entries
             where `grads` is `None` are skipped.
         alpha: the GSAM coefficient, a scalar.
-        reuse_scale: LookSAM's coefficient of the rescaled `g_v`, a scalar.
+        reuse_scale: `None` (adaptive), or LookSAM's fixed coefficient of
+            the rescaled `u`, a scalar >= 0.
         minimize_fp: the GSAM form; see `gsam_direction`.
         eps: added to every norm before dividing.
 
@@ -180,8 +191,11 @@ def reused_gsam_direction(grads, flatness, alpha, reuse_scale, minimize_fp=True,
     norm_g = global_norm(grads)
     norm_v = global_norm(flatness)
     g_dot_v = inner_product(grads, flatness)
-    beta = _f32(reuse_scale) * norm_g / (norm_v + eps)
-    # <g, g~_p> and |g~_p| for g~_p = g + beta * g_v.
+    if reuse_scale is None:
+        beta = norm_g
+    else:
+        beta = _f32(reuse_scale) * norm_g / (norm_v + eps)
+    # <g, g~_p> and |g~_p| for g~_p = g + beta * u.
     inner = tf.square(norm_g) + beta * g_dot_v
     if minimize_fp:
         squared = tf.square(norm_g) + 2.0 * beta * g_dot_v + tf.square(beta * norm_v)
@@ -189,7 +203,7 @@ def reused_gsam_direction(grads, flatness, alpha, reuse_scale, minimize_fp=True,
     else:
         projected_out_norm = norm_g
     scale_g, scale_g_p = _gsam_scales(inner, projected_out_norm, alpha, minimize_fp, eps)
-    # scale_g * g + scale_g_p * (g + beta * g_v)
+    # scale_g * g + scale_g_p * (g + beta * u)
     scale_v = scale_g_p * beta
     scale_g = scale_g + scale_g_p
     return [

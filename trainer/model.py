@@ -36,8 +36,8 @@ def build_model(
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
     if config.model == "resnet":
-        return build_resnet(input_shape, num_classes)
-    return build_mlp(input_shape, num_classes)
+        return build_resnet(input_shape, num_classes, widths=config.model_widths or RESNET_WIDTHS)
+    return build_mlp(input_shape, num_classes, units=config.model_widths or MLP_UNITS)
 
 
 def build_resnet(
