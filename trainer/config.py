@@ -97,16 +97,12 @@ class TrainingConfig:
     def __post_init__(self):
         _check_choice("model", self.model, MODELS)
         if self.model_widths is not None:
-            widths = self.model_widths
-            if (
-                not isinstance(widths, (tuple, list))
-                or not widths
-                or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
-            ):
+            if not _positive_ints(self.model_widths):
                 raise ValueError(
-                    f"model_widths must be a non-empty list of positive integers, got {widths!r}."
+                    f"model_widths must be a non-empty list of positive integers, "
+                    f"got {self.model_widths!r}."
                 )
-            object.__setattr__(self, "model_widths", tuple(widths))
+            object.__setattr__(self, "model_widths", tuple(self.model_widths))
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_choice("base_optimizer", self.base_optimizer, BASE_OPTIMIZERS)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -147,26 +143,16 @@ class TrainingConfig:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}.")
         shape = self.image_shape
-        if (
-            not isinstance(shape, (tuple, list))
-            or len(shape) != 3
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
-            or shape[2] not in (1, 3, 4)
-        ):
+        if not _positive_ints(shape, length=3) or shape[2] not in (1, 3, 4):
             raise ValueError(
                 f"image_shape must be (height, width, channels) with channels 1, 3 or 4, "
                 f"got {shape!r}."
             )
         object.__setattr__(self, "image_shape", tuple(shape))
-        size = self.input_size
-        if size is not None:
-            if (
-                not isinstance(size, (tuple, list))
-                or len(size) != 2
-                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in size)
-            ):
-                raise ValueError(f"input_size must be (height, width), got {size!r}.")
-            object.__setattr__(self, "input_size", tuple(size))
+        if self.input_size is not None:
+            if not _positive_ints(self.input_size, length=2):
+                raise ValueError(f"input_size must be (height, width), got {self.input_size!r}.")
+            object.__setattr__(self, "input_size", tuple(self.input_size))
 
     @property
     def effective_alpha(self) -> float:
@@ -247,6 +233,16 @@ def dataclass_from_dict(cls, values: dict[str, Any] | None, what: str):
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}.")
+
+
+def _positive_ints(values, length=None) -> bool:
+    """Whether `values` is a non-empty tuple or list of positive ints (of `length`, if given)."""
+    return (
+        isinstance(values, (tuple, list))
+        and len(values) > 0
+        and (length is None or len(values) == length)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+    )
 
 
 def _check_int(name, value, minimum):
