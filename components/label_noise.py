@@ -3,9 +3,10 @@
 `LabelNoise` rewrites one split (`train` by default) of an Examples artifact: each example's
 label is flipped with probability `noise_rate` to one of the other classes, uniformly (never
 to its true class). Every other split is copied file by file, byte for byte. The choice is a
-hash of the seed and the example's serialized bytes, so it needs no shuffle or global state,
-scales with the Beam runner (`beam_pipeline_args`), and the same seed always flips the same
-examples to the same labels. The number flipped is therefore close to, not exactly,
+hash of the seed and the example's content (its deterministic serialization, features in key
+order), so it needs no shuffle or global state, scales with the Beam runner
+(`beam_pipeline_args`), and the same seed always flips the same examples to the same labels,
+however the examples' writer ordered their features (ExampleGen's order varies between runs). The number flipped is therefore close to, not exactly,
 `noise_rate` times the split's size; the exact count is recorded on the output artifact as
 custom properties: `label_noise_rate`, `label_noise_seed`, `labels_flipped` and
 `examples_in_split`.
@@ -52,7 +53,8 @@ class LabelFlipper:
 
     Args:
         noise_rate: probability that an example's label is flipped, in [0, 1).
-        seed: an integer >= 0; with the example's bytes, it decides the flip and the new label.
+        seed: an integer >= 0; with the example's content, it decides the flip and the new
+            label.
         num_classes: labels are 0..num_classes-1.
         label_key: the integer label feature.
 
@@ -72,11 +74,13 @@ class LabelFlipper:
 
     def __call__(self, record: bytes) -> tuple[bytes, bool]:
         """The record (rewritten only when flipped) and whether its label was flipped."""
-        digest = hashlib.blake2b(record, digest_size=16, key=str(self.seed).encode()).digest()
+        example = tf.train.Example.FromString(record)
+        # Not the record's bytes: writers order a proto map's entries as they like.
+        content = example.SerializeToString(deterministic=True)
+        digest = hashlib.blake2b(content, digest_size=16, key=str(self.seed).encode()).digest()
         draw = int.from_bytes(digest[:8], "big") / 2**64
         if draw >= self.noise_rate:
             return record, False
-        example = tf.train.Example.FromString(record)
         label = self._label(example)
         # A uniform shift in 1..K-1 lands uniformly on the other K-1 classes.
         shift = 1 + int.from_bytes(digest[8:], "big") % (self.num_classes - 1)

@@ -164,6 +164,30 @@ def examples_at(uri):
     return artifact
 
 
+def test_the_flip_follows_the_content_not_the_order_of_the_features_in_the_bytes():
+    """ExampleGen's writer orders a tf.Example's feature map differently from run to run; the
+    same example must draw the same flip either way."""
+    flip = LabelFlipper(noise_rate=0.5, seed=3, num_classes=NUM_CLASSES, label_key="label")
+    decisions = []
+    for label in range(40):
+        image = tf.train.Example()
+        image.features.feature["image"].bytes_list.value.append(b"png %d" % label)
+        tag = tf.train.Example()
+        tag.features.feature["label"].int64_list.value.append(label % NUM_CLASSES)
+        # Concatenated messages merge: the same example, its two features in either order.
+        forward = image.SerializeToString() + tag.SerializeToString()
+        backward = tag.SerializeToString() + image.SerializeToString()
+        assert forward != backward
+        assert tf.train.Example.FromString(forward) == tf.train.Example.FromString(backward)
+        (new_forward, flipped), (new_backward, flipped_backward) = flip(forward), flip(backward)
+        assert flipped == flipped_backward
+        assert tf.train.Example.FromString(new_forward) == tf.train.Example.FromString(
+            new_backward
+        )
+        decisions.append(flipped)
+    assert 0 < sum(decisions) < len(decisions)
+
+
 def test_flips_land_uniformly_on_the_other_classes():
     flip = LabelFlipper(noise_rate=0.5, seed=11, num_classes=NUM_CLASSES, label_key="label")
     records = [tabular_example([0.0, 0.0], i, b"z", 0) for i in range(4000)]
