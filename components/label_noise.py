@@ -6,10 +6,10 @@ to its true class). Every other split is copied file by file, byte for byte. The
 hash of the seed and the example's content (its deterministic serialization, features in key
 order), so it needs no shuffle or global state, scales with the Beam runner
 (`beam_pipeline_args`), and the same seed always flips the same examples to the same labels,
-however the examples' writer ordered their features (ExampleGen's order varies between runs). The number flipped is therefore close to, not exactly,
-`noise_rate` times the split's size; the exact count is recorded on the output artifact as
-custom properties: `label_noise_rate`, `label_noise_seed`, `labels_flipped` and
-`examples_in_split`.
+however the examples' writer ordered their features (ExampleGen's order varies between runs).
+The number flipped is therefore close to, not exactly, `noise_rate` times the split's size;
+the exact count is recorded on the output artifact as custom properties: `label_noise_rate`,
+`label_noise_seed`, `labels_flipped` and `examples_in_split`.
 
 The number of classes comes from the schema's int_domain of the label (max + 1), or from
 `num_classes`, which takes precedence.
