@@ -3,7 +3,7 @@
 The demo model (`pipelines.configs.TRAINING`: the ResNet with GSAM, batch 64) trains with
 Keras's `fit` on
 
-- `pipeline`: the Trainer's own input, `trainer.data.make_dataset` through TFX's
+- `pipeline`: the Trainer's own input, `trainer.inputs.data.make_dataset` through TFX's
   DataAccessor on ExampleGen's output (gzipped TFRecords, PNG decode, shuffle, batches);
 - `in_memory`: a few of those batches, decoded once and held as tensors, repeated;
 
@@ -31,8 +31,10 @@ from tfx.components.trainer import fn_args_utils
 from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs as specs
 
-from pipelines import configs, summary
-from trainer import data, task
+from pipelines import configs
+from pipelines.local import summary
+from trainer import task
+from trainer.inputs import data
 
 IN_MEMORY_BATCHES = 8
 

@@ -4,7 +4,7 @@
   stages of three basic blocks (16, 32, 64 filters; stride 2 and a 1x1
   projection at the start of stages 2 and 3), global average pooling and a
   10-way softmax head; about 0.27M parameters. It is the Trainer's own
-  `trainer.model.build_resnet` with three blocks per stage.
+  `trainer.models.builtin.build_resnet` with three blocks per stage.
 - `mlp`: the same 32x32x3 images flattened through two hidden layers of 512.
 
 Example:
@@ -18,7 +18,7 @@ model = models.build("resnet20")  # input (32, 32, 3), 10 probabilities
 
 import keras
 
-from trainer.model import build_resnet
+from trainer.models.builtin import build_resnet
 
 INPUT_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10

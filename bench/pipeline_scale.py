@@ -10,7 +10,7 @@ Beam mode of the data components:
 runs the local pipeline (`python -m pipelines.local_runner`, the demo's model and
 settings, the curated schema) in a fresh output folder with the same training budget:
 one epoch of `--steps` steps, accuracy threshold 0 so the Pusher pushes. Each component's
-wall time comes from ML Metadata's execution records (`pipelines.summary`), the run's wall
+wall time comes from ML Metadata's execution records (`pipelines.local.summary`), the run's wall
 time from its process. Then, on that run's ExampleGen output, the Trainer's input pipeline
 against in-memory tensors (bench/input_throughput.py). Once per benchmark, TFX's penguin
 example runs end to end with the default Beam mode (bench/penguin_reference.py): the
@@ -47,8 +47,9 @@ from bench import (  # noqa: E402
     report,
     scale_table,
 )
-from pipelines import configs, summary  # noqa: E402
-from pipelines.options import output_layout  # noqa: E402
+from pipelines import configs  # noqa: E402
+from pipelines.local import summary
+from pipelines.local.layout import output_layout  # noqa: E402
 
 BEAM_MODES = {
     "in_memory": ("--direct_running_mode=in_memory",),

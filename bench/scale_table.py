@@ -4,7 +4,7 @@ Pure logic, no TFX: the measurements come in as plain records.
 
 - A run: `{"train_images": 10000, "beam_mode": "in_memory", "wall_seconds": 95.0,
   "seconds_per_component": {"ImportExampleGen": 5.1, "Trainer": 41.0, ...}}`, the component
-  times as `pipelines.summary.seconds_per_component` reads them from ML Metadata, the wall
+  times as `pipelines.local.summary.seconds_per_component` reads them from ML Metadata, the wall
   time the whole runner process's.
 - The penguin reference: the same, without `train_images` and `beam_mode`.
 - Throughput, per train size: `{"images_per_second": {"pipeline": ..., "in_memory": ...},

@@ -1,4 +1,4 @@
-"""What `trainer.sharpness.measure` costs on the demo ResNet, by the number of examples.
+"""What `trainer.gsam.sharpness.measure` costs on the demo ResNet, by the number of examples.
 
 Measures the Trainer's ResNet (28x28x1 inputs, 10 classes) with `measure`'s default settings
 (rho 0.05, 5 ascent steps, at most 20 power iterations, 10 Hutchinson samples, seed 0) on the
@@ -32,9 +32,10 @@ import tensorflow as tf  # noqa: E402
 
 from bench import report  # noqa: E402
 from pipelines import configs  # noqa: E402
-from trainer import data, sharpness  # noqa: E402
 from trainer.config import TrainingConfig  # noqa: E402
-from trainer.model import build_resnet, training_loss  # noqa: E402
+from trainer.gsam import sharpness
+from trainer.inputs import data  # noqa: E402
+from trainer.models.builtin import build_resnet, training_loss  # noqa: E402
 
 DEFAULT_OUTPUT = os.path.join("bench", "results", "sharpness_cost.json")
 SHOWN = ("top_eigenvalue", "eigen_iterations", "trace", "trace_stderr", "surrogate_gap")

@@ -1,4 +1,9 @@
-# Vertex AI imports custom artifact types as `components.<Class>` (see report_artifact.py).
-from components.report_artifact import ComparisonReportArtifact
+"""Custom TFX components, by concern: `data_checks/`, `comparison/`, `sharpness/`, `release/`.
+
+Vertex AI imports custom artifact types as `components.<Class>` (see comparison/artifact.py),
+so the package exports them.
+"""
+
+from components.comparison.artifact import ComparisonReportArtifact
 
 __all__ = ["ComparisonReportArtifact"]

@@ -9,11 +9,11 @@ evaluation) follows --beam-arg, e.g. --beam-arg=--runner=FlinkRunner (see README
 
 import sys
 
-from pipelines import run_log
+from pipelines.local import run_log
 
 if __name__ == "__main__":
     with run_log.held_startup_output():  # TensorFlow's C++ start-up lines go to the log file
         from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
-        from pipelines import run_here
+        from pipelines.local import run_here
     sys.exit(run_here.run(BeamDagRunner(), __doc__.split("\n\n")[0]))

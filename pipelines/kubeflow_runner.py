@@ -8,26 +8,27 @@ KubeflowDagRunner (KFP v1) is gone from TFX 1.21; this is KubeflowV2DagRunner's 
 
 import sys
 
-from pipelines import cloud, options, submit
+from pipelines.cloud import compiler, submit
+from pipelines.flags import parsing
 
 
 def main(argv=None) -> int:
-    parser = cloud.parser(__doc__.split("\n\n")[0], "pipeline.yaml")
+    parser = compiler.parser(__doc__.split("\n\n")[0], "pipeline.yaml")
     kubeflow = parser.add_argument_group("Kubeflow Pipelines")
     kubeflow.add_argument("--host", help="the Kubeflow Pipelines API URL")
     kubeflow.add_argument("--experiment", default=None, help="experiment name for the run")
-    args = parser.parse_args(options.command_line(argv))
+    args = parser.parse_args(parsing.command_line(argv))
     if not args.output_file.endswith((".yaml", ".yml")):
         parser.error(
             f"--output-file must end in .yaml for Kubeflow Pipelines, got {args.output_file!r}"
         )
 
-    path = cloud.compile_pipeline(
-        cloud.build(args, parser), args.image, args.output_file, args.trainer_retries
+    path = compiler.compile_pipeline(
+        compiler.build(args, parser), args.image, args.output_file, args.trainer_retries
     )
     print(f"compiled {path}")
     if args.submit:
-        with options.flag_errors(parser):
+        with parsing.flag_errors(parser):
             submit.submit_to_kubeflow(
                 path,
                 host=args.host,

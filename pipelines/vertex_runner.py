@@ -12,12 +12,13 @@ needs --project even to compile, since the compiled pipeline names the project t
 
 import sys
 
-from pipelines import cloud, options, submit
-from pipelines.vertex_training import vertex_training_config
+from pipelines.cloud import compiler, submit
+from pipelines.flags import parsing
+from pipelines.stages.vertex_training import vertex_training_config
 
 
 def main(argv=None) -> int:
-    parser = cloud.parser(__doc__.split("\n\n")[0], "pipeline.json")
+    parser = compiler.parser(__doc__.split("\n\n")[0], "pipeline.json")
     vertex = parser.add_argument_group("Vertex AI")
     vertex.add_argument("--project", help="Google Cloud project ID")
     vertex.add_argument("--region", default="us-central1")
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
         help="with --tune --vertex-training: trials run at once, one machine each "
         "(default: %(default)s)",
     )
-    args = parser.parse_args(options.command_line(argv))
+    args = parser.parse_args(parsing.command_line(argv))
 
     vertex_training = None
     if args.vertex_training:
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
                 "--vertex-training needs --project, even to compile: the compiled pipeline "
                 "names the project the Trainer's Vertex AI Training job runs in"
             )
-        with options.flag_errors(parser):
+        with parsing.flag_errors(parser):
             vertex_training = vertex_training_config(
                 project=args.project,
                 region=args.region,
@@ -60,11 +61,11 @@ def main(argv=None) -> int:
                 accelerator_count=args.accelerator_count,
                 workers=args.workers,
             )
-    dag = cloud.build(args, parser, vertex_training, args.parallel_trials)
-    path = cloud.compile_pipeline(dag, args.image, args.output_file, args.trainer_retries)
+    dag = compiler.build(args, parser, vertex_training, args.parallel_trials)
+    path = compiler.compile_pipeline(dag, args.image, args.output_file, args.trainer_retries)
     print(f"compiled {path}")
     if args.submit:
-        with options.flag_errors(parser):
+        with parsing.flag_errors(parser):
             submit.submit_to_vertex(
                 path,
                 project=args.project,

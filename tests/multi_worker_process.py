@@ -1,6 +1,6 @@
 """One worker of tests/test_multi_worker.py.
 
-TF_CONFIG=... python -m tests.multi_worker_process loop OUTPUT.npz   # trainer.multi_worker.fit
+TF_CONFIG=... python -m tests.multi_worker_process loop OUTPUT.npz  # training.multi_worker.fit
 TF_CONFIG=... python -m tests.multi_worker_process run_fn OUTPUT_DIR  # the TFX Trainer's run_fn
 TF_CONFIG=... python -m tests.multi_worker_process resume BACKUP_DIR  # the loop, backed up
 TF_CONFIG=... python -m tests.multi_worker_process fail OUTPUT        # fails at once (exit 1)
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from absl import logging
 import tensorflow as tf
+from absl import logging
 
 from tests import trainer_examples
-from trainer import multi_worker, resume
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
+from trainer.training import multi_worker, resume
 
 LEARNING_RATE, RHO, ALPHA = 0.1, 0.05, 0.3
 BATCH, STEPS, WORKERS = 8, 3, 2

@@ -16,7 +16,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 
 from pipelines import configs, pipeline
-from pipelines.options import OutputLayout
+from pipelines.local.layout import OutputLayout
 
 REPO = Path(__file__).resolve().parent.parent
 # The local runner's first line: the run id and its log file.

@@ -4,8 +4,9 @@ from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from pipelines import configs, run_here
-from pipelines.options import OutputLayout
+from pipelines import configs
+from pipelines.local import run_here
+from pipelines.local.layout import OutputLayout
 from tests.pipeline_support import versions, write_split_sample
 
 NODES = ("Trainer", "Evaluator", "Pusher")

@@ -7,7 +7,8 @@ import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipelines import kubeflow_runner, submit, vertex_runner
+from pipelines import kubeflow_runner, vertex_runner
+from pipelines.cloud import submit
 from tests.pipeline_support import ALL_NODES
 from trainer.config import TrainingConfig
 from trainer.search_space import SearchSpace

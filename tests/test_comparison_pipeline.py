@@ -9,18 +9,19 @@ import re
 from pathlib import Path
 
 import pytest
-
 import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 
-from components.comparison_rendering import MEASURES_TITLE
-from components.comparison_report import input_key
-from components.sharpness_probe import ProbeSettings
-from pipelines import configs, kubeflow_runner, options, run_here, summary, vertex_runner
-from pipelines.comparison import ComparisonSpec
-from pipelines.options import OutputLayout
+from components.comparison.rendering import MEASURES_TITLE
+from components.comparison.report import input_key
+from components.sharpness.probe import ProbeSettings
+from pipelines import configs, kubeflow_runner, vertex_runner
+from pipelines.flags import settings as flag_settings
+from pipelines.local import run_here, summary
+from pipelines.local.layout import OutputLayout
+from pipelines.stages.comparison import ComparisonSpec
 from tests.pipeline_support import (
     SMALL_PROBE,
     TRAINING,
@@ -221,7 +222,9 @@ def test_a_local_comparison_reports_both_methods_their_sharpness_and_pushes_the_
     sample, tmp_path, capsys, monkeypatch
 ):
     # --sharpness with the probe's settings made small: the defaults take about a minute here.
-    monkeypatch.setattr(options, "ProbeSettings", functools.partial(ProbeSettings, **SMALL_PROBE))
+    monkeypatch.setattr(
+        flag_settings, "ProbeSettings", functools.partial(ProbeSettings, **SMALL_PROBE)
+    )
     layout = OutputLayout(str(tmp_path / "out"))
     status = run_here.run(
         tfx.orchestration.LocalDagRunner(),

@@ -13,8 +13,8 @@ import re
 import pytest
 from PIL import Image
 
-from components import comparison_rendering
-from components.comparison_stats import RunResult, compare
+from components.comparison import rendering
+from components.comparison.stats import RunResult, compare
 
 STEPS_PER_EPOCH = 50
 
@@ -113,22 +113,22 @@ EXPECTED_SIGNIFICANCE = [
 
 def test_three_seeds_give_the_expected_table_gains_and_winner():
     comparison = compare(THREE_SEEDS)
-    header, rows = comparison_rendering.results_table(comparison)
+    header, rows = rendering.results_table(comparison)
     assert [header, *rows] == EXPECTED_TABLE
-    assert comparison_rendering.significance_lines(comparison) == EXPECTED_SIGNIFICANCE
-    assert comparison_rendering.winner_lines(comparison) == [
+    assert rendering.significance_lines(comparison) == EXPECTED_SIGNIFICANCE
+    assert rendering.winner_lines(comparison) == [
         "Winner: gsam, mean eval accuracy 0.8600.",
-        comparison_rendering.WINNER_RULE,
+        rendering.WINNER_RULE,
         "best_model: gsam seed 2 (eval accuracy 0.8800).",
     ]
-    assert comparison_rendering.per_class_table(comparison) == (
+    assert rendering.per_class_table(comparison) == (
         ["class", "plain", "sam", "gsam"],
         [["0", "0.7200", "0.8100", "0.8200"], ["1", "0.9000", "0.8500", "0.9000"]],
     )
 
 
 def test_the_markdown_report_holds_the_table_settings_and_figures():
-    files = comparison_rendering.report_files(
+    files = rendering.report_files(
         compare(THREE_SEEDS), {"budget": "equal-compute", "epochs": 2, "label noise": 0.3}
     )
     report = files["report.md"].decode()
@@ -137,7 +137,7 @@ def test_the_markdown_report_holds_the_table_settings_and_figures():
     for sentence in EXPECTED_SIGNIFICANCE:
         assert f"- {sentence}" in report
     assert "- budget: equal-compute\n- epochs: 2\n- label noise: 0.3" in report
-    assert comparison_rendering.WINNER_RULE in report
+    assert rendering.WINNER_RULE in report
     for name in ("eval_accuracy", "training_loss", "surrogate_gap", "rho_and_learning_rate"):
         assert f"]({name}.png)" in report
         assert f"{name}.png" in files
@@ -145,12 +145,12 @@ def test_the_markdown_report_holds_the_table_settings_and_figures():
 
 def test_one_seed_claims_no_significance():
     comparison = compare([run("plain", 1, 0.80), run("gsam", 1, 0.83, gap=0.004)])
-    _, rows = comparison_rendering.results_table(comparison)
+    _, rows = rendering.results_table(comparison)
     assert rows == [
         ["plain", "0.8000", "1", "—", "—", "—", "—", "22.0 s", "100"],
         ["gsam", "0.8300", "1", "—", "+0.0300", "—", "0.004", "22.0 s", "200"],
     ]
-    assert comparison_rendering.significance_lines(comparison) == [
+    assert rendering.significance_lines(comparison) == [
         "gsam vs plain: +0.0300 on one seed (seed 1); no significance can be claimed from a "
         "single seed."
     ]
@@ -161,7 +161,7 @@ def test_a_tie_to_four_decimals_goes_to_the_cheaper_method():
     # 0.83996 and 0.84004 both round to 0.8400; plain trains with half the passes.
     comparison = compare([run("sam", 1, 0.84004, gap=0.01), run("plain", 1, 0.83996)])
     assert comparison.winner.method == "plain"
-    assert comparison_rendering.winner_lines(comparison)[:2] == [
+    assert rendering.winner_lines(comparison)[:2] == [
         "Winner: plain, mean eval accuracy 0.8400.",
         "It ties with sam at 0.8400 to 4 decimals and wins the tie because it needs fewer "
         "forward-backward passes (100 against sam 200).",
@@ -173,7 +173,7 @@ def test_a_tie_at_equal_cost_goes_to_the_method_listed_first():
         [run("plain", 1, 0.80), run("sam", 1, 0.84, gap=0.01), run("gsam", 1, 0.84, gap=0.01)]
     )
     assert comparison.winner.method == "sam"
-    assert comparison_rendering.winner_lines(comparison)[1] == (
+    assert rendering.winner_lines(comparison)[1] == (
         "It ties with gsam at 0.8400 to 4 decimals and wins the tie because it is listed first "
         "among methods with as few forward-backward passes."
     )
@@ -201,11 +201,11 @@ EXPECTED_MEASURES = (
 
 def test_extra_metrics_get_a_table_of_mean_and_std_over_seeds():
     comparison = compare(SHARPNESS_RUNS)
-    assert comparison_rendering.measures_table(comparison) == EXPECTED_MEASURES
-    assert comparison_rendering.results_table(comparison)[0] == EXPECTED_TABLE[0]
-    files = comparison_rendering.report_files(comparison, {})
+    assert rendering.measures_table(comparison) == EXPECTED_MEASURES
+    assert rendering.results_table(comparison)[0] == EXPECTED_TABLE[0]
+    files = rendering.report_files(comparison, {})
     report = files["report.md"].decode()
-    assert f"## {comparison_rendering.MEASURES_TITLE}" in report
+    assert f"## {rendering.MEASURES_TITLE}" in report
     header, rows = EXPECTED_MEASURES
     for line in [header, *rows]:
         assert f"| {' | '.join(line)} |" in report
@@ -216,8 +216,8 @@ def test_extra_metrics_get_a_table_of_mean_and_std_over_seeds():
     assert (plain["mean"], plain["n"]) == (12.0, 2)
     assert plain["std"] == pytest.approx(8**0.5, rel=1e-12)
     assert methods[1]["extra_metrics"] == {}
-    lines = comparison_rendering.terminal_summary(comparison).splitlines()
-    table = lines[lines.index(comparison_rendering.MEASURES_TITLE) + 1 :][:5]
+    lines = rendering.terminal_summary(comparison).splitlines()
+    table = lines[lines.index(rendering.MEASURES_TITLE) + 1 :][:5]
     assert [re.split(r"\s{2,}", line.strip()) for line in table[:1] + table[2:]] == [
         header,
         *rows,
@@ -226,16 +226,16 @@ def test_extra_metrics_get_a_table_of_mean_and_std_over_seeds():
 
 def test_without_extra_metrics_there_is_no_measures_table():
     comparison = compare(THREE_SEEDS)
-    assert comparison_rendering.measures_table(comparison) is None
-    assert comparison_rendering.MEASURES_TITLE not in comparison_rendering.terminal_summary(
+    assert rendering.measures_table(comparison) is None
+    assert rendering.MEASURES_TITLE not in rendering.terminal_summary(
         comparison
     )
-    report = comparison_rendering.report_files(comparison, {})["report.md"].decode()
-    assert comparison_rendering.MEASURES_TITLE not in report
+    report = rendering.report_files(comparison, {})["report.md"].decode()
+    assert rendering.MEASURES_TITLE not in report
 
 
 def test_the_pngs_decode_at_their_size():
-    files = comparison_rendering.report_files(compare(THREE_SEEDS), {})
+    files = rendering.report_files(compare(THREE_SEEDS), {})
     pngs = {name: data for name, data in files.items() if name.endswith(".png")}
     assert len(pngs) == 4
     for data in pngs.values():
@@ -245,7 +245,7 @@ def test_the_pngs_decode_at_their_size():
 
 
 def test_the_html_is_self_contained_and_holds_the_table_and_images():
-    files = comparison_rendering.report_files(compare(THREE_SEEDS), {"budget": "equal-epochs"})
+    files = rendering.report_files(compare(THREE_SEEDS), {"budget": "equal-epochs"})
     page = files["report.html"].decode()
     assert "<tr>" + "".join(f"<th>{cell}</th>" for cell in EXPECTED_TABLE[0]) + "</tr>" in page
     for line in EXPECTED_TABLE[1:]:
@@ -261,7 +261,7 @@ def test_the_html_is_self_contained_and_holds_the_table_and_images():
 
 
 def test_results_json_holds_every_run_and_the_winner():
-    files = comparison_rendering.report_files(compare(THREE_SEEDS), {"seeds": 3})
+    files = rendering.report_files(compare(THREE_SEEDS), {"seeds": 3})
     results = json.loads(files["results.json"])
     assert results["settings"] == {"seeds": 3}
     assert results["winner"] == {
@@ -280,8 +280,8 @@ def test_results_json_holds_every_run_and_the_winner():
 
 def test_the_terminal_table_aligns_the_same_cells():
     comparison = compare(THREE_SEEDS)
-    text = comparison_rendering.terminal_summary(comparison)
-    summary_file = comparison_rendering.report_files(comparison, {})["summary.txt"]
+    text = rendering.terminal_summary(comparison)
+    summary_file = rendering.report_files(comparison, {})["summary.txt"]
     assert summary_file.decode() == text + "\n"
     lines = text.splitlines()
     assert [re.split(r"\s{2,}", line.strip()) for line in lines[:1] + lines[2:5]] == [
@@ -330,13 +330,13 @@ def test_the_same_gain_on_every_seed_is_significant_and_no_gain_is_not():
         [run("plain", 1, 0.80), run("plain", 2, 0.82), run("gsam", 1, 0.84), run("gsam", 2, 0.86)]
     )
     assert same_gain.methods[1].gain.p_value == 0.0
-    assert comparison_rendering.significance_lines(same_gain)[0].endswith(
+    assert rendering.significance_lines(same_gain)[0].endswith(
         "p < 0.001: significant at 5%."
     )
     no_gain = compare(
         [run("plain", 1, 0.80), run("plain", 2, 0.82), run("gsam", 1, 0.80), run("gsam", 2, 0.82)]
     )
     assert no_gain.methods[1].gain.p_value == 1.0
-    assert comparison_rendering.significance_lines(no_gain)[0].endswith(
+    assert rendering.significance_lines(no_gain)[0].endswith(
         "p = 1.000: not significant at 5%."
     )

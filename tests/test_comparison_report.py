@@ -1,7 +1,7 @@
-"""components/comparison_report.py: reading runs, the executor's outputs, and orchestration.
+"""components/comparison/report.py: reading runs, the executor's outputs, and orchestration.
 
-The runs are fakes: a model folder, a history.json written by trainer/history.py, and a TFMA
-metrics file of MetricsForSlice protos as the Evaluator writes them. The pipelines import
+The runs are fakes: a model folder, a history.json written by trainer/training/history.py, and a
+TFMA metrics file of MetricsForSlice protos as the Evaluator writes them. The pipelines import
 them with Importer nodes, so no model trains here.
 """
 
@@ -22,18 +22,18 @@ from tfx.types import standard_artifacts
 from tfx.utils import import_utils
 
 from components import ComparisonReportArtifact
-from components.comparison_report import (
+from components.comparison.rendering import MEASURES_TITLE
+from components.comparison.report import (
     ACCURACY_METRIC,
     ComparisonReportExecutor,
     comparison_report,
     input_key,
     read_evaluation,
 )
-from components.comparison_rendering import MEASURES_TITLE
-from components.sharpness_probe import REPORT_FILE, SharpnessReport
-from pipelines import cloud
+from components.sharpness.probe import REPORT_FILE, SharpnessReport
+from pipelines.cloud import compiler
 from trainer.config import TrainingConfig
-from trainer.history import HISTORY_FILE, write_history
+from trainer.training.history import HISTORY_FILE, write_history
 
 # (method, seed) -> (eval accuracy, accuracy on class 0, on class 1)
 ACCURACIES = {
@@ -302,7 +302,7 @@ def test_the_component_runs_on_local_and_beam_runners(fake_runs, tmp_path, runne
 
 @pytest.mark.parametrize("output_file", ["pipeline.json", "pipeline.yaml"])
 def test_the_component_compiles_for_vertex_and_kubeflow(fake_runs, tmp_path, output_file):
-    path = cloud.compile_pipeline(
+    path = compiler.compile_pipeline(
         importer_pipeline(fake_runs, "gs://bucket/root"),
         "gsam-tfx:test",
         str(tmp_path / output_file),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipelines.comparison import ComparisonSpec, run_name
+from pipelines.stages.comparison import ComparisonSpec, run_name
 from trainer.config import TrainingConfig
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import configs, console, run_log, summary
-from pipelines.options import OutputLayout
+from pipelines import configs
+from pipelines.local import console, run_log, summary
+from pipelines.local.layout import OutputLayout
 from tests.pipeline_support import (
     ALL_NODES,
     HEADER,

@@ -1,8 +1,8 @@
 """Corrupted data stops the run before the Trainer, naming split, file, records and feature.
 
-Each kind of damage against the record check (components/record_check.py) and the checked
-ImportExampleGen (components/checked_import.py) directly; then two local runs, as a person
-runs them: image bytes that do not decode stopped by the ValidationGate, a truncated TFRecord file
+Each kind of damage against the record check (components/data_checks/record_check.py) and the
+checked ImportExampleGen (components/data_checks/checked_import.py) directly; then two local
+runs, as a person runs them: image bytes that do not decode stopped by the ValidationGate, a truncated TFRecord file
 stopped by ImportExampleGen. Both exit 1, train nothing and push nothing.
 """
 
@@ -18,10 +18,14 @@ import pytest
 import tensorflow as tf
 from tfx.proto import example_gen_pb2
 
-from components.checked_import import CheckedImportExecutor, UnreadableRecordsError, read_examples
-from components.record_check import DATASET, find_bad_records
+from components.data_checks.checked_import import (
+    CheckedImportExecutor,
+    UnreadableRecordsError,
+    read_examples,
+)
+from components.data_checks.record_check import DATASET, find_bad_records
 from pipelines import configs
-from pipelines.options import OutputLayout
+from pipelines.local.layout import OutputLayout
 from tests import trainer_examples
 from tests.pipeline_support import (
     HEADER,

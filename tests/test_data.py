@@ -1,4 +1,5 @@
-"""trainer/data.py, and the committed Fashion-MNIST sample with its schema and make_sample.py."""
+"""trainer/inputs/data.py, and the committed Fashion-MNIST sample with its schema and
+make_sample.py."""
 
 import gzip
 import importlib.util
@@ -14,8 +15,8 @@ from tfx.components.trainer import fn_args_utils
 from tfx.types import standard_component_specs as specs
 
 from tests import trainer_examples
-from trainer import data
 from trainer.config import TrainingConfig
+from trainer.inputs import data
 
 SAMPLE_SIZES = {"train": 10000, "eval": 2000}
 
@@ -32,7 +33,7 @@ def load_make_sample():
     return module
 
 
-# --- trainer/data.py ---------------------------------------------------------------------
+# --- trainer/inputs/data.py ---------------------------------------------------------------------
 
 
 def test_num_classes_comes_from_the_label_domain_unless_configured():

@@ -4,7 +4,6 @@ import os
 import subprocess
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
-from tensorflow_metadata.proto.v0 import schema_pb2
 from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
 
 from tests import trainer_examples
 from tests.trainer_examples import bytes_feature, with_image
-from trainer import data, export
 from trainer.config import TrainingConfig
-from trainer.model import build_model
+from trainer.inputs import data
+from trainer.models import export
+from trainer.models.builtin import build_model
 
 
 def load_signature(export_dir):

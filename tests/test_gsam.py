@@ -12,7 +12,7 @@ from trainer.gsam import (
     apply_sharpness_aware_gradients,
     sharpness_aware_gradients,
 )
-from trainer.rho import RhoScheduler
+from trainer.gsam.rho import RhoScheduler
 
 
 def _data(n=16, features=6, seed=0):

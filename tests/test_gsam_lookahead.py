@@ -27,11 +27,11 @@ from tests.test_gsam_reference import (
     reference_direction,
     reference_perturbation,
 )
-from trainer import gsam_math
 from trainer.config import TrainingConfig
 from trainer.gsam import (
     GSAM,
     apply_sharpness_aware_gradients,
+    formulas,
     sharpness_aware_gradients,
 )
 
@@ -233,7 +233,7 @@ def test_reused_direction_matches_reference_and_skips_missing_gradients():
     u = [0.3 * rng.normal(size=s).astype("float32") for s in shapes]
     for minimize_fp in (True, False):
         for reuse_scale in (None, 0.7):
-            d = gsam_math.reused_gsam_direction(
+            d = formulas.reused_gsam_direction(
                 g + [None], u + [u[0]], 0.4, reuse_scale, minimize_fp
             )
             assert d[-1] is None
@@ -246,7 +246,7 @@ def test_reused_direction_matches_reference_and_skips_missing_gradients():
     # No stored direction yet (zeros): the step is the clean gradient.
     zeros = [np.zeros_like(t) for t in g]
     for reuse_scale in (None, 0.7):
-        for actual, want in zip(gsam_math.reused_gsam_direction(g, zeros, 0.4, reuse_scale), g):
+        for actual, want in zip(formulas.reused_gsam_direction(g, zeros, 0.4, reuse_scale), g):
             np.testing.assert_allclose(actual, want, rtol=1e-6)
 
 
@@ -254,17 +254,17 @@ def test_flatness_direction_is_orthogonal_to_g_with_the_sine_of_the_angle_as_nor
     rng = np.random.default_rng(4)
     g = [rng.normal(size=(5,)).astype("float32"), rng.normal(size=(2, 3)).astype("float32")]
     g_p = [t + rng.normal(size=t.shape).astype("float32") for t in g]
-    u = gsam_math.flatness_direction(g, g_p)
+    u = formulas.flatness_direction(g, g_p)
     expected = reference_flatness(
         [t.astype("float64") for t in g], [t.astype("float64") for t in g_p]
     )
     for actual, want in zip(u, expected):
         np.testing.assert_allclose(actual, want, rtol=1e-5, atol=1e-6)
-    assert abs(float(gsam_math.inner_product(g, u))) < 1e-5
+    assert abs(float(formulas.inner_product(g, u))) < 1e-5
     cosine = sum(np.vdot(a, b) for a, b in zip(g, g_p)) / (_norm(g) * _norm(g_p))
-    assert float(gsam_math.global_norm(u)) == pytest.approx(np.sqrt(1 - cosine**2), rel=1e-5)
+    assert float(formulas.global_norm(u)) == pytest.approx(np.sqrt(1 - cosine**2), rel=1e-5)
     # Free of the gradients' units: scaling g_p (a loss scale) changes nothing.
-    for a, b in zip(gsam_math.flatness_direction(g, [1024.0 * t for t in g_p]), u):
+    for a, b in zip(formulas.flatness_direction(g, [1024.0 * t for t in g_p]), u):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
@@ -571,7 +571,7 @@ def test_non_finite_cheap_step_is_skipped_on_every_replica(measured):
 
 def _scenarios():
     strategy = two_cpu_strategy()
-    from trainer import multi_worker
+    from trainer.training import multi_worker
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(32, 4)).astype("float32")

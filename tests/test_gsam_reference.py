@@ -3,7 +3,7 @@
 `reference_gsam_gradient` transcribes `gsam_gradient` from
 google-research/big_vision (`big_vision/trainers/proj/gsam/gsam.py`) to
 NumPy in float64, plus ASAM's perturbation (Kwon et al., 2021). The tests
-check `trainer.gsam_math` against it, and one `GSAM` training step of a small
+check `trainer.gsam.formulas` against it, and one `GSAM` training step of a small
 MLP whose gradients are written out by hand.
 """
 
@@ -11,8 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from trainer import gsam_math
-from trainer.gsam import GSAM
+from trainer.gsam import GSAM, formulas
 
 
 def _norm(tree):
@@ -100,7 +99,7 @@ def test_perturbation_matches_reference(form, adaptive, asam_eta):
         asam_eta,
     )
     # A variable without gradient is skipped and keeps `None`.
-    e = gsam_math.perturbation(
+    e = formulas.perturbation(
         grads + [None],
         weights + [weights[0]],
         0.3,
@@ -123,7 +122,7 @@ def test_direction_matches_reference(minimize_fp, alpha):
         alpha,
         minimize_fp,
     )
-    d = gsam_math.gsam_direction(g + [None], g_p + [None], alpha, minimize_fp=minimize_fp)
+    d = formulas.gsam_direction(g + [None], g_p + [None], alpha, minimize_fp=minimize_fp)
     assert d[-1] is None
     for actual, want in zip(d[:-1], expected):
         np.testing.assert_allclose(actual, want, rtol=1e-5, atol=1e-6)
@@ -133,17 +132,17 @@ def test_alpha_zero_is_sam_direction():
     rng = np.random.default_rng(2)
     g, g_p = _random_tree(rng), _random_tree(rng)
     for minimize_fp, expected in ((True, g_p), (False, g)):
-        d = gsam_math.gsam_direction(g, g_p, 0.0, minimize_fp=minimize_fp)
+        d = formulas.gsam_direction(g, g_p, 0.0, minimize_fp=minimize_fp)
         for actual, want in zip(d, expected):
             np.testing.assert_array_equal(actual, want)
 
 
-@pytest.mark.parametrize("form", gsam_math.PERTURBATIONS)
+@pytest.mark.parametrize("form", formulas.PERTURBATIONS)
 def test_zero_gradients_give_zero_steps_not_nan(form):
     zeros = [np.zeros((3,), "float32"), np.zeros((2, 2), "float32")]
     weights = [np.ones((3,), "float32"), np.ones((2, 2), "float32")]
-    e = gsam_math.perturbation(zeros, weights, 0.1, form)
-    d = gsam_math.gsam_direction(zeros, zeros, 0.5)
+    e = formulas.perturbation(zeros, weights, 0.1, form)
+    d = formulas.gsam_direction(zeros, zeros, 0.5)
     for t in e + d:
         np.testing.assert_array_equal(t, np.zeros_like(t))
 
@@ -152,8 +151,8 @@ def test_zero_gradients_give_zero_steps_not_nan(form):
 def test_norms_and_products_accumulate_in_float32(dtype):
     # 300**2 overflows float16 (max 65504); the float32 norm does not.
     big = [keras.ops.full((4,), 300.0, dtype=dtype)]
-    np.testing.assert_allclose(gsam_math.global_norm(big), 600.0, rtol=1e-6)
-    e = gsam_math.perturbation(big, big, 0.5)
+    np.testing.assert_allclose(formulas.global_norm(big), 600.0, rtol=1e-6)
+    e = formulas.perturbation(big, big, 0.5)
     assert keras.backend.standardize_dtype(e[0].dtype) == dtype
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(keras.ops.cast(e[0], "float32")),
@@ -164,7 +163,7 @@ def test_norms_and_products_accumulate_in_float32(dtype):
 
 def test_unknown_perturbation_is_rejected():
     with pytest.raises(ValueError, match="perturbation"):
-        gsam_math.perturbation([np.ones(2, "float32")], None, 0.1, "sharp")
+        formulas.perturbation([np.ones(2, "float32")], None, 0.1, "sharp")
 
 
 STEP_CASES = {

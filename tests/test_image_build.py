@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import cloud, vertex_runner
-from pipelines.options import OutputLayout
+from pipelines import vertex_runner
+from pipelines.cloud import compiler
+from pipelines.local.layout import OutputLayout
 from tests.image_support import image_under_test
 from tests.pipeline_support import (
     ALL_NODES,
@@ -59,7 +60,7 @@ def local_run(image, workdir):
         "--data-root",
         str(workdir / "sample"),
         "--schema",
-        cloud.IMAGE_SCHEMA_PATH,  # as the compiled pipeline uses it: ImportSchemaGen
+        compiler.IMAGE_SCHEMA_PATH,  # as the compiled pipeline uses it: ImportSchemaGen
         "--output-dir",
         layout.output_dir,
         "--accuracy-threshold",

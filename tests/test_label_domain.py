@@ -1,4 +1,5 @@
-"""The label's class range from StatisticsGen's statistics (components/label_domain.py)."""
+"""The label's class range from StatisticsGen's statistics
+(components/data_checks/label_domain.py)."""
 
 import os
 
@@ -7,9 +8,9 @@ from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.types import artifact_utils, standard_artifacts
 
-from components.label_domain import LabelDomainError, largest_label, with_label_domain
-from trainer import data
+from components.data_checks.label_domain import LabelDomainError, largest_label, with_label_domain
 from trainer.config import TrainingConfig
+from trainer.inputs import data
 
 INT = statistics_pb2.FeatureNameStatistics.INT
 FLOAT = statistics_pb2.FeatureNameStatistics.FLOAT

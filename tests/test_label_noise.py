@@ -1,4 +1,5 @@
-"""components/label_noise.py: which labels flip, to what, and what the artifact records."""
+"""components/comparison/label_noise.py: which labels flip, to what, and what the artifact
+records."""
 
 import collections
 import json
@@ -13,8 +14,8 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils, standard_artifacts
 
-from components.label_noise import LabelFlipper, LabelNoise, LabelNoiseExecutor
-from pipelines import cloud
+from components.comparison.label_noise import LabelFlipper, LabelNoise, LabelNoiseExecutor
+from pipelines.cloud import compiler
 from tests.trainer_examples import (
     SAMPLE_SCHEMA,
     examples_artifact,
@@ -251,7 +252,7 @@ def test_the_component_compiles_for_vertex(tmp_path):
         source_uri="gs://bucket/examples", artifact_type=standard_artifacts.Examples
     ).with_id("import_examples")
     noisy = LabelNoise(examples=examples.outputs["result"], noise_rate=RATE, seed=7, num_classes=10)
-    path = cloud.compile_pipeline(
+    path = compiler.compile_pipeline(
         tfx.dsl.Pipeline(
             pipeline_name="label-noise",
             pipeline_root="gs://bucket/root",

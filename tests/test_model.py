@@ -4,7 +4,7 @@ import keras
 import pytest
 
 from trainer.config import TrainingConfig
-from trainer.model import MLP_UNITS, RESNET_WIDTHS, build_model
+from trainer.models.builtin import MLP_UNITS, RESNET_WIDTHS, build_model
 
 
 def _stage_channels(model):

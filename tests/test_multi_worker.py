@@ -1,4 +1,4 @@
-"""Multi-worker GSAM: two worker processes on loopback run trainer.multi_worker.fit."""
+"""Multi-worker GSAM: two worker processes on loopback run trainer.training.multi_worker.fit."""
 
 import contextlib
 import errno
@@ -15,8 +15,8 @@ import pytest
 
 from tests import multi_worker_process as setup
 from tests import trainer_examples
-from trainer import multi_worker
 from trainer.gsam import sharpness_aware_gradients
+from trainer.training import multi_worker
 
 
 class WorkersFailed(AssertionError):

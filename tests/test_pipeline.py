@@ -14,10 +14,17 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import path_utils, proto_utils
 
-from components import atomic_pusher
-from components.sharpness_probe import ProbeSettings
-from components.validation_gate import DataAnomaliesError, ValidationGate, find_anomalies
-from pipelines import configs, options, pipeline
+from components.data_checks.validation_gate import (
+    DataAnomaliesError,
+    ValidationGate,
+    find_anomalies,
+)
+from components.release import atomic_pusher
+from components.sharpness.probe import ProbeSettings
+from pipelines import configs
+from pipelines.local import run_here
+from pipelines.stages.data import inspect_local_data
+from pipelines.stages.release import eval_config
 from tests import trainer_examples
 from tests.pipeline_support import ALL_NODES
 from tests.pipeline_support import build_pipeline as build
@@ -71,7 +78,7 @@ def test_without_a_schema_it_is_inferred(tmp_path):
 
 
 def test_evaluator_blesses_on_accuracy_against_the_baseline(tmp_path):
-    config = pipeline.eval_config("label", accuracy_threshold=0.8, max_accuracy_drop=0.02)
+    config = eval_config("label", accuracy_threshold=0.8, max_accuracy_drop=0.02)
     [spec] = config.model_specs
     assert (spec.model_type, spec.signature_name, spec.prediction_key) == (
         "tf_generic",
@@ -105,7 +112,7 @@ def test_csv_data_needs_the_mlp(tmp_path):
     data = tmp_path / "csv"
     data.mkdir()
     (data / "rows.csv").write_text("x,label\n1.0,0\n")
-    assert pipeline.inspect_local_data(str(data)) == ("csv", False)
+    assert inspect_local_data(str(data)) == ("csv", False)
     with pytest.raises(ValueError, match="model must be 'mlp'"):
         build(tmp_path, data_root=str(data), data_format="csv", schema_path=None)
     dag = build(
@@ -120,7 +127,7 @@ def test_csv_data_needs_the_mlp(tmp_path):
 
 
 def test_the_sample_has_split_folders():
-    assert pipeline.inspect_local_data(configs.DATA_ROOT) == ("tfrecord", True)
+    assert inspect_local_data(configs.DATA_ROOT) == ("tfrecord", True)
 
 
 @pytest.mark.parametrize(
@@ -147,12 +154,12 @@ def test_the_sample_has_split_folders():
 def test_local_data_problems_are_named(tmp_path, make, arguments, message):
     make(tmp_path / "data")
     with pytest.raises(ValueError, match=message):
-        pipeline.inspect_local_data(**{"data_root": str(tmp_path / "data"), **arguments})
+        inspect_local_data(**{"data_root": str(tmp_path / "data"), **arguments})
 
 
 class TestCommandLine:
     def parse(self, *argv):
-        parser = options.local_parser("test")
+        parser = run_here.local_parser("test")
         return parser, parser.parse_args(["--output-dir", "/tmp/out", *argv])
 
     def test_flags_reach_the_trainer_config(self):
@@ -160,7 +167,7 @@ class TestCommandLine:
             "--optimizer", "sam", "--epochs", "2", "--rho-max", "0.1", "--rho-min", "0.05",
             "--perturb-every", "5", "--model-widths", "8,16,32",
         )  # fmt: skip
-        dag = options.build_local(args, parser)
+        dag = run_here.build_local(args, parser)
         config = trainer_config(dag)
         assert (config.optimizer, config.epochs, config.rho_max, config.rho_min) == (
             "sam",
@@ -178,7 +185,7 @@ class TestCommandLine:
         parser, args = self.parse(
             "--sharpness", "--max-top-eigenvalue", "100", "--max-sharpness-increase", "0.2"
         )
-        dag = options.build_local(args, parser)
+        dag = run_here.build_local(args, parser)
         [probe] = [node for node in dag.components if node.id == "SharpnessProbe"]
         assert probe.exec_properties["max_top_eigenvalue"] == 100.0
         assert probe.exec_properties["max_sharpness_increase"] == 0.2
@@ -201,18 +208,18 @@ class TestCommandLine:
     def test_bad_values_exit_naming_the_flag(self, argv, flag, capsys):
         parser, args = self.parse(*argv)
         with pytest.raises(SystemExit):
-            options.build_local(args, parser)
+            run_here.build_local(args, parser)
         assert f"(flag: {flag})" in capsys.readouterr().err
 
     def test_image_flags_reach_the_trainer_config(self):
         parser, args = self.parse(
             "--image-key", "pixels", "--image-shape", "32x32x3", "--input-size", "16x16"
         )
-        config = trainer_config(options.build_local(args, parser))
+        config = trainer_config(run_here.build_local(args, parser))
         assert (config.image_key, config.image_shape) == ("pixels", (32, 32, 3))
         assert config.input_size == (16, 16)
         parser, args = self.parse()
-        assert trainer_config(options.build_local(args, parser)).image_shape == (28, 28, 1)
+        assert trainer_config(run_here.build_local(args, parser)).image_shape == (28, 28, 1)
 
     def test_an_image_shape_that_is_not_hxwxc_is_refused_by_the_parser(self, capsys):
         with pytest.raises(SystemExit):
@@ -231,7 +238,7 @@ class TestCommandLine:
             inspected.append(data_root)
             return "tfrecord", True
 
-        monkeypatch.setattr(pipeline, "inspect_local_data", inspect)
+        monkeypatch.setattr(run_here.data, "inspect_local_data", inspect)
         monkeypatch.chdir(tmp_path)
         parser, args = self.parse(
             "--output-dir",
@@ -241,7 +248,7 @@ class TestCommandLine:
             "--metadata-path",
             "metadata.sqlite",
         )
-        dag = options.build_local(args, parser)
+        dag = run_here.build_local(args, parser)
         nodes = {node.id: node for node in dag.components}
         assert inspected == ["gs://bucket/cifar"]
         assert nodes["ImportExampleGen"].exec_properties["input_base"] == "gs://bucket/cifar"
@@ -254,7 +261,7 @@ class TestCommandLine:
     def test_relative_local_paths_are_taken_from_the_working_directory(self, tmp_path, monkeypatch):
         monkeypatch.chdir(tmp_path)
         parser, args = self.parse("--output-dir", "out")
-        assert options.build_local(args, parser).pipeline_info.pipeline_root == str(
+        assert run_here.build_local(args, parser).pipeline_info.pipeline_root == str(
             tmp_path / "out" / "pipeline"
         )
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines import summary
-from pipelines.options import OutputLayout
+from pipelines.local import summary
+from pipelines.local.layout import OutputLayout
 from tests.pipeline_support import (
     ALL_NODES,
     RING_TRAINING,
@@ -26,8 +26,9 @@ from tests.pipeline_support import (
     write_ring_sample,
     write_split_sample,
 )
-from trainer import data, export
-from trainer.model import build_model
+from trainer.inputs import data
+from trainer.models import export
+from trainer.models.builtin import build_model
 
 # A trained model clears it, an untrained one does not (test_the_floor_needs_training).
 ACCURACY_FLOOR = 0.7

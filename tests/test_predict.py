@@ -8,9 +8,11 @@ import tensorflow as tf
 
 from tests import trainer_examples
 from tests.trainer_examples import bytes_feature, with_image
-from trainer import data, export, predict
+from trainer import predict
 from trainer.config import TrainingConfig
-from trainer.model import build_model
+from trainer.inputs import data
+from trainer.models import export
+from trainer.models.builtin import build_model
 
 LABELS = [f"class-{index}" for index in range(10)]
 

@@ -13,9 +13,9 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from pipelines import configs
-from pipelines.options import OutputLayout
+from pipelines.local.layout import OutputLayout
 from tests.pipeline_support import versions, write_split_sample
-from trainer import history, resume
+from trainer.training import history, resume
 
 EPOCHS = 4
 KILL_AFTER_EPOCH = 2

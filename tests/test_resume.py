@@ -7,9 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from trainer import history, resume
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
+from trainer.training import history, resume
 
 CONFIG = TrainingConfig(optimizer="gsam", epochs=4)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trainer.gsam import GSAM
-from trainer.rho import (
+from trainer.gsam.rho import (
     CosineAnnealingScheduler,
     RhoScheduler,
     learning_rate_bounds,

@@ -11,8 +11,9 @@ import pytest
 from ml_metadata import metadata_store
 from tfx import v1 as tfx
 
-from pipelines import configs, run_here, run_lock
-from pipelines.options import OutputLayout
+from pipelines import configs
+from pipelines.local import run_here, run_lock
+from pipelines.local.layout import OutputLayout
 from tests.pipeline_support import versions, write_split_sample
 
 WAIT_SECONDS = 900

@@ -11,8 +11,9 @@ import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
 
-from pipelines import configs, run_here, summary
-from pipelines.options import OutputLayout
+from pipelines import configs
+from pipelines.local import run_here, summary
+from pipelines.local.layout import OutputLayout
 from tests.pipeline_support import ALL_NODES, done_line, executed_nodes, versions
 
 REPO = Path(__file__).resolve().parent.parent

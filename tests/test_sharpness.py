@@ -1,4 +1,4 @@
-"""trainer.sharpness against a model whose Hessian is known exactly, and its guarantees:
+"""trainer.gsam.sharpness against a model whose Hessian is known exactly, and its guarantees:
 weights untouched, inference mode, determinism, argument checks."""
 
 import keras
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import sharpness
+from trainer.gsam import sharpness
 
 INPUTS, OUTPUTS, EXAMPLES, BATCH = 6, 2, 100, 32
 

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from components.sharpness_probe import REPORT_FILE, SUMMARY_FILE, ProbeSettings
-from pipelines import summary
+from components.sharpness.probe import REPORT_FILE, SUMMARY_FILE, ProbeSettings
+from pipelines.local import summary
 from tests.pipeline_support import (
     ALL_NODES,
     SMALL_PROBE,
@@ -14,7 +14,7 @@ from tests.pipeline_support import (
     run_pipeline,
     versions,
 )
-from trainer import sharpness
+from trainer.gsam import sharpness
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from tfx.types import standard_artifacts
 
-from components import sharpness_gate
-from components.sharpness_probe import (
+from components.sharpness import gate
+from components.sharpness.probe import (
     REPORT_FILE,
     SUMMARY_FILE,
     ProbeSettings,
@@ -19,9 +19,10 @@ from components.sharpness_probe import (
     SharpnessReport,
 )
 from tests import trainer_examples
-from trainer import export, sharpness
 from trainer.config import TrainingConfig
-from trainer.model import build_model
+from trainer.gsam import sharpness
+from trainer.models import export
+from trainer.models.builtin import build_model
 
 CANDIDATE = {"top_eigenvalue": 12.0, "surrogate_gap": 0.02}
 BASELINE = {"top_eigenvalue": 10.0, "surrogate_gap": -0.01}
@@ -29,15 +30,15 @@ BASELINE = {"top_eigenvalue": 10.0, "surrogate_gap": -0.01}
 
 def test_without_limits_the_evaluator_decides():
     for evaluator_blessed in (True, False):
-        decision = sharpness_gate.decide(CANDIDATE, evaluator_blessed=evaluator_blessed)
+        decision = gate.decide(CANDIDATE, evaluator_blessed=evaluator_blessed)
         assert decision.blessed is evaluator_blessed
         assert decision.checks == ()
         assert "no sharpness limit set" in decision.reasons
-    assert sharpness_gate.decide(CANDIDATE).blessed  # no Evaluator blessing to respect
+    assert gate.decide(CANDIDATE).blessed  # no Evaluator blessing to respect
 
 
 def test_max_top_eigenvalue_names_measure_value_and_limit():
-    refused = sharpness_gate.decide(CANDIDATE, evaluator_blessed=True, max_top_eigenvalue=11.5)
+    refused = gate.decide(CANDIDATE, evaluator_blessed=True, max_top_eigenvalue=11.5)
     assert not refused.blessed
     assert refused.reasons == ("top_eigenvalue 12 is above the limit 11.5 (max_top_eigenvalue)",)
     [check] = refused.to_dict()["checks"]
@@ -49,19 +50,19 @@ def test_max_top_eigenvalue_names_measure_value_and_limit():
         "note": "",
         "passed": False,
     }
-    assert sharpness_gate.decide(CANDIDATE, evaluator_blessed=True, max_top_eigenvalue=12).blessed
+    assert gate.decide(CANDIDATE, evaluator_blessed=True, max_top_eigenvalue=12).blessed
 
 
 def test_the_evaluator_refusal_wins_over_passing_limits():
-    decision = sharpness_gate.decide(CANDIDATE, evaluator_blessed=False, max_top_eigenvalue=100)
+    decision = gate.decide(CANDIDATE, evaluator_blessed=False, max_top_eigenvalue=100)
     assert not decision.blessed
     assert decision.checks[0].passed
 
 
 def test_max_sharpness_increase_is_relative_to_the_baseline():
-    at_limit = sharpness_gate.decide(CANDIDATE, BASELINE, max_sharpness_increase=0.2)
+    at_limit = gate.decide(CANDIDATE, BASELINE, max_sharpness_increase=0.2)
     assert at_limit.blessed  # 12 <= 10 + 20% of 10
-    above = sharpness_gate.decide(CANDIDATE, BASELINE, max_sharpness_increase=0.19)
+    above = gate.decide(CANDIDATE, BASELINE, max_sharpness_increase=0.19)
     assert not above.blessed
     assert above.reasons[-1] == (
         "top_eigenvalue 12 is above the limit 11.9 (baseline 10 + 19%; max_sharpness_increase)"
@@ -69,7 +70,7 @@ def test_max_sharpness_increase_is_relative_to_the_baseline():
 
 
 def test_increase_of_a_negative_surrogate_gap_counts_from_its_magnitude():
-    decision = sharpness_gate.decide(
+    decision = gate.decide(
         CANDIDATE, BASELINE, max_sharpness_increase=1.0, increase_measure="surrogate_gap"
     )
     # limit -0.01 + 1.0 * 0.01 = 0: the candidate's 0.02 is above it.
@@ -79,7 +80,7 @@ def test_increase_of_a_negative_surrogate_gap_counts_from_its_magnitude():
 
 
 def test_without_a_baseline_the_increase_limit_does_not_apply():
-    decision = sharpness_gate.decide(CANDIDATE, None, max_sharpness_increase=0.0)
+    decision = gate.decide(CANDIDATE, None, max_sharpness_increase=0.0)
     assert decision.blessed and decision.checks == ()
     assert decision.reasons == (
         "max_sharpness_increase not applied: there is no baseline to compare",
@@ -89,7 +90,7 @@ def test_without_a_baseline_the_increase_limit_does_not_apply():
 def test_a_value_that_is_not_finite_never_passes():
     for value in (math.nan, math.inf):
         candidate = {**CANDIDATE, "top_eigenvalue": value}
-        assert not sharpness_gate.decide(candidate, max_top_eigenvalue=1e30).blessed
+        assert not gate.decide(candidate, max_top_eigenvalue=1e30).blessed
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,13 @@ import pytest
 import tensorflow as tf
 
 from tests import trainer_examples
-from trainer import data, export, task
+from trainer import task
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
-from trainer.model import build_model
-from trainer.rho import rho_from_learning_rate
+from trainer.gsam.rho import rho_from_learning_rate
+from trainer.inputs import data
+from trainer.models import export
+from trainer.models.builtin import build_model
 
 
 def assert_probabilities(probabilities, count, num_classes):

@@ -7,14 +7,17 @@ import os
 import pytest
 from tfx import v1 as tfx
 
-from pipelines import configs, options, run_here, summary
-from pipelines.comparison import ComparisonSpec
+from pipelines import configs
+from pipelines.flags import settings as flag_settings
+from pipelines.local import run_here, summary
+from pipelines.local.layout import OutputLayout
+from pipelines.stages.comparison import ComparisonSpec
 from tests.pipeline_support import ALL_NODES, executed_nodes, versions
 from tests.pipeline_support import build_pipeline as build
 from trainer import search_space
 from trainer.config import TrainingConfig
-from trainer.history import HISTORY_FILE, read_history
 from trainer.search_space import SearchSpace
+from trainer.training.history import HISTORY_FILE, read_history
 
 
 def test_the_tuner_sits_between_the_gate_and_the_trainer(tmp_path):
@@ -98,7 +101,7 @@ def test_bad_search_space_flags_exit_2_naming_the_flag_before_running(
 
 
 def test_search_space_flags_reach_the_tuner(tmp_path):
-    parser = options.local_parser("test")
+    parser = run_here.local_parser("test")
     args = parser.parse_args(
         [
             "--output-dir", str(tmp_path), "--tune", "--tune-rho-max", "0.02", "0.4",
@@ -107,7 +110,7 @@ def test_search_space_flags_reach_the_tuner(tmp_path):
             "--tune-trials", "5", "--tune-objective", "val_loss",
         ]
     )  # fmt: skip
-    [tuner] = [node for node in options.build_local(args, parser).components if node.id == "Tuner"]
+    [tuner] = [node for node in run_here.build_local(args, parser).components if node.id == "Tuner"]
     space = SearchSpace.from_custom_config(json.loads(tuner.exec_properties["custom_config"]))
     assert space == SearchSpace(
         rho_max_range=(0.02, 0.4),
@@ -170,7 +173,7 @@ def test_a_tuned_local_run_trains_with_the_best_values(sample, tmp_path, capsys)
         ],
     )  # fmt: skip
     assert status == 0
-    layout = options.OutputLayout(str(output_dir))
+    layout = OutputLayout(str(output_dir))
     assert executed_nodes(layout) == ALL_NODES | {"Tuner"}
     assert len(versions(layout)) == 1
     [best_file] = glob.glob(f"{layout.pipeline_root}/Tuner/best_hyperparameters/*/*")
@@ -178,8 +181,8 @@ def test_a_tuned_local_run_trains_with_the_best_values(sample, tmp_path, capsys)
         best = json.load(file)["values"]
     [history_file] = glob.glob(f"{layout.pipeline_root}/Trainer/model_run/*/{HISTORY_FILE}")
     trained = TrainingConfig.from_dict(read_history(history_file)["config"])
-    flags = options.training_config(
-        options.local_parser("test").parse_args(["--epochs", "1"]), "tfrecord"
+    flags = flag_settings.training_config(
+        run_here.local_parser("test").parse_args(["--epochs", "1"]), "tfrecord"
     )
     tuned = search_space.tuned_fields(best)
     assert 0.1 <= trained.rho_max <= 0.3 and 0.05 <= trained.alpha <= 0.2

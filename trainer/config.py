@@ -34,7 +34,7 @@ class TrainingConfig:
     Args:
         model: `"resnet"` (images) or `"mlp"` (tabular features).
         model_widths: the resnet's channels per stage, or the mlp's units per hidden layer;
-            `None` means the model's default (`trainer.model.RESNET_WIDTHS`, `MLP_UNITS`).
+            `None` means the model's default (`trainer.models.builtin.RESNET_WIDTHS`, `MLP_UNITS`).
         epochs: passes over the training split.
         batch_size: examples per step.
         learning_rate: peak learning rate.

@@ -15,7 +15,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from trainer import export
+from trainer.models import export
 from trainer.op_errors import without_graph_dump
 
 DEFAULT_LABELS = os.path.join(

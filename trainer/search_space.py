@@ -222,7 +222,7 @@ def tuned_config(training: TrainingConfig, values: dict[str, Any]) -> TrainingCo
     fields = tuned_fields(values)
     optimizer = fields.get("optimizer", training.optimizer)
     if optimizer != "gsam":
-        # alpha is GSAM's own, as in pipelines.comparison.ComparisonSpec.method_config.
+        # alpha is GSAM's own, as in pipelines.stages.comparison.ComparisonSpec.method_config.
         fields["alpha"] = None
     if optimizer == "plain":
         fields["perturb_every"] = 1

@@ -6,7 +6,7 @@ laid over that config (trainer/search_space.py).
 `run_fn` reads the data through the Trainer's DataAccessor, builds the model,
 trains it plainly or with GSAM/SAM, and exports the inner model's serving
 SavedModel to `fn_args.serving_model_dir` and, beside it in the same Model artifact, the
-Keras model itself (`trainer.export.keras_model_path`, read by the SharpnessProbe).
+Keras model itself (`trainer.models.export.keras_model_path`, read by the SharpnessProbe).
 
 Steps per epoch, first match wins:
 
@@ -42,10 +42,13 @@ import keras_tuner
 import tensorflow as tf
 from absl import logging
 
-from trainer import data, export, history, multi_worker, resume, search_space
+from trainer import search_space
 from trainer.config import TrainingConfig
 from trainer.gsam import GSAM
-from trainer.model import build_model, training_loss
+from trainer.inputs import data
+from trainer.models import export
+from trainer.models.builtin import build_model, training_loss
+from trainer.training import history, multi_worker, resume
 
 SGD_MOMENTUM = 0.9
 MULTI_WORKER_SHUFFLE_SEED = 20220420
@@ -59,7 +62,7 @@ def run_fn(fn_args) -> None:
             `train_files`, `eval_files`, `train_steps`, `eval_steps`, `data_accessor`,
             `hyperparameters` (the Tuner's best values, laid over the config),
             `model_run_dir` (TensorBoard logs, `history.json`; resume backups beside it, see
-            trainer/resume.py) and `serving_model_dir` (export).
+            trainer/training/resume.py) and `serving_model_dir` (export).
     """
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
     if fn_args.hyperparameters:

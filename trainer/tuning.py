@@ -30,8 +30,9 @@ import keras
 import keras_tuner
 from tfx import v1 as tfx
 
-from trainer import data, task
+from trainer import task
 from trainer.config import TrainingConfig
+from trainer.inputs import data
 from trainer.search_space import OBJECTIVES, SearchSpace
 
 # The KerasTuner project folder under the Tuner's working directory.

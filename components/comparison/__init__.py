@@ -1,0 +1,1 @@
+"""The comparison: label noise before training, and the report over every run."""

@@ -1,0 +1,1 @@
+"""Data checks: the checked ImportExampleGen, the record check and the validation gate."""

@@ -1,0 +1,1 @@
+"""Release: the Evaluator's baseline resolver and the all-or-nothing Pusher."""

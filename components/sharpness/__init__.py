@@ -1,0 +1,1 @@
+"""The SharpnessProbe and its push decision."""

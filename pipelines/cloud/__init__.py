@@ -1,0 +1,1 @@
+"""Vertex AI and Kubeflow Pipelines: compiling for the image, and submitting."""

@@ -1,0 +1,1 @@
+"""The flags every runner shares, and the settings objects they become."""

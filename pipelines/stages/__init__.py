@@ -1,0 +1,2 @@
+"""The stages the one DAG builder (pipelines/pipeline.py) composes: data, training,
+comparison and release."""

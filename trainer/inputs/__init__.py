@@ -1,0 +1,1 @@
+"""From tf.Examples (on disk, or serialized at serving time) to model inputs."""

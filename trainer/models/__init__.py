@@ -1,0 +1,1 @@
+"""The models the Trainer builds, and how a trained model is exported."""

@@ -1,0 +1,103 @@
+"""The Keras 3 functional models the Trainer builds: a small ResNet for images, an MLP for tabular.
+
+Both output class probabilities (softmax), so the exported signature returns them as they are
+and the loss is `SparseCategoricalCrossentropy()` (not from logits): `training_loss()`.
+
+Example:
+
+>>> model = build_model(TrainingConfig(model="resnet"), num_classes=10,
+...                     input_shape=(28, 28, 1))
+>>> model.output_shape
+(None, 10)
+"""
+
+from __future__ import annotations
+
+import keras
+
+from trainer.config import TrainingConfig
+
+RESNET_WIDTHS = (16, 32, 64)
+MLP_UNITS = (64, 64)
+
+
+def training_loss() -> keras.losses.Loss:
+    """The loss the Trainer minimizes (and the SharpnessProbe measures): on probabilities."""
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
+def build_model(
+    config: TrainingConfig,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+) -> keras.Model:
+    """Builds the model named by `config.model` for `input_shape` (see
+    `trainer.inputs.data.model_input_shape`)."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
+    if config.model == "resnet":
+        return build_resnet(input_shape, num_classes, widths=config.model_widths or RESNET_WIDTHS)
+    return build_mlp(input_shape, num_classes, units=config.model_widths or MLP_UNITS)
+
+
+def build_resnet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    widths: tuple[int, ...] = RESNET_WIDTHS,
+    blocks_per_stage: int = 1,
+) -> keras.Model:
+    """A small ResNet: 3x3 conv stem, one stage per width (each after the first halves the
+    resolution), basic residual blocks with BatchNorm, global average pooling, softmax.
+
+    With the defaults it has ~80k parameters, sized for 28x28 images on a CPU.
+    """
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}.")
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _conv_bn(inputs, widths[0], strides=1)
+    x = keras.layers.ReLU()(x)
+    for stage, width in enumerate(widths):
+        for block in range(blocks_per_stage):
+            x = _residual_block(x, width, strides=2 if stage > 0 and block == 0 else 1)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="resnet")
+
+
+def build_mlp(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    units: tuple[int, ...] = MLP_UNITS,
+) -> keras.Model:
+    """An MLP on one float vector. The input goes through BatchNormalization first, since
+    the raw numeric features are not scaled beforehand (there is no Transform step).
+    """
+    if len(input_shape) != 1:
+        raise ValueError(f"input_shape must be (num_features,), got {input_shape!r}.")
+    inputs = keras.Input(shape=input_shape, name="features")
+    x = keras.layers.BatchNormalization()(inputs)
+    for width in units:
+        x = keras.layers.Dense(width, activation="relu")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+def _conv_bn(x, filters, strides, kernel_size=3):
+    x = keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+    )(x)
+    return keras.layers.BatchNormalization()(x)
+
+
+def _residual_block(x, filters, strides):
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = _conv_bn(x, filters, strides, kernel_size=1)
+    x = keras.layers.ReLU()(_conv_bn(x, filters, strides))
+    x = _conv_bn(x, filters, strides=1)
+    return keras.layers.ReLU()(keras.layers.Add()([x, shortcut]))
