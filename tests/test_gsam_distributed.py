@@ -15,6 +15,13 @@ import sys
 import numpy as np
 import pytest
 
+from tests.roundoff import (
+    ROUNDOFFS_PER_STEP,
+    largest_difference,
+    largest_magnitude,
+    roundoff_tolerance,
+)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LR = 0.1
 LOGGED = ("loss", "perturbed_loss", "surrogate_gap", "grad_norm", "grad_cosine")
@@ -52,11 +59,6 @@ def two_cpu_strategy():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
-def largest_difference(xs, ys):
-    """The largest absolute difference between two lists of arrays."""
-    return float(max(np.abs(x - y).max() for x, y in zip(xs, ys)))
-
-
 def replica_spread(strategy, variables):
     """The largest difference between the two replicas' copies of `variables`."""
     copies = [strategy.experimental_local_results(v.value) for v in variables]
@@ -70,22 +72,29 @@ def measured():
     return run_scenarios("tests.test_gsam_distributed")
 
 
+def one_step_tolerance(measured):
+    """Two graphs one step apart: the replicas' all-reduced halves against one device's
+    whole batch (tests/roundoff.py)."""
+    return roundoff_tolerance([measured["weight_scale"]], ROUNDOFFS_PER_STEP)
+
+
 @pytest.mark.parametrize("name", PER_REPLICA)
 def test_each_replica_perturbs_along_its_own_shard_gradient(measured, name):
     run = measured[name]
-    assert run["error_vs_mean_of_shard_steps"] < 1e-6
+    assert run["error_vs_mean_of_shard_steps"] <= one_step_tolerance(measured)
     # The oracle can tell the two modes apart.
-    assert run["error_vs_global_batch_step"] > 1e-4
+    assert run["error_vs_global_batch_step"] > 10 * one_step_tolerance(measured)
 
 
 @pytest.mark.parametrize("name", SYNCED)
 def test_sync_perturbation_equals_the_global_batch_step(measured, name):
     run = measured[name]
-    assert run["error_vs_global_batch_step"] < 1e-6
-    assert run["error_vs_mean_of_shard_steps"] > 1e-4
+    assert run["error_vs_global_batch_step"] <= one_step_tolerance(measured)
+    assert run["error_vs_mean_of_shard_steps"] > 10 * one_step_tolerance(measured)
 
 
 def test_replica_weights_stay_identical(measured):
+    # Bit for bit: every replica runs the same compiled step on all-reduced values.
     for name in (*FIT_RUNS, "custom_loop", "non_finite", "non_finite_loss_scale"):
         assert measured[name]["replica_spread"] == 0.0, name
 
@@ -127,8 +136,9 @@ def test_non_finite_shard_skips_the_step_on_every_replica(measured):
 
 def test_custom_loop_under_the_strategy_matches_fit(measured):
     run = measured["custom_loop"]
-    assert run["error_vs_fit"] < 1e-6
-    assert run["error_vs_train_step"] < 1e-6
+    # Two steps of batch 4 (a replica's 2 examples each).
+    assert run["error_vs_fit"] <= 2 * one_step_tolerance(measured)
+    assert run["error_vs_train_step"] <= 2 * one_step_tolerance(measured)
 
 
 def _scenarios():
@@ -178,6 +188,7 @@ def _scenarios():
     global_step = [w - LR * d for w, d in zip(w0, whole)]
 
     results = {
+        "weight_scale": largest_magnitude(global_step),
         "single_device": {
             "mean_of_shard_logs": {
                 key: (first_logs[key][0] + second_logs[key][0]) / 2 for key in LOGGED

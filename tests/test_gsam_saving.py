@@ -85,6 +85,7 @@ def test_keras_file_round_trips_wrapper_model_and_hyperparameters(tmp_path, opti
         np.testing.assert_array_equal(restored.numpy(), original.numpy())
     for original, restored in zip(gsam_model.optimizer.variables, loaded.optimizer.variables):
         np.testing.assert_array_equal(restored.numpy(), original.numpy())
+    # Bit for bit: a round trip, the same weights through the same compiled graph.
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), gsam_model.predict(x, verbose=0))
 
     # Training resumes identically.
