@@ -17,6 +17,8 @@ from tfx.types import artifact_utils
 
 from pipelines import configs, pipeline
 from pipelines.local.layout import OutputLayout
+from pipelines.stages.data import DataSettings
+from pipelines.stages.release import ReleaseSettings
 
 REPO = Path(__file__).resolve().parent.parent
 # The local runner's first line: the run id and its log file.
@@ -100,19 +102,31 @@ ALL_NODES = {
 
 
 def build_pipeline(tmp_path, **overrides):
-    """The pipeline over the embedded sample, with `create_pipeline` arguments overridden."""
-    arguments = dict(
+    """The pipeline over the embedded sample. `overrides` name fields of the settings objects
+    (`PipelineSettings`, `DataSettings`, `ReleaseSettings`) or arguments of `create_pipeline`
+    (`training`, `tuning`, `comparison`, ...)."""
+    fields = dict(
         pipeline_name="test",
         pipeline_root=str(tmp_path / "root"),
         data_root=configs.DATA_ROOT,
         schema_path=configs.SCHEMA_PATH,
         serving_model_dir=str(tmp_path / "serving"),
-        training=configs.TRAINING,
         accuracy_threshold=0.5,
         max_accuracy_drop=0.01,
     )
-    arguments.update(overrides)
-    return pipeline.create_pipeline(**arguments)
+    fields.update(overrides)
+
+    def settings(kind):
+        names = {field.name for field in dataclasses.fields(kind)}
+        return kind(**{name: fields.pop(name) for name in names if name in fields})
+
+    return pipeline.create_pipeline(
+        settings(pipeline.PipelineSettings),
+        settings(DataSettings),
+        fields.pop("training", configs.TRAINING),
+        settings(ReleaseSettings),
+        **fields,
+    )
 
 
 def run_pipeline(
@@ -129,20 +143,23 @@ def run_pipeline(
     files with an inferred schema."""
     layout = OutputLayout(str(output_dir))
     dag = pipeline.create_pipeline(
-        pipeline_name="e2e",
-        pipeline_root=layout.pipeline_root,
-        data_root=str(data_root),
-        data_format=data_format,
-        schema_path=configs.SCHEMA_PATH if data_format == "tfrecord" else None,
-        serving_model_dir=layout.serving_model_dir,
-        training=training,
-        accuracy_threshold=accuracy_threshold,
-        max_accuracy_drop=max_accuracy_drop,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            layout.metadata_path
+        pipeline.PipelineSettings(
+            pipeline_name="e2e",
+            pipeline_root=layout.pipeline_root,
+            metadata_connection_config=(
+                tfx.orchestration.metadata.sqlite_metadata_connection_config(layout.metadata_path)
+            ),
+            beam_pipeline_args=["--direct_running_mode=in_memory"],
         ),
-        beam_pipeline_args=["--direct_running_mode=in_memory"],
-        sharpness=sharpness,
+        DataSettings(
+            str(data_root),
+            data_format,
+            schema_path=configs.SCHEMA_PATH if data_format == "tfrecord" else None,
+        ),
+        training,
+        ReleaseSettings(
+            layout.serving_model_dir, accuracy_threshold, max_accuracy_drop, sharpness=sharpness
+        ),
     )
     (runner or tfx.orchestration.LocalDagRunner()).run(dag)
     return layout

@@ -12,6 +12,7 @@ from tfx import v1 as tfx
 
 from pipelines import configs, pipeline
 from pipelines.flags import groups, parsing, settings
+from pipelines.stages.data import DataSettings
 
 # The Dockerfile copies the checkout here, so the embedded sample ships in the image.
 IMAGE_WORKDIR = "/pipeline"
@@ -106,24 +107,23 @@ def build(
             )
         data_format = "tfrecord"
     with parsing.flag_errors(parser):
+        serving_model_dir = args.serving_model_dir or f"{args.pipeline_root.rstrip('/')}/serving"
         return pipeline.create_pipeline(
-            pipeline_name=args.pipeline_name,
-            pipeline_root=args.pipeline_root,
-            data_root=args.data_root,
-            data_format=data_format,
-            schema_path=schema,
-            serving_model_dir=args.serving_model_dir or f"{args.pipeline_root.rstrip('/')}/serving",
-            training=settings.training_config(args, data_format),
+            pipeline.PipelineSettings(
+                pipeline_name=args.pipeline_name,
+                pipeline_root=args.pipeline_root,
+                beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
+                enable_cache=args.enable_cache,
+            ),
+            DataSettings(args.data_root, data_format, schema_path=schema),
+            settings.training_config(args, data_format),
+            settings.release_settings(
+                args, parser, serving_model_dir, baseline="latest-blessed"
+            ),
             tuning=settings.search_space(args),
-            accuracy_threshold=args.accuracy_threshold,
-            max_accuracy_drop=args.max_accuracy_drop,
-            beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
+            comparison=settings.comparison_spec(args),
             vertex_training=vertex_training,
             parallel_trials=parallel_trials,
-            comparison=settings.comparison_spec(args),
-            sharpness=settings.sharpness_settings(args, parser),
-            enable_cache=args.enable_cache,
-            stock_resolver=True,
         )
 
 

@@ -15,6 +15,7 @@ from pipelines.flags.parsing import (
     flag_value,
 )
 from pipelines.stages.comparison import ComparisonSpec
+from pipelines.stages.release import ReleaseSettings
 from trainer.config import TrainingConfig
 from trainer.search_space import SearchSpace
 
@@ -67,3 +68,19 @@ def sharpness_settings(
         return None
     with flag_errors(parser):
         return ProbeSettings(**limits)
+
+
+def release_settings(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    serving_model_dir: str,
+    baseline: str = "before-candidate",
+) -> ReleaseSettings:
+    """Blessing and pushing, from the blessing and sharpness flags."""
+    return ReleaseSettings(
+        serving_model_dir=serving_model_dir,
+        accuracy_threshold=args.accuracy_threshold,
+        max_accuracy_drop=args.max_accuracy_drop,
+        sharpness=sharpness_settings(args, parser),
+        baseline=baseline,
+    )

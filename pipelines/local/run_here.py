@@ -82,22 +82,20 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
         layout = output_layout(args.output_dir, args.metadata_path)
         data_format, split_folders = data.inspect_local_data(data_root, args.data_format, schema)
         return pipeline.create_pipeline(
-            pipeline_name=args.pipeline_name,
-            pipeline_root=layout.pipeline_root,
-            data_root=data_root,
-            data_format=data_format,
-            split_folders=split_folders,
-            schema_path=schema,
-            serving_model_dir=layout.serving_model_dir,
-            training=settings.training_config(args, data_format),
-            tuning=settings.search_space(args),
-            accuracy_threshold=args.accuracy_threshold,
-            max_accuracy_drop=args.max_accuracy_drop,
-            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-                layout.metadata_path
+            pipeline.PipelineSettings(
+                pipeline_name=args.pipeline_name,
+                pipeline_root=layout.pipeline_root,
+                metadata_connection_config=(
+                    tfx.orchestration.metadata.sqlite_metadata_connection_config(
+                        layout.metadata_path
+                    )
+                ),
+                beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
+                enable_cache=args.enable_cache,
             ),
-            beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
+            data.DataSettings(data_root, data_format, split_folders, schema),
+            settings.training_config(args, data_format),
+            settings.release_settings(args, parser, layout.serving_model_dir),
+            tuning=settings.search_space(args),
             comparison=settings.comparison_spec(args),
-            sharpness=settings.sharpness_settings(args, parser),
-            enable_cache=args.enable_cache,
         )

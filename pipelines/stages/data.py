@@ -22,6 +22,40 @@ SPLIT_FOLDERS = ("train", "eval")
 
 
 @dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """Where the examples are and what they look like.
+
+    Args:
+        data_root: a folder (local or gs://) of TFRecord files of tf.Examples or of CSV files.
+        data_format: `"tfrecord"` or `"csv"`.
+        split_folders: the data root's `train/` and `eval/` folders are the splits; if false,
+            ExampleGen splits the examples 2:1 by hash.
+        schema_path: a curated schema (ImportSchemaGen); `None` infers one with SchemaGen.
+    """
+
+    data_root: str
+    data_format: str = "tfrecord"
+    split_folders: bool = True
+    schema_path: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.data_root, str) or not self.data_root:
+            raise ValueError(f"data_root must be a non-empty path, got {self.data_root!r}.")
+        if self.data_format not in DATA_FORMATS:
+            raise ValueError(
+                f"data_format must be one of {', '.join(DATA_FORMATS)}, got {self.data_format!r}."
+            )
+
+    def check_training(self, training: TrainingConfig) -> None:
+        """Whether `training` can train on these data."""
+        if self.data_format == "csv" and training.model != "mlp":
+            raise ValueError(
+                f"CSV data at {self.data_root} is tabular: the training config's model must be "
+                f"'mlp', got {training.model!r}."
+            )
+
+
+@dataclasses.dataclass(frozen=True)
 class DataStage:
     """ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> ValidationGate."""
 
@@ -51,13 +85,7 @@ class DataStage:
         ]
 
 
-def data_stage(
-    data_root: str,
-    data_format: str,
-    split_folders: bool,
-    schema_path: str | None,
-    training: TrainingConfig,
-) -> DataStage:
+def data_stage(settings: DataSettings, training: TrainingConfig) -> DataStage:
     """Reads the examples, computes statistics, takes or infers the schema, and gates.
 
     TFRecords are imported by `CheckedImportExampleGen`, which names a file cut short or a
@@ -67,17 +95,17 @@ def data_stage(
     The gate also gives the label of an inferred schema its class range, from the statistics.
     """
     images = training.model == "resnet"
-    example_gen = _example_gen(data_root, data_format, split_folders)
+    example_gen = _example_gen(settings.data_root, settings.data_format, settings.split_folders)
     statistics_gen = tfx.components.StatisticsGen(
         examples=example_gen.outputs["examples"],
         stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True) if images else None,
     )
-    if schema_path is None:
+    if settings.schema_path is None:
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
         )
     else:
-        schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path)
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=settings.schema_path)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )

@@ -16,20 +16,41 @@ from components.sharpness.probe import ProbeSettings, probe_component
 from trainer.config import TrainingConfig
 from trainer.models import export
 
+# How the Evaluator's baseline is found: the latest model blessed before the candidate (local
+# and Beam runners), or TFX's LatestBlessedModelStrategy (the only resolver KubeflowV2DagRunner
+# compiles).
+BASELINES = ("before-candidate", "latest-blessed")
+
 
 @dataclasses.dataclass(frozen=True)
-class SharpnessInputs:
-    """What `release_stage` needs to add a SharpnessProbe: its settings, the schema channel
-    and the training config (how the Trainer decoded the examples)."""
+class ReleaseSettings:
+    """How a candidate is judged and released.
 
-    settings: ProbeSettings
-    schema: Any
-    training: TrainingConfig
+    Args:
+        serving_model_dir: where blessed models are pushed, one numbered folder each.
+        accuracy_threshold: the eval accuracy a model needs to be blessed, in [0, 1].
+        max_accuracy_drop: how far (absolute) the candidate may trail the baseline, in [0, 1].
+        sharpness: when set, a SharpnessProbe measures the candidate (and the baseline) after
+            the Evaluator, and the Pusher takes its blessing (components/sharpness/probe.py).
+        baseline: one of `BASELINES`.
+    """
+
+    serving_model_dir: str
+    accuracy_threshold: float
+    max_accuracy_drop: float
+    sharpness: ProbeSettings | None = None
+    baseline: str = "before-candidate"
 
     def __post_init__(self):
-        if not isinstance(self.settings, ProbeSettings):
+        _check_fraction("accuracy_threshold", self.accuracy_threshold)
+        _check_fraction("max_accuracy_drop", self.max_accuracy_drop)
+        if self.sharpness is not None and not isinstance(self.sharpness, ProbeSettings):
             raise ValueError(
-                f"sharpness must be a ProbeSettings, got {type(self.settings).__name__}."
+                f"sharpness must be a ProbeSettings, got {type(self.sharpness).__name__}."
+            )
+        if self.baseline not in BASELINES:
+            raise ValueError(
+                f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}."
             )
 
 
@@ -49,30 +70,22 @@ class ReleaseStage:
 
 
 def release_stage(
-    examples,
-    model,
-    *,
-    label_key: str,
-    accuracy_threshold: float,
-    max_accuracy_drop: float,
-    serving_model_dir: str,
-    sharpness: SharpnessInputs | None = None,
-    stock_resolver: bool = False,
+    examples, model, schema, training: TrainingConfig, settings: ReleaseSettings
 ) -> ReleaseStage:
     """Baseline resolver -> Evaluator (candidate vs baseline) [-> SharpnessProbe]
-    -> AtomicPusher. With `sharpness`, the Pusher takes the probe's blessing, which requires
-    the Evaluator's.
+    -> AtomicPusher. With `settings.sharpness`, the Pusher takes the probe's blessing, which
+    requires the Evaluator's; the probe decodes the examples as `training` says, with `schema`.
 
-    The baseline is the latest model blessed before the candidate was trained
-    (components/release/baseline_resolver.py), so a cached rerun evaluates and pushes nothing new;
-    `stock_resolver` uses TFX's LatestBlessedModelStrategy instead, the one KubeflowV2DagRunner
-    compiles.
+    With `baseline="before-candidate"` the baseline is the latest model blessed before the
+    candidate was trained (components/release/baseline_resolver.py), so a cached rerun
+    evaluates and pushes nothing new; `"latest-blessed"` uses TFX's LatestBlessedModelStrategy,
+    the one KubeflowV2DagRunner compiles.
     """
     history = dict(
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     )
-    if stock_resolver:
+    if settings.baseline == "latest-blessed":
         model_resolver = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **history
         )
@@ -84,18 +97,18 @@ def release_stage(
     evaluator = evaluator_component(
         examples,
         model,
-        eval_config(label_key, accuracy_threshold, max_accuracy_drop),
+        eval_config(training.label_key, settings.accuracy_threshold, settings.max_accuracy_drop),
         baseline_model=model_resolver.outputs["model"],
     )
     probe = None
     blessing = evaluator.outputs["blessing"]
-    if sharpness is not None:
+    if settings.sharpness is not None:
         probe = probe_component(
             model,
             examples,
-            sharpness.schema,
-            sharpness.training,
-            sharpness.settings,
+            schema,
+            training,
+            settings.sharpness,
             baseline_model=model_resolver.outputs["model"],
             evaluator_blessing=blessing,
         )
@@ -104,7 +117,9 @@ def release_stage(
         model=model,
         model_blessing=blessing,
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=settings.serving_model_dir
+            )
         ),
     ).with_id("Pusher")
     return ReleaseStage(model_resolver, evaluator, pusher, probe)
@@ -171,3 +186,8 @@ def eval_config(
             )
         ],
     )
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}.")
