@@ -33,7 +33,7 @@ def test_a_second_holder_is_refused_with_the_first_named(tmp_path):
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     path = str(tmp_path / "lock")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pipelines import run_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom pipelines.local import run_lock\n"
          "with run_lock.hold(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)",
          path],
         stdout=subprocess.PIPE, text=True,
