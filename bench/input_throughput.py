@@ -33,8 +33,9 @@ from tfx.types import standard_component_specs as specs
 
 from pipelines import configs
 from pipelines.local import summary
-from trainer import task
 from trainer.inputs import data
+from trainer.models import builtin
+from trainer.training import fit
 
 IN_MEMORY_BATCHES = 8
 
@@ -121,12 +122,10 @@ def measure(
         "pipeline": pipeline_input,
         "in_memory": in_memory_dataset(pipeline_input, IN_MEMORY_BATCHES),
     }
-    _, trained = task.compile_for_training(
-        config,
-        data.resolve_num_classes(config, schema),
-        data.model_input_shape(config, schema),
-        steps_per_epoch=steps,
+    model = builtin.build_model(
+        config, data.resolve_num_classes(config, schema), data.model_input_shape(config, schema)
     )
+    trained = fit.compile_for_training(model, config, steps_per_epoch=steps)
     rates = {name: [] for name in inputs}
     cpu_rates = {name: [] for name in inputs}
     for round_index in range(rounds):

@@ -10,6 +10,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The embedded Fashion-MNIST sample (10k train, 2k eval), with its curated schema.
 DATA_ROOT = os.path.join(REPO_ROOT, "data", "fashion_mnist")
 SCHEMA_PATH = os.path.join(DATA_ROOT, "schema.pbtxt")
+CLASS_NAMES_PATH = os.path.join(DATA_ROOT, "labels.txt")
 OUTPUT_DIR = os.path.join(REPO_ROOT, "demo-output")
 
 TRAINING = TrainingConfig(

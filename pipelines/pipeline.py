@@ -1,8 +1,8 @@
 """The gsam-tfx pipeline DAG. It holds no configuration: see configs.py and the runners.
 
 ExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidator
--> ValidationGate -> [Tuner] -> Trainer (GSAM) -> Evaluator (against the last blessed model)
-[-> SharpnessProbe] -> Pusher.
+-> ValidationGate -> [Transform] -> [Tuner] -> Trainer (GSAM) -> Evaluator (against the last
+blessed model) [-> SharpnessProbe] -> Pusher.
 
 `create_pipeline` composes small builders, one per stage, in `pipelines/stages/`: `data_stage`
 (examples, statistics, schema and the validation gate), `tuner_component` (with `tuning`),
@@ -38,9 +38,15 @@ from tfx import v1 as tfx
 from pipelines.stages.comparison import ComparisonSpec, comparison_stage
 from pipelines.stages.data import DataSettings, data_stage
 from pipelines.stages.release import ReleaseSettings, release_stage
-from pipelines.stages.training import check_tuning, trainer_component, tuner_component
+from pipelines.stages.training import (
+    check_tuning,
+    trainer_component,
+    training_inputs,
+    tuner_component,
+)
 from trainer.config import TrainingConfig
 from trainer.search_space import SearchSpace
+from trainer.user_module import ModuleFile
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +84,7 @@ def create_pipeline(
     comparison: ComparisonSpec | None = None,
     vertex_training: dict[str, Any] | None = None,
     parallel_trials: int = 1,
+    module_file: ModuleFile | None = None,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline; every value is checked here, before anything runs.
 
@@ -103,6 +110,9 @@ def create_pipeline(
             on the same machines.
         parallel_trials: trials the Tuner runs at once, one per machine; more than one needs
             `vertex_training`.
+        module_file: the user's module file (`trainer.user_module`): with `preprocessing_fn`,
+            TFX's Transform runs before the Trainers, which train on its output; with
+            `build_model`, the Trainers train the model it builds.
     """
     for name, value, kind in (
         ("pipeline", pipeline, PipelineSettings),
@@ -122,38 +132,33 @@ def create_pipeline(
             "comparison: every compared method is tuned on its own."
         )
     data_components = data_stage(data, training)
-    sharpness = release.sharpness
-    training_components = []
+    inputs = training_inputs(data_components.examples, data_components.schema, module_file)
     if comparison is None:
         hyperparameters = None
+        training_components = [*inputs.components]
         if tuning is not None:
-            tuner = tuner_component(
-                data_components.examples,
-                data_components.schema,
-                training,
-                tuning,
-                vertex_training,
-                parallel_trials,
-            )
+            tuner = tuner_component(inputs, training, tuning, vertex_training, parallel_trials)
             training_components.append(tuner)
             hyperparameters = tuner.outputs["best_hyperparameters"]
         trainer = trainer_component(
-            data_components.examples,
-            data_components.schema,
-            training,
-            vertex_training,
-            hyperparameters=hyperparameters,
+            inputs, training, vertex_training, hyperparameters=hyperparameters
         )
         training_components.append(trainer)
         candidate = trainer.outputs["model"]
     else:
         stage = comparison_stage(
-            data_components, training, comparison, vertex_training, tuning, parallel_trials, sharpness
+            data_components,
+            inputs,
+            training,
+            comparison,
+            vertex_training,
+            tuning,
+            parallel_trials,
+            release.sharpness,
         )
-        training_components, candidate = stage.components, stage.best_model
-    release_components = release_stage(
-        data_components.examples, candidate, data_components.schema, training, release
-    )
+        training_components = [*inputs.components, *stage.components]
+        candidate = stage.best_model
+    release_components = release_stage(data_components.examples, candidate, training, release)
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline.pipeline_name,
         pipeline_root=pipeline.pipeline_root,
@@ -166,5 +171,3 @@ def create_pipeline(
         metadata_connection_config=pipeline.metadata_connection_config,
         beam_pipeline_args=list(pipeline.beam_pipeline_args),
     )
-
-

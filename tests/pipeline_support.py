@@ -85,6 +85,7 @@ RING_TRAINING = dataclasses.replace(
     batch_size=16,
     base_optimizer="adam",
     learning_rate=0.01,
+    min_train_steps=0,
 )
 # SharpnessProbe settings small enough that each probe takes seconds.
 SMALL_PROBE = dict(max_examples=32, ascent_steps=1, power_iterations=3, hutchinson_samples=2)

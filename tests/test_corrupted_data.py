@@ -2,8 +2,8 @@
 
 Each kind of damage against the record check (components/data_checks/record_check.py) and the
 checked ImportExampleGen (components/data_checks/checked_import.py) directly; then two local
-runs, as a person runs them: image bytes that do not decode stopped by the ValidationGate, a truncated TFRecord file
-stopped by ImportExampleGen. Both exit 1, train nothing and push nothing.
+runs, as a person runs them: image bytes that do not decode stopped by the ValidationGate, a
+truncated TFRecord file stopped by ImportExampleGen. Both exit 1, train nothing and push nothing.
 """
 
 import glob

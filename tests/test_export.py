@@ -35,7 +35,7 @@ def test_image_signature_matches_the_keras_model(tmp_path):
     examples = [trainer_examples.image_example(image, 3) for image in images]
     export_dir = str(tmp_path / "serving")
 
-    export.export_serving_model(model, config, schema, export_dir)
+    trainer_examples.export_model(model, config, schema, export_dir)
 
     signature = load_signature(export_dir)
     inputs = signature.structured_input_signature[1]
@@ -55,7 +55,7 @@ def test_images_of_another_size_are_resized(tmp_path):
     config = TrainingConfig()
     model = build_model(config, 10, config.image_shape)
     export_dir = str(tmp_path / "serving")
-    export.export_serving_model(
+    trainer_examples.export_model(
         model, config, data.load_schema(trainer_examples.SAMPLE_SCHEMA), export_dir
     )
     image = trainer_examples.random_images(np.random.default_rng(1), 1, (56, 40, 1))[0]
@@ -74,7 +74,7 @@ def test_an_input_size_resizes_training_and_serving_images_alike(tmp_path):
     assert data.model_input_shape(config, schema) == (14, 14, 1)
     model = build_model(config, 10, data.model_input_shape(config, schema))
     export_dir = str(tmp_path / "serving")
-    export.export_serving_model(model, config, schema, export_dir)
+    trainer_examples.export_model(model, config, schema, export_dir)
     images = trainer_examples.random_images(np.random.default_rng(2), 3)
     examples = [trainer_examples.image_example(image, 0) for image in images]
 
@@ -92,7 +92,7 @@ def image_signature(tmp_path_factory):
     """The serving signature of an (untrained) image model, and one well-formed example."""
     config = TrainingConfig()
     export_dir = str(tmp_path_factory.mktemp("malformed") / "serving")
-    export.export_serving_model(
+    trainer_examples.export_model(
         build_model(config, 10, config.image_shape),
         config,
         data.load_schema(trainer_examples.SAMPLE_SCHEMA),
@@ -142,7 +142,7 @@ def test_tabular_signature_concatenates_numeric_features_by_name(tmp_path):
     assert data.model_input_shape(config, schema) == (3,)  # count, size[0], size[1]
     model = build_model(config, 3, (3,))
     export_dir = str(tmp_path / "serving")
-    export.export_serving_model(model, config, schema, export_dir)
+    trainer_examples.export_model(model, config, schema, export_dir)
     examples = [
         trainer_examples.tabular_example([0.5, -1.0], 7, b"a", 1),
         trainer_examples.tabular_example([2.0, 3.0], 1, b"b", 2),
@@ -159,14 +159,14 @@ def test_export_refuses_an_existing_dir_and_leaves_nothing_when_it_fails(tmp_pat
     model = build_model(config, 3, (3,))
     (tmp_path / "taken").mkdir()
     with pytest.raises(ValueError, match="already exists"):
-        export.export_serving_model(model, config, tabular_schema(), str(tmp_path / "taken"))
+        trainer_examples.export_model(model, config, tabular_schema(), str(tmp_path / "taken"))
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(tf.io.gfile, "rename", fail)
     with pytest.raises(OSError, match="disk full"):
-        export.export_serving_model(model, config, tabular_schema(), str(tmp_path / "new"))
+        trainer_examples.export_model(model, config, tabular_schema(), str(tmp_path / "new"))
     assert os.listdir(tmp_path) == ["taken"]
 
 
@@ -204,7 +204,7 @@ def test_tfma_tf_generic_evaluates_the_exported_model(tmp_path):
     config = TrainingConfig()
     model = build_model(config, 10, config.image_shape)
     export_dir = str(tmp_path / "serving")
-    export.export_serving_model(
+    trainer_examples.export_model(
         model, config, data.load_schema(trainer_examples.SAMPLE_SCHEMA), export_dir
     )
     images = trainer_examples.random_images(np.random.default_rng(2), 12)

@@ -548,11 +548,11 @@ def test_skipping_the_perturbed_pass_needs_a_matching_stored_direction():
 
 
 def test_training_config_reaches_the_wrapper():
-    from trainer import task
+    from trainer.training import fit
 
     config = TrainingConfig(model="mlp", optimizer="sam", perturb_every=5)
     model = _mlp()
-    trained = task.wrap_for_training(model, config, (6,), 0.1, 0.001)
+    trained = fit.wrap_for_training(model, config, 0.1, 0.001)
     assert (trained.perturb_every, trained.reuse_scale) == (5, None)
     assert len(trained.flatness_direction) == len(model.trainable_variables)
     assert config.passes_per_step == pytest.approx(1.2)

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from pipelines.local import summary
 from pipelines.local.layout import OutputLayout
+from tests import trainer_examples
 from tests.pipeline_support import (
     ALL_NODES,
     RING_TRAINING,
@@ -27,7 +28,6 @@ from tests.pipeline_support import (
     write_split_sample,
 )
 from trainer.inputs import data
-from trainer.models import export
 from trainer.models.builtin import build_model
 
 # A trained model clears it, an untrained one does not (test_the_floor_needs_training).
@@ -122,7 +122,7 @@ def test_the_floor_needs_training(runs, ring_data):
     keras.utils.set_random_seed(0)
     untrained = build_model(RING_TRAINING, 3, data.model_input_shape(RING_TRAINING, schema))
     model_dir = os.path.join(layout.output_dir, "untrained")
-    export.export_serving_model(untrained, RING_TRAINING, schema, model_dir)
+    trainer_examples.export_model(untrained, RING_TRAINING, schema, model_dir)
     assert accuracy(model_dir, *eval_rows(ring_data)) < ACCURACY_FLOOR
 
 

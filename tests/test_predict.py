@@ -24,7 +24,7 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     config = TrainingConfig()
     model = build_model(config, 10, config.image_shape)
-    export.export_serving_model(
+    trainer_examples.export_model(
         model, config, data.load_schema(trainer_examples.SAMPLE_SCHEMA), str(root / "model")
     )
     images = trainer_examples.random_images(np.random.default_rng(0), 3)
@@ -72,6 +72,8 @@ def test_each_line_names_the_predicted_and_the_true_class(exported, capsys):
 
 
 def test_without_names_or_a_label_the_numbers_are_printed(exported, tmp_path, capsys):
+    """A 10-class model that records no class names prints numbers, not Fashion-MNIST's
+    names (a digits model once printed `predicted 2 (Pullover)`)."""
     root, _, images = exported
     unlabelled = tf.train.Example(
         features=tf.train.Features(
@@ -90,13 +92,48 @@ def test_without_names_or_a_label_the_numbers_are_printed(exported, tmp_path, ca
             str(root / "model"),
             "--examples",
             str(tmp_path / "unlabelled.tfrecord"),
-            "--labels",
-            str(tmp_path / "no-such-labels.txt"),
         ]
     )
     [line] = capsys.readouterr().out.splitlines()
     [probabilities] = predict.classify(str(root / "model"), [unlabelled])
     assert line == f"predicted {np.argmax(probabilities)} p={probabilities.max():.3f}  label None"
+
+
+def test_the_class_names_recorded_with_the_model_are_printed(exported, tmp_path, capsys):
+    root, model, _ = exported
+    names = [f"digit {index}" for index in range(10)]
+    config = TrainingConfig(class_names=names)
+    schema = data.load_schema(trainer_examples.SAMPLE_SCHEMA)
+    trainer_examples.export_model(model, config, schema, str(tmp_path / "named"), names)
+    assert export.read_class_names(str(tmp_path / "named")) == names
+    predict.main(
+        ["--model", str(tmp_path / "named"), "--examples", str(root / "examples.tfrecord")]
+    )
+    [probabilities] = predict.classify(
+        str(tmp_path / "named"), predict.read_examples(str(root / "examples.tfrecord"), 1)
+    )
+    predicted = int(np.argmax(probabilities))
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"predicted {predicted} ({names[predicted]}) p={probabilities.max():.3f}  label 3 (digit 3)"
+    )
+
+
+def test_a_labels_file_that_does_not_exist_is_a_usage_error(exported, tmp_path, capsys):
+    root, _, _ = exported
+    missing = tmp_path / "no-such-labels.txt"
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(
+            [
+                "--model",
+                str(root / "model"),
+                "--examples",
+                str(root / "examples.tfrecord"),
+                "--labels",
+                str(missing),
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert f"--labels: no such file: {missing}" in capsys.readouterr().err
 
 
 def test_a_folder_that_is_not_a_saved_model_is_a_usage_error(exported, tmp_path, capsys):
@@ -140,6 +177,4 @@ def test_malformed_examples_are_reported_by_index_and_none_is_classified(
     assert exit_info.value.code == 1
     printed = capsys.readouterr()
     assert printed.out == ""
-    assert printed.err == (
-        f"2 of 3 examples cannot be classified, so none was:\n{error.value}\n"
-    )
+    assert printed.err == (f"2 of 3 examples cannot be classified, so none was:\n{error.value}\n")

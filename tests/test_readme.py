@@ -51,3 +51,17 @@ def test_readme_block_runs_as_written(language, code, checkout_like):
         command, cwd=checkout_like, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, f"{code}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+
+
+def test_the_module_file_and_the_penguin_run_fn_are_the_examples_the_tests_run():
+    """The README's module file is examples/tabular_module.py, which
+    tests/test_user_module_pipeline.py runs through the pipeline, and its penguin `run_fn` is
+    examples/penguin_gsam.py's, which tests/test_penguin_gsam.py runs in TFX's penguin
+    pipeline."""
+    codes = [code for language, code in BLOCKS if language == "python"]
+    module = (REPO / "examples" / "tabular_module.py").read_text()
+    assert module in codes
+    penguin = (REPO / "examples" / "penguin_gsam.py").read_text()
+    run_fn = penguin[penguin.index("def run_fn(fn_args):") :]
+    [block] = [code for code in codes if "def run_fn(fn_args):" in code]
+    assert block.endswith(run_fn)

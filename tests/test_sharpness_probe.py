@@ -8,6 +8,8 @@ import os
 import keras
 import numpy as np
 import pytest
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.types import standard_artifacts
 
 from components.sharpness import gate
@@ -126,12 +128,17 @@ SETTINGS = dict(power_iterations=3, hutchinson_samples=2, ascent_steps=1, max_ex
 
 
 def _model_artifact(root, seed, keras_model=True):
+    """A Model artifact as run_fn writes it: the serving SavedModel (whose `model_inputs`
+    signature the probe reads raw examples with) and, unless not, the Keras model beside it."""
     artifact = standard_artifacts.Model()
     artifact.uri = str(root)
     artifact.id = seed + 1
+    keras.utils.set_random_seed(seed)
+    model = build_model(MLP, 3, (3,))
+    schema = text_format.Parse(trainer_examples.TABULAR_SCHEMA, schema_pb2.Schema())
+    trainer_examples.export_model(model, MLP, schema, os.path.join(artifact.uri, "Format-Serving"))
     if keras_model:
-        keras.utils.set_random_seed(seed)
-        export.export_keras_model(build_model(MLP, 3, (3,)), export.keras_model_path(artifact.uri))
+        export.export_keras_model(model, export.keras_model_path(artifact.uri))
     return artifact
 
 
@@ -149,9 +156,6 @@ def _run_probe(tmp_path, baseline=None, evaluator_blessed=None, **settings):
     examples = trainer_examples.examples_artifact(
         str(tmp_path / "examples"), {"train": rows[:10], "eval": rows}
     )
-    schema = trainer_examples.schema_artifact(
-        str(tmp_path / "schema"), trainer_examples.TABULAR_SCHEMA
-    )
     report = SharpnessReport()
     report.uri = str(tmp_path / "report")
     os.makedirs(report.uri)
@@ -162,7 +166,6 @@ def _run_probe(tmp_path, baseline=None, evaluator_blessed=None, **settings):
     SharpnessProbe.test_call(
         model=_model_artifact(tmp_path / "candidate", seed=0),
         examples=examples,
-        schema=schema,
         sharpness=report,
         blessing=blessing,
         training_config=json.dumps(MLP.to_dict()),

@@ -17,6 +17,7 @@ from trainer.gsam.rho import rho_from_learning_rate
 from trainer.inputs import data
 from trainer.models import export
 from trainer.models.builtin import build_model
+from trainer.training import fit
 
 
 def assert_probabilities(probabilities, count, num_classes):
@@ -120,7 +121,9 @@ def exported_model_variables(serving_dir):
 
 
 # 48 examples in batches of 16: 3 steps an epoch, 6 in all; the first is the warmup.
-TABULAR = dict(model="mlp", epochs=2, batch_size=16, warmup_epochs=1 / 3, learning_rate=0.05)
+TABULAR = dict(
+    model="mlp", epochs=2, batch_size=16, warmup_epochs=1 / 3, learning_rate=0.05, min_train_steps=0
+)
 
 
 @pytest.mark.parametrize(
@@ -156,7 +159,7 @@ def test_run_fn_trains_what_the_config_asks_and_exports_the_inner_model(
         assert float(trained.rho_max.numpy()) == pytest.approx(config.rho_max)
         assert float(trained.rho_min.numpy()) == pytest.approx(config.rho_min)
         # rho follows the Trainer's learning rate, step by step.
-        schedule, lr_max, lr_min = task.learning_rate_schedule(config, steps_per_epoch=3)
+        schedule, lr_max, lr_min = fit.learning_rate_schedule(config, steps_per_epoch=3)
         bounds = (config.rho_max, config.rho_min, lr_max, lr_min)
         expected = [float(rho_from_learning_rate(schedule(step), *bounds)) for step in range(6)]
         np.testing.assert_allclose([logs["rho"] for logs in spy.step_logs], expected, rtol=1e-5)
@@ -187,15 +190,15 @@ def test_run_fn_trains_what_the_config_asks_and_exports_the_inner_model(
 def test_the_reuse_coefficient_reaches_gsam_when_steps_reuse(perturb_every, reuse_scale, expected):
     config = TrainingConfig(optimizer="gsam", perturb_every=perturb_every, reuse_scale=reuse_scale)
     model = build_model(TrainingConfig(model="mlp"), num_classes=3, input_shape=(4,))
-    trained = task.wrap_for_training(model, config, (4,), lr_max=0.1, lr_min=0.1)
+    trained = fit.wrap_for_training(model, config, lr_max=0.1, lr_min=0.1)
     assert (trained.perturb_every, trained.reuse_scale) == (perturb_every, expected)
 
 
 def test_a_constant_learning_rate_gives_a_constant_rho_max():
     config = TrainingConfig(model="mlp", lr_schedule="constant", rho_max=0.06, rho_min=0.02)
     model = build_model(config, 3, (3,))
-    trained = task.wrap_for_training(model, config, (3,), lr_max=0.1, lr_min=0.1)
-    trained.compile(optimizer=task.make_optimizer(config, 0.1), loss="mse")
+    trained = fit.wrap_for_training(model, config, lr_max=0.1, lr_min=0.1)
+    trained.compile(optimizer=fit.make_optimizer(config, 0.1), loss="mse")
     assert trained.lr_max is None and float(trained.current_rho()) == pytest.approx(0.06)
 
 
@@ -218,10 +221,17 @@ class FakeFnArgs:
         self.data_accessor = None
 
 
+class FortyExamples:
+    """The ModelInputs of a split of 40 examples, as far as counting goes."""
+
+    def count_examples(self, file_patterns, data_accessor):
+        return 40
+
+
 @pytest.mark.parametrize("train_steps, per_epoch, expected", [(10, None, 4), (None, 7, 7)])
 def test_steps_per_epoch_from_total_steps_or_config(train_steps, per_epoch, expected):
     config = TrainingConfig(epochs=3, train_steps_per_epoch=per_epoch)
-    assert task.training_steps_per_epoch(FakeFnArgs(train_steps), config, schema=None) == expected
+    assert task.training_steps_per_epoch(FakeFnArgs(train_steps), config, inputs=None) == expected
 
 
 @pytest.mark.parametrize(
@@ -232,15 +242,15 @@ def test_steps_per_epoch_from_total_steps_or_config(train_steps, per_epoch, expe
 def test_eval_batches_are_capped_at_one_pass(
     monkeypatch, eval_steps_arg, eval_steps_config, expected
 ):
-    monkeypatch.setattr(task.data, "count_examples", lambda *args: 40)
     config = TrainingConfig(batch_size=16, eval_steps=eval_steps_config)
-    assert task.eval_batches(FakeFnArgs(eval_steps=eval_steps_arg), config, schema=None) == expected
+    assert task.eval_batches(FakeFnArgs(eval_steps=eval_steps_arg), config, FortyExamples()) == (
+        expected
+    )
 
 
 def test_eval_steps_from_eval_args_and_config_conflict(monkeypatch):
-    monkeypatch.setattr(task.data, "count_examples", lambda *args: 40)
     with pytest.raises(ValueError, match=r"EvalArgs.num_steps \(5\) or eval_steps \(2\), not both"):
-        task.eval_batches(FakeFnArgs(eval_steps=5), TrainingConfig(eval_steps=2), schema=None)
+        task.eval_batches(FakeFnArgs(eval_steps=5), TrainingConfig(eval_steps=2), FortyExamples())
 
 
 @pytest.mark.parametrize(
@@ -259,7 +269,7 @@ def test_an_empty_split_is_an_error_naming_it(tmp_path, split, message):
 
 def test_cosine_schedule_warms_up_from_and_decays_to_the_floor():
     config = TrainingConfig(learning_rate=0.1, lr_min_ratio=0.01, warmup_epochs=1, epochs=4)
-    schedule, lr_max, lr_min = task.learning_rate_schedule(config, steps_per_epoch=10)
+    schedule, lr_max, lr_min = fit.learning_rate_schedule(config, steps_per_epoch=10)
     assert (lr_max, lr_min) == (0.1, pytest.approx(0.001))
     values = [float(schedule(step)) for step in (0, 5, 10, 25, 40)]
     assert values[0] == pytest.approx(0.001)
@@ -270,25 +280,25 @@ def test_cosine_schedule_warms_up_from_and_decays_to_the_floor():
 
 
 def test_constant_schedule_is_a_number_and_keeps_warmup():
-    assert task.learning_rate_schedule(
+    assert fit.learning_rate_schedule(
         TrainingConfig(learning_rate=0.1, lr_schedule="constant"), 10
     ) == (0.1, 0.1, 0.1)
     config = TrainingConfig(
         learning_rate=0.1, lr_schedule="constant", warmup_epochs=1, lr_min_ratio=0.1, epochs=2
     )
-    schedule, lr_max, lr_min = task.learning_rate_schedule(config, 10)
+    schedule, lr_max, lr_min = fit.learning_rate_schedule(config, 10)
     assert [round(float(schedule(s)), 6) for s in (0, 10, 20)] == [0.01, 0.1, 0.1]
     assert (lr_max, lr_min) == (0.1, pytest.approx(0.01))
 
 
 def test_warmup_longer_than_training_is_rejected():
     with pytest.raises(ValueError, match="warmup_epochs"):
-        task.learning_rate_schedule(TrainingConfig(epochs=2, warmup_epochs=2), 10)
+        fit.learning_rate_schedule(TrainingConfig(epochs=2, warmup_epochs=2), 10)
 
 
 def test_optimizers():
-    sgd = task.make_optimizer(TrainingConfig(base_optimizer="sgd"), 0.1)
+    sgd = fit.make_optimizer(TrainingConfig(base_optimizer="sgd"), 0.1)
     assert sgd.__class__.__name__ == "SGD" and sgd.momentum == 0.9
     assert (
-        task.make_optimizer(TrainingConfig(base_optimizer="adam"), 0.1).__class__.__name__ == "Adam"
+        fit.make_optimizer(TrainingConfig(base_optimizer="adam"), 0.1).__class__.__name__ == "Adam"
     )

@@ -15,6 +15,9 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types import standard_component_specs as specs
 from tfx.utils import io_utils, json_utils, proto_utils
 
+from trainer.inputs.features import ModelInputs
+from trainer.models import export
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DIR = os.path.join(REPO_ROOT, "data", "fashion_mnist")
 SAMPLE_SCHEMA = os.path.join(SAMPLE_DIR, "schema.pbtxt")
@@ -131,12 +134,16 @@ def run_trainer(
     eval_steps=0,
     examples_root=None,
     schema_root=None,
+    custom_config=None,
+    hyperparameters=None,
 ):
     """Runs the Trainer executor with `run_fn="trainer.task.run_fn"`; returns the model dirs.
 
     `splits` as for `examples_artifact`; the examples go to (or, given the split names, are
     read from) `examples_root`, by default tmp_path/examples. Likewise the schema: written
-    from `schema_text`, or read from `schema_root` when the text is None.
+    from `schema_text`, or read from `schema_root` when the text is None. The Trainer's
+    custom_config is `custom_config`, by default `config`'s; `hyperparameters` (a KerasTuner
+    `HyperParameters` config, as the Tuner writes it) is its `hyperparameters` input.
     """
     model = standard_artifacts.Model()
     model.uri = str(tmp_path / "model")
@@ -148,18 +155,32 @@ def run_trainer(
         ],
         specs.SCHEMA_KEY: [schema_artifact(str(schema_root or tmp_path / "schema"), schema_text)],
     }
+    if hyperparameters is not None:
+        tuned = standard_artifacts.HyperParameters()
+        tuned.uri = str(tmp_path / "hyperparameters")
+        os.makedirs(tuned.uri)
+        with open(os.path.join(tuned.uri, "best_hyperparameters.txt"), "w") as file:
+            json.dump(hyperparameters, file)
+        input_dict[specs.HYPERPARAMETERS_KEY] = [tuned]
     exec_properties = {
         specs.RUN_FN_KEY: "trainer.task.run_fn",
         specs.TRAIN_ARGS_KEY: proto_utils.proto_to_json(
             trainer_pb2.TrainArgs(num_steps=train_steps)
         ),
         specs.EVAL_ARGS_KEY: proto_utils.proto_to_json(trainer_pb2.EvalArgs(num_steps=eval_steps)),
-        specs.CUSTOM_CONFIG_KEY: json_utils.dumps(config.to_custom_config()),
+        specs.CUSTOM_CONFIG_KEY: json_utils.dumps(custom_config or config.to_custom_config()),
     }
     trainer_executor.GenericExecutor().Do(
         input_dict, {specs.MODEL_KEY: [model], specs.MODEL_RUN_KEY: [model_run]}, exec_properties
     )
     return os.path.join(model.uri, "Format-Serving"), model_run.uri
+
+
+def export_model(model, config, schema, export_dir, class_names=None):
+    """Exports `model` as run_fn does for `config` and `schema`: serving_default and
+    model_inputs, on raw serialized examples."""
+    signatures = export.serving_signatures(model, ModelInputs(config, schema))
+    export.export_serving_model(model, export_dir, signatures, class_names)
 
 
 def serve(serving_dir, examples):

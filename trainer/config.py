@@ -65,6 +65,11 @@ class TrainingConfig:
         num_classes: number of classes; `None` reads it from the schema's label domain.
         train_steps_per_epoch, eval_steps: cap the steps (useful on tiny data); `None` means
             one full pass.
+        min_train_steps: without `train_steps_per_epoch` (or TFX's TrainArgs), an epoch is one
+            pass over the training split but at least `min_train_steps / epochs` steps, so that
+            small data trains long enough (a few hundred rows are a handful of steps a pass).
+        class_names: the label's class names, in class order; recorded with the serving model
+            (`trainer.predict` prints them). `None`: classes are shown as numbers.
         seed: seeds the initialization, dropout and the training data's order; `None` leaves
             them random.
     """
@@ -92,6 +97,8 @@ class TrainingConfig:
     num_classes: int | None = None
     train_steps_per_epoch: int | None = None
     eval_steps: int | None = None
+    min_train_steps: int = 500
+    class_names: tuple[str, ...] | None = None
     seed: int | None = None
 
     def __post_init__(self):
@@ -123,6 +130,18 @@ class TrainingConfig:
         for name in ("train_steps_per_epoch", "eval_steps"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
+        _check_int("min_train_steps", self.min_train_steps, minimum=0)
+        if self.class_names is not None:
+            names = self.class_names
+            if (
+                not isinstance(names, (tuple, list))
+                or len(names) < 2
+                or not all(isinstance(name, str) and name.strip() for name in names)
+            ):
+                raise ValueError(
+                    f"class_names must be a list of at least two non-empty names, got {names!r}."
+                )
+            object.__setattr__(self, "class_names", tuple(names))
         _check_number("learning_rate", self.learning_rate, low=0, low_inclusive=False)
         _check_number("lr_min_ratio", self.lr_min_ratio, low=0, high=1)
         _check_number("warmup_epochs", self.warmup_epochs, low=0)
@@ -188,8 +207,9 @@ class TrainingConfig:
         values["image_shape"] = list(self.image_shape)
         if self.input_size is not None:
             values["input_size"] = list(self.input_size)
-        if self.model_widths is not None:
-            values["model_widths"] = list(self.model_widths)
+        for name in ("model_widths", "class_names"):
+            if getattr(self, name) is not None:
+                values[name] = list(getattr(self, name))
         return values
 
     def to_custom_config(self) -> dict[str, Any]:

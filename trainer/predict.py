@@ -3,6 +3,9 @@
     python -m trainer.predict --model demo-output/serving/<version> \\
         --examples data/fashion_mnist/eval/data.tfrecord --count 5
 
+Classes are named as the model records them (`--class-names` at training; the sample's
+labels.txt for the sample), or by `--labels FILE`; otherwise they are printed as numbers.
+
 The serving signature fails on the whole batch when one example is malformed (no image
 feature, bytes that are not a PNG, a feature of the wrong type). `classify` then finds which
 ones by classifying each alone, and raises `MalformedExamplesError` with every index and its
@@ -17,13 +20,6 @@ import tensorflow as tf
 
 from trainer.models import export
 from trainer.op_errors import without_graph_dump
-
-DEFAULT_LABELS = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-    "data",
-    "fashion_mnist",
-    "labels.txt",
-)
 
 
 class MalformedExamplesError(ValueError):
@@ -74,13 +70,20 @@ def main(argv=None) -> None:
     parser.add_argument("--model", required=True, help="SavedModel folder")
     parser.add_argument("--examples", required=True, help="TFRecord file(s) of tf.Examples")
     parser.add_argument("--count", type=int, default=5)
-    parser.add_argument("--labels", default=DEFAULT_LABELS, help="class names, one a line")
+    parser.add_argument(
+        "--labels",
+        default=None,
+        help="class names, one a line (default: those recorded with the model, if any)",
+    )
     parser.add_argument("--label-key", default="label")
     args = parser.parse_args(argv)
     if not tf.io.gfile.exists(os.path.join(args.model, "saved_model.pb")):
         parser.error(f"--model is not a SavedModel folder: {args.model}")
-    names = []
-    if os.path.exists(args.labels):
+    if args.labels is None:
+        names = export.read_class_names(args.model) or []
+    else:
+        if not os.path.exists(args.labels):
+            parser.error(f"--labels: no such file: {args.labels}")
         with open(args.labels) as labels:
             names = labels.read().splitlines()
     examples = read_examples(args.examples, args.count)

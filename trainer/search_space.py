@@ -137,10 +137,13 @@ class SearchSpace:
                 f"rate warmup (warmup_epochs {training.warmup_epochs}): every trial warms up."
             )
 
-    def trial_config(self, training: TrainingConfig, hp) -> TrainingConfig:
+    def trial_config(
+        self, training: TrainingConfig, hp, model_hyperparameters: bool = False
+    ) -> TrainingConfig:
         """Declares the hyperparameters on KerasTuner's `hp`; the trial's training config.
 
-        The trial trains `epochs_per_trial` epochs; the rest is `training`'s.
+        The trial trains `epochs_per_trial` epochs; the rest is `training`'s. With
+        `model_hyperparameters`, `hp` also holds those a user's `build_model` declares.
         """
         methods = self.method_choices or (training.optimizer,)
         if len(methods) == 1:
@@ -158,7 +161,7 @@ class SearchSpace:
         with hp.conditional_scope("method", ["gsam"]):
             _declare(hp, "alpha", self.alpha_range)
         trial = dataclasses.replace(training, epochs=self.epochs_per_trial)
-        return tuned_config(trial, hp.values)
+        return tuned_config(trial, hp.values, model_hyperparameters)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -182,8 +185,11 @@ class SearchSpace:
         return dataclass_from_dict(cls, values, "search space")
 
 
-def tuned_fields(values: dict[str, Any]) -> dict[str, Any]:
+def tuned_fields(values: dict[str, Any], model_hyperparameters: bool = False) -> dict[str, Any]:
     """The `TrainingConfig` fields that tuned hyperparameter values set.
+
+    Names that are not the search space's are an error, unless `model_hyperparameters`: a
+    user's `build_model` that takes KerasTuner's `hp` declares its own, which stay its own.
 
     Example:
 
@@ -194,7 +200,7 @@ def tuned_fields(values: dict[str, Any]) -> dict[str, Any]:
         name: value for name, value in values.items() if not name.startswith(KERAS_TUNER_PREFIX)
     }
     unknown = sorted(set(values) - set(HYPERPARAMETERS))
-    if unknown:
+    if unknown and not model_hyperparameters:
         raise ValueError(
             f"Unknown tuned hyperparameter(s): {', '.join(unknown)}. "
             f"Known: {', '.join(HYPERPARAMETERS)}."
@@ -212,14 +218,18 @@ def tuned_fields(values: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def tuned_config(training: TrainingConfig, values: dict[str, Any]) -> TrainingConfig:
+def tuned_config(
+    training: TrainingConfig, values: dict[str, Any], model_hyperparameters: bool = False
+) -> TrainingConfig:
     """`training` with tuned hyperparameter values laid over it, checked like any config.
 
     Args:
         training: the config the values replace parts of.
         values: hyperparameter name -> value, as KerasTuner's `HyperParameters.values`.
+        model_hyperparameters: whether names other than the search space's belong to the
+            user's `build_model` (see `tuned_fields`).
     """
-    fields = tuned_fields(values)
+    fields = tuned_fields(values, model_hyperparameters)
     optimizer = fields.get("optimizer", training.optimizer)
     if optimizer != "gsam":
         # alpha is GSAM's own, as in pipelines.stages.comparison.ComparisonSpec.method_config.

@@ -2,9 +2,10 @@
 
 `custom_config` holds the `TrainingConfig` and the `SearchSpace`
 (`{**training.to_custom_config(), **space.to_custom_config()}`). Every trial builds its model
-with the Trainer's own recipe (`trainer.task.compile_for_training`) from the training config
-with the trial's values laid over it, and trains `epochs_per_trial` epochs on the Trainer's
-datasets; steps per epoch and validation batches follow the same rules as `run_fn`'s. With a
+with the Trainer's own recipe (`trainer.task.build_model`, the built-in model or the module
+file's `build_model`, which gets the trial's `hp`; `trainer.training.fit.compile_for_training`)
+from the training config with the trial's values laid over it, and trains `epochs_per_trial`
+epochs on the Trainer's datasets; steps per epoch and validation batches follow the same rules as `run_fn`'s. With a
 `seed` in the training config, every trial starts from the same initial weights.
 
 TFX's Tuner executor runs `tuner.search(**fit_kwargs)` and writes the best trial's values
@@ -34,6 +35,7 @@ from trainer import task
 from trainer.config import TrainingConfig
 from trainer.inputs import data
 from trainer.search_space import OBJECTIVES, SearchSpace
+from trainer.training import fit
 
 # The KerasTuner project folder under the Tuner's working directory.
 PROJECT_NAME = "gsam_tuning"
@@ -51,18 +53,19 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     training = TrainingConfig.from_custom_config(fn_args.custom_config)
     space.check_training(training)
     trials = dataclasses.replace(training, epochs=space.epochs_per_trial)
-    schema = data.load_schema(fn_args.schema_path)
-    num_classes = data.resolve_num_classes(trials, schema)
-    input_shape = data.model_input_shape(trials, schema)
-    steps_per_epoch = task.training_steps_per_epoch(fn_args, trials, schema)
-    train_dataset, eval_dataset = task.training_datasets(fn_args, trials, schema)
+    user = task.user_module(fn_args.custom_config)
+    model_hyperparameters = user is not None and user.takes_hyperparameters
+    inputs = task.model_inputs(fn_args, trials, user)
+    num_classes = data.resolve_num_classes(trials, inputs.schema)
+    steps_per_epoch = task.training_steps_per_epoch(fn_args, trials, inputs)
+    train_dataset, eval_dataset = task.training_datasets(fn_args, trials, inputs)
 
     def build(hp) -> keras.Model:
-        config = space.trial_config(trials, hp)
+        config = space.trial_config(trials, hp, model_hyperparameters)
         if config.seed is not None:
             keras.utils.set_random_seed(config.seed)
-        _, trained = task.compile_for_training(config, num_classes, input_shape, steps_per_epoch)
-        return trained
+        model = task.build_model(config, inputs, num_classes, user, hp)
+        return fit.compile_for_training(model, config, steps_per_epoch)
 
     tuner = make_tuner(space, build, fn_args.working_dir)
     return tfx.components.TunerFnResult(
@@ -86,7 +89,7 @@ def make_tuner(space: SearchSpace, build, directory: str) -> keras_tuner.Tuner:
         directory=directory,
         project_name=PROJECT_NAME,
         # A trial trains on this machine alone, also in a Vertex pool of parallel trials.
-        distribution_strategy=task.distribution_strategy(workers=1),
+        distribution_strategy=fit.distribution_strategy(workers=1),
     )
     if space.algorithm == "random":
         return keras_tuner.RandomSearch(build, max_trials=space.max_trials, **settings)

@@ -3,12 +3,14 @@
 ExampleValidator only records anomalies; nothing downstream looks at them. `ValidationGate`
 reads them, and passes over every record (`components/data_checks/record_check.py`: images
 that do not decode to the model's shape, NaN or infinite floats, empty splits, which TFDV
-cannot see or cannot place), and fails its own execution when it finds any, so Trainer, Evaluator and Pusher
-never run on bad data. Its error lists every finding by split and feature, the records by
+cannot see or cannot place), and fails its own execution when it finds any, so Trainer,
+Evaluator and Pusher never run on bad data. Its error lists every finding by split and feature, the records by
 file and index. On clean data it passes the schema on: Trainer consumes `validated_schema`,
 which makes the dependency real on every orchestrator. When the schema gives the label no
 class range (an inferred schema), the gate takes it from the statistics
-(`components/data_checks/label_domain.py`), so the Trainer knows the number of classes.
+(`components/data_checks/label_domain.py`), so the Trainer knows the number of classes, and it
+records each numeric feature's mean and standard deviation over the training split
+(`components/data_checks/feature_moments.py`), which the built-in MLP standardizes with.
 
 Example:
 
@@ -28,6 +30,7 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components.data_checks.feature_moments import with_numeric_statistics
 from components.data_checks.label_domain import with_label_domain
 from components.data_checks.record_check import BadRecords, find_bad_records
 from trainer.inputs import data
@@ -98,5 +101,7 @@ def ValidationGate(
     schema_file = io_utils.get_only_uri_in_dir(schema.uri)
     io_utils.write_pbtxt_file(
         os.path.join(validated_schema.uri, os.path.basename(schema_file)),
-        with_label_domain(data.load_schema(schema_file), statistics, label_key),
+        with_numeric_statistics(
+            with_label_domain(data.load_schema(schema_file), statistics, label_key), statistics
+        ),
     )

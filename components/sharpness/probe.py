@@ -2,10 +2,11 @@
 
 It reads the Keras model the Trainer keeps beside its serving export in the Model artifact
 (`trainer.models.export.keras_model_path`: `<model>/Format-Keras/model.keras`; the serving
-SavedModel cannot be differentiated with respect to its weights), decodes the first `max_examples`
-examples of a split with the Trainer's own input path (`trainer.inputs.data.make_dataset`), and
-runs `trainer.gsam.sharpness.measure` in inference mode on the candidate and, when given, on the
-baseline (same examples, same seed).
+SavedModel cannot be differentiated with respect to its weights), makes model inputs of the
+first `max_examples` raw examples of a split with the candidate's own serving path (its
+`model_inputs` signature: image decoding, numeric features or a tf.Transform graph, as in
+training), and runs `trainer.gsam.sharpness.measure` in inference mode on the candidate and,
+when given, on the baseline (same examples, same seed).
 
 Outputs:
 
@@ -21,7 +22,6 @@ Example:
     probe = SharpnessProbe(
         model=trainer.outputs["model"],
         examples=example_gen.outputs["examples"],
-        schema=schema,
         baseline_model=model_resolver.outputs["model"],
         evaluator_blessing=evaluator.outputs["blessing"],
         training_config=json.dumps(training.to_dict()),
@@ -38,10 +38,8 @@ import keras
 import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.components.evaluator import constants as evaluator_constants
-from tfx.components.trainer import fn_args_utils
-from tfx.components.util import tfxio_utils
 from tfx.types import artifact_utils
-from tfx.utils import io_utils
+from tfx.utils import io_utils, path_utils
 
 from components.sharpness import gate
 from trainer.config import TrainingConfig
@@ -125,7 +123,7 @@ class ProbeSettings:
         return {name: value for name, value in parameters.items() if value is not None}
 
 
-def probe_component(model, examples, schema, training: TrainingConfig, settings, **inputs):
+def probe_component(model, examples, training: TrainingConfig, settings, **inputs):
     """A SharpnessProbe on `model` with `settings` (a `ProbeSettings`).
 
     `inputs` are the optional `baseline_model` and `evaluator_blessing` channels.
@@ -133,7 +131,6 @@ def probe_component(model, examples, schema, training: TrainingConfig, settings,
     return SharpnessProbe(
         model=model,
         examples=examples,
-        schema=schema,
         training_config=json.dumps(training.to_dict()),
         **inputs,
         **settings.component_parameters(),
@@ -144,7 +141,6 @@ def probe_component(model, examples, schema, training: TrainingConfig, settings,
 def SharpnessProbe(
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
     sharpness: tfx.dsl.components.OutputArtifact[SharpnessReport],
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     training_config: tfx.dsl.components.Parameter[str],
@@ -166,7 +162,7 @@ def SharpnessProbe(
         **json.loads(measure_settings),
     )
     config = TrainingConfig.from_dict(json.loads(training_config))
-    batches = read_split(examples, schema, config, settings.split, settings.max_examples)
+    batches = read_split(examples, model, config.label_key, settings.split, settings.max_examples)
     report = {
         "split": settings.split,
         "examples": sum(int(tf.shape(y)[0]) for _, y in batches),
@@ -203,28 +199,36 @@ def SharpnessProbe(
     write_blessing(decision, report["evaluator_blessed"], blessing, model, baseline_model)
 
 
-def read_split(examples, schema, config: TrainingConfig, split: str, max_examples: int):
-    """The first `max_examples` examples of `split`, decoded as the Trainer decodes them."""
+def read_split(examples, model, label_key: str, split: str, max_examples: int, batch_size=64):
+    """The first `max_examples` examples of `split`, with their labels, as the candidate
+    `model` itself makes model inputs of raw examples (its serving SavedModel's `model_inputs`
+    signature: the same preprocessing as serving, a tf.Transform graph included)."""
     splits = artifact_utils.decode_split_names(examples.split_names)
     if split not in splits:
         raise ValueError(
             f"split {split!r} is not a split of the examples (splits: {', '.join(splits)})."
         )
-    accessor = fn_args_utils.DataAccessor(
-        tf_dataset_factory=tfxio_utils.get_tf_dataset_factory_from_artifact(
-            [examples], ["SharpnessProbe"]
-        ),
-        record_batch_factory=None,
-        data_view_decode_fn=None,
-    )
-    dataset = data.make_dataset(
-        [io_utils.all_files_pattern(artifact_utils.get_split_uri([examples], split))],
-        accessor,
-        data.load_schema(io_utils.get_only_uri_in_dir(schema.uri)),
-        config,
-        training=False,
-    )
-    return read_batches(dataset, max_examples)
+    serving_dir = path_utils.serving_model_path(model.uri)
+    signatures = tf.saved_model.load(serving_dir).signatures
+    if export.INPUTS_SIGNATURE_NAME not in signatures:
+        raise ValueError(
+            f"The model at {serving_dir} has no {export.INPUTS_SIGNATURE_NAME!r} signature; the "
+            f"SharpnessProbe needs a model exported by trainer.task.run_fn."
+        )
+    model_inputs = signatures[export.INPUTS_SIGNATURE_NAME]
+    files = sorted(tf.io.gfile.glob(io_utils.all_files_pattern(
+        artifact_utils.get_split_uri([examples], split)
+    )))
+    records = tf.data.TFRecordDataset(files, compression_type=data.tfrecord_compression(files[0]))
+    label_spec = {label_key: tf.io.FixedLenFeature([1], tf.int64)}
+    batches = []
+    for serialized in records.take(max_examples).batch(batch_size):
+        inputs = model_inputs(**{export.INPUT_NAME: serialized})
+        if set(inputs) == {export.SINGLE_INPUT_KEY}:
+            inputs = inputs[export.SINGLE_INPUT_KEY]
+        labels = tf.reshape(tf.io.parse_example(serialized, label_spec)[label_key], [-1])
+        batches.append((inputs, labels))
+    return read_batches(batches, max_examples)
 
 
 def measure_model(model_uri: str, batches, settings: ProbeSettings) -> dict:

@@ -116,7 +116,11 @@ def build(
                 enable_cache=args.enable_cache,
             ),
             DataSettings(args.data_root, data_format, schema_path=schema),
-            settings.training_config(args, data_format),
+            settings.training_config(
+                args,
+                data_format,
+                configs.CLASS_NAMES_PATH if args.data_root == IMAGE_DATA_ROOT else None,
+            ),
             settings.release_settings(
                 args, parser, serving_model_dir, baseline="latest-blessed"
             ),
@@ -124,6 +128,7 @@ def build(
             comparison=settings.comparison_spec(args),
             vertex_training=vertex_training,
             parallel_trials=parallel_trials,
+            module_file=settings.module_file(args),
         )
 
 

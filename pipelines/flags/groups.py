@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 
 from pipelines import configs
-from pipelines.flags.parsing import TUNING_FLAGS, image_shape, input_size, model_widths
+from pipelines.flags.parsing import (
+    TUNING_FLAGS,
+    class_names,
+    image_shape,
+    input_size,
+    model_widths,
+)
 from pipelines.stages.comparison import BUDGETS, ComparisonSpec
 from pipelines.stages.data import DATA_FORMATS
 from trainer.config import BASE_OPTIMIZERS, LR_SCHEDULES, MODELS, OPTIMIZERS
@@ -141,6 +147,30 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HxW",
         help="resize the images to this height and width for the model, e.g. 14x14 for a "
         "quarter of the compute (default: --image-shape's)",
+    )
+    names = group.add_mutually_exclusive_group()
+    names.add_argument(
+        "--class-names",
+        type=class_names,
+        default=None,
+        metavar="NAME,NAME,...",
+        help="the label's class names in class order, recorded with the model (default: the "
+        "sample's labels.txt for the sample; else none, classes shown as numbers)",
+    )
+    names.add_argument(
+        "--class-names-file",
+        default=None,
+        metavar="PATH",
+        help="a file of the label's class names, one a line, in class order",
+    )
+    group.add_argument(
+        "--module-file",
+        default=None,
+        metavar="PATH",
+        help="your module file (a local .py, or gs://...) defining preprocessing_fn "
+        "(tf.Transform: a Transform step runs before the Trainer) and/or build_model(feature_"
+        "specs, num_classes[, hp]) (your Keras model, trained with GSAM); README, \"Your own "
+        "model and preprocessing\"",
     )
 
 

@@ -36,6 +36,7 @@ TRAINING_FLAGS = {
     "--image-key": "image_key",
     "--image-shape": "image_shape",
     "--input-size": "input_size",
+    "--class-names": "class_names",
 }
 
 # Flag -> SearchSpace field; each flag needs --tune.
@@ -70,6 +71,8 @@ OTHER_FLAGS = {
     "parallel_trials": "--parallel-trials",
     "max_top_eigenvalue": "--max-top-eigenvalue",
     "max_sharpness_increase": "--max-sharpness-increase",
+    "module_file": "--module-file",
+    "class_names_file": "--class-names-file",
 }
 
 
@@ -129,6 +132,16 @@ def model_widths(text: str) -> tuple[int, ...]:
             f"must be comma-separated positive integers, e.g. 8,16,32, got {text!r}"
         )
     return tuple(int(width) for width in text.split(","))
+
+
+def class_names(text: str) -> tuple[str, ...]:
+    """`--class-names` as a tuple, from e.g. `benign,malignant`."""
+    names = tuple(name.strip() for name in text.split(","))
+    if len(names) < 2 or not all(names):
+        raise argparse.ArgumentTypeError(
+            f"must be two or more comma-separated names, e.g. cat,dog, got {text!r}"
+        )
+    return names
 
 
 def is_uri(path: str) -> bool:

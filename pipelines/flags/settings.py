@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from tfx.dsl.io import fileio
+
 from components.sharpness.probe import ProbeSettings
 from pipelines import configs
 from pipelines.flags.parsing import (
@@ -18,15 +20,37 @@ from pipelines.stages.comparison import ComparisonSpec
 from pipelines.stages.release import ReleaseSettings
 from trainer.config import TrainingConfig
 from trainer.search_space import SearchSpace
+from trainer.user_module import ModuleFile
 
 
-def training_config(args: argparse.Namespace, data_format: str) -> TrainingConfig:
+def training_config(
+    args: argparse.Namespace, data_format: str, class_names_file: str | None = None
+) -> TrainingConfig:
+    """The Trainer's config from the training flags; class names from `--class-names`, else
+    `--class-names-file`, else `class_names_file` (the sample's, for the sample)."""
     values = {field: flag_value(args, flag) for flag, field in TRAINING_FLAGS.items()}
     if values["alpha"] is None:
         values["alpha"] = configs.TRAINING.alpha if args.optimizer == "gsam" else None
     if values["model"] is None:
         values["model"] = "mlp" if data_format == "csv" else "resnet"
+    if values["class_names"] is None:
+        path = args.class_names_file or class_names_file
+        values["class_names"] = None if path is None else read_class_names(path)
     return dataclasses.replace(configs.TRAINING, adaptive=args.adaptive, **values)
+
+
+def read_class_names(path: str) -> tuple[str, ...]:
+    """Class names from a file, one a line; blank lines are skipped."""
+    if not fileio.exists(path):
+        raise ValueError(f"class_names_file does not exist: {path}")
+    with fileio.open(path) as file:
+        text = file.read()
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def module_file(args: argparse.Namespace) -> ModuleFile | None:
+    """The `--module-file`, read (a local file's source, a gs:// path as is), or `None`."""
+    return None if args.module_file is None else ModuleFile.read(args.module_file)
 
 
 def search_space(args: argparse.Namespace) -> SearchSpace | None:

@@ -76,7 +76,8 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
     """The pipeline for a run on this machine; a bad value exits naming its flag."""
     data_root = parsing.absolute(args.data_root)
     schema = args.schema and parsing.absolute(args.schema)
-    if schema is None and data_root == configs.DATA_ROOT:
+    sample = data_root == configs.DATA_ROOT
+    if schema is None and sample:
         schema = configs.SCHEMA_PATH
     with parsing.flag_errors(parser):
         layout = output_layout(args.output_dir, args.metadata_path)
@@ -94,8 +95,11 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
                 enable_cache=args.enable_cache,
             ),
             data.DataSettings(data_root, data_format, split_folders, schema),
-            settings.training_config(args, data_format),
+            settings.training_config(
+                args, data_format, configs.CLASS_NAMES_PATH if sample else None
+            ),
             settings.release_settings(args, parser, layout.serving_model_dir),
             tuning=settings.search_space(args),
             comparison=settings.comparison_spec(args),
+            module_file=settings.module_file(args),
         )

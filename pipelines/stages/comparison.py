@@ -28,7 +28,7 @@ from components.comparison.report import comparison_report
 from components.sharpness.probe import ProbeSettings, probe_component
 from pipelines.stages.data import DataStage
 from pipelines.stages.release import eval_config, evaluator_component
-from pipelines.stages.training import trainer_component, tuner_component
+from pipelines.stages.training import TrainingInputs, trainer_component, tuner_component
 from trainer.config import OPTIMIZERS, TrainingConfig
 from trainer.search_space import SearchSpace
 
@@ -131,6 +131,7 @@ class ComparisonStage:
 
 def comparison_stage(
     data: DataStage,
+    inputs: TrainingInputs,
     training: TrainingConfig,
     spec: ComparisonSpec,
     vertex_training: dict[str, Any] | None = None,
@@ -144,19 +145,20 @@ def comparison_stage(
     config (plain training searches the learning rate alone), and all its seeds train with
     the tuned values. With `sharpness`, a SharpnessProbe per run (`SharpnessProbe.gsam.seed1`,
     ...) measures its model with those settings, its limits left out: the report shows the
-    measures per method, and only the release stage gates."""
+    measures per method, and only the release stage gates. The runs train on `inputs` (the
+    examples, or Transform's, with any label noise applied to them) and are evaluated on the
+    data stage's raw examples."""
     components = []
-    train_examples = data.examples
     if spec.label_noise > 0:
         noise = LabelNoise(
-            examples=data.examples,
+            examples=inputs.examples,
             schema=data.schema,
             noise_rate=spec.label_noise,
             seed=spec.label_noise_seed,
             label_key=training.label_key,
         )
         components.append(noise)
-        train_examples = noise.outputs["noisy_examples"]
+        inputs = inputs.with_examples(noise.outputs["noisy_examples"])
     run_config = eval_config(training.label_key, accuracy_threshold=0.0, max_accuracy_drop=None)
     run_probe = (
         None
@@ -168,8 +170,7 @@ def comparison_stage(
     for (method, seed), config in spec.training_configs(training).items():
         if tuning is not None and method not in tuned:
             tuner = tuner_component(
-                train_examples,
-                data.schema,
+                inputs,
                 config,
                 tuning,
                 vertex_training,
@@ -180,8 +181,7 @@ def comparison_stage(
             tuned[method] = tuner.outputs["best_hyperparameters"]
         name = run_name(method, seed)
         trainer = trainer_component(
-            train_examples,
-            data.schema,
+            inputs,
             config,
             vertex_training,
             component_id=f"Trainer.{name}",
@@ -198,7 +198,7 @@ def comparison_stage(
         }
         if run_probe is not None:
             probe = probe_component(
-                trainer.outputs["model"], data.examples, data.schema, config, run_probe
+                trainer.outputs["model"], data.examples, config, run_probe
             ).with_id(f"SharpnessProbe.{name}")
             components.append(probe)
             runs[(method, seed)]["sharpness"] = probe.outputs["sharpness"]

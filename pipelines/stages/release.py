@@ -70,11 +70,11 @@ class ReleaseStage:
 
 
 def release_stage(
-    examples, model, schema, training: TrainingConfig, settings: ReleaseSettings
+    examples, model, training: TrainingConfig, settings: ReleaseSettings
 ) -> ReleaseStage:
     """Baseline resolver -> Evaluator (candidate vs baseline) [-> SharpnessProbe]
     -> AtomicPusher. With `settings.sharpness`, the Pusher takes the probe's blessing, which
-    requires the Evaluator's; the probe decodes the examples as `training` says, with `schema`.
+    requires the Evaluator's.
 
     With `baseline="before-candidate"` the baseline is the latest model blessed before the
     candidate was trained (components/release/baseline_resolver.py), so a cached rerun
@@ -106,7 +106,6 @@ def release_stage(
         probe = probe_component(
             model,
             examples,
-            schema,
             training,
             settings.sharpness,
             baseline_model=model_resolver.outputs["model"],

@@ -1,7 +1,14 @@
-"""The training stage: the Tuner (optional) and the Trainer, locally or on Vertex AI Training."""
+"""The training stage: Transform (with a module file's `preprocessing_fn`), the Tuner
+(optional) and the Trainer, locally or on Vertex AI Training.
+
+Trainers and Tuners read `TrainingInputs`: the examples (raw, or transformed by TFX's
+Transform), the validated schema, the transform graph, and the user's module file, which
+travels in their `custom_config` (`trainer.user_module.ModuleFile`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from tfx import v1 as tfx
@@ -9,9 +16,71 @@ from tfx import v1 as tfx
 from pipelines.stages.vertex_training import vertex_tuning_config
 from trainer.config import TrainingConfig
 from trainer.search_space import SearchSpace
+from trainer.user_module import PREPROCESSING_FN, ModuleFile
 
 RUN_FN = "trainer.task.run_fn"
 TUNER_FN = "trainer.tuning.tuner_fn"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingInputs:
+    """What the Trainers and Tuners of a pipeline read.
+
+    Args:
+        examples: the examples they train on: the data stage's, or Transform's.
+        schema: the validated schema of the raw examples (it tells the classes).
+        transform_graph: Transform's graph, when there is a Transform.
+        module_file: the user's module file, when the pipeline has one.
+        components: the components that make these inputs (Transform), to add to the DAG.
+    """
+
+    examples: Any
+    schema: Any
+    transform_graph: Any = None
+    module_file: ModuleFile | None = None
+    components: tuple = ()
+
+    def with_examples(self, examples) -> TrainingInputs:
+        """The same, training on other examples (e.g. with some labels flipped)."""
+        return dataclasses.replace(self, examples=examples)
+
+    def custom_config(self, training: TrainingConfig) -> dict[str, Any]:
+        """A Trainer's or Tuner's custom_config: the training config and the module file."""
+        module = {} if self.module_file is None else self.module_file.to_custom_config()
+        return {**training.to_custom_config(), **module}
+
+    def channels(self) -> dict[str, Any]:
+        """The Trainer's and Tuner's input channels."""
+        channels = dict(examples=self.examples, schema=self.schema)
+        if self.transform_graph is not None:
+            channels["transform_graph"] = self.transform_graph
+        return channels
+
+
+def training_inputs(examples, schema, module_file: ModuleFile | None = None) -> TrainingInputs:
+    """The Trainers' inputs; with a module file that defines `preprocessing_fn`, TFX's
+    Transform runs it on the raw examples (all splits) first, and they train on its output.
+
+    The module file is loaded here, so a module that defines neither hook, or a hook of the
+    wrong signature, stops the pipeline before anything runs, naming the file and function.
+    """
+    if module_file is None:
+        return TrainingInputs(examples, schema)
+    if not module_file.load().defines("preprocessing_fn"):
+        return TrainingInputs(examples, schema, module_file=module_file)
+    transform = tfx.components.Transform(
+        examples=examples,
+        schema=schema,
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config=module_file.to_custom_config(),
+    )
+    return TrainingInputs(
+        transform.outputs["transformed_examples"],
+        schema,
+        transform.outputs["transform_graph"],
+        module_file,
+        (transform,),
+    )
 
 
 def check_tuning(
@@ -39,8 +108,7 @@ def check_tuning(
 
 
 def tuner_component(
-    examples,
-    schema,
+    inputs: TrainingInputs,
     training: TrainingConfig,
     tuning: SearchSpace,
     vertex_training: dict[str, Any] | None = None,
@@ -51,9 +119,8 @@ def tuner_component(
     `training`; on Vertex AI Training with `vertex_training`, `parallel_trials` at a time."""
     tuner_args = dict(
         tuner_fn=TUNER_FN,
-        examples=examples,
-        schema=schema,
-        custom_config={**training.to_custom_config(), **tuning.to_custom_config()},
+        **inputs.channels(),
+        custom_config={**inputs.custom_config(training), **tuning.to_custom_config()},
     )
     if vertex_training is None:
         tuner = tfx.components.Tuner(**tuner_args)
@@ -66,21 +133,20 @@ def tuner_component(
 
 
 def trainer_component(
-    examples,
-    schema,
+    inputs: TrainingInputs,
     training: TrainingConfig,
     vertex_training: dict[str, Any] | None = None,
     component_id: str = "Trainer",
     hyperparameters=None,
 ):
-    """The Trainer running `trainer.task.run_fn` with `training` as its custom_config, and
-    the tuned values of `hyperparameters` (a Tuner's `best_hyperparameters`) laid over it."""
+    """The Trainer running `trainer.task.run_fn` with `training` (and the module file) as its
+    custom_config, and the tuned values of `hyperparameters` (a Tuner's
+    `best_hyperparameters`) laid over it."""
     trainer_args = dict(
         run_fn=RUN_FN,
-        examples=examples,
-        schema=schema,
+        **inputs.channels(),
         hyperparameters=hyperparameters,
-        custom_config=training.to_custom_config(),
+        custom_config=inputs.custom_config(training),
     )
     if vertex_training is None:
         trainer = tfx.components.Trainer(**trainer_args)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 
 import tensorflow as tf
-from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_metadata.proto.v0 import schema_pb2, statistics_pb2
 from tfx.utils import io_utils
 from tfx_bsl.public import tfxio
 
@@ -68,7 +68,7 @@ def schema_num_classes(schema: schema_pb2.Schema, label_key: str) -> int:
 
 def label_int_domain(schema: schema_pb2.Schema, label_key: str) -> schema_pb2.IntDomain | None:
     """The label's int_domain: its own, or the schema-level one it names; `None` if neither."""
-    feature = _feature(schema, label_key, "label_key")
+    feature = schema_feature(schema, label_key, "label_key")
     if feature.HasField("int_domain"):
         return feature.int_domain
     if feature.domain:
@@ -81,20 +81,15 @@ def parse_spec(
 ) -> dict[str, tf.io.FixedLenFeature]:
     """`tf.io.parse_example` spec of the features the model reads (the label excluded)."""
     if config.model == "resnet":
-        _feature(schema, config.image_key, "image_key")
+        schema_feature(schema, config.image_key, "image_key")
         return {config.image_key: tf.io.FixedLenFeature([1], tf.string)}
-    features = [
-        f for f in schema.feature if f.type in _NUMERIC_TYPES and f.name != config.label_key
-    ]
+    features = numeric_features(config, schema)
     if not features:
         raise ValueError(
             f"model='mlp' needs numeric (INT or FLOAT) features besides the label "
             f"{config.label_key!r}; the schema has none."
         )
-    return {
-        f.name: tf.io.FixedLenFeature(_fixed_shape(f), _NUMERIC_TYPES[f.type])
-        for f in sorted(features, key=lambda f: f.name)
-    }
+    return {f.name: tf.io.FixedLenFeature(fixed_shape(f), _NUMERIC_TYPES[f.type]) for f in features}
 
 
 def model_input_shape(config: TrainingConfig, schema: schema_pb2.Schema) -> tuple[int, ...]:
@@ -118,18 +113,68 @@ def features_to_inputs(
     without fixed shapes) are densified first.
     """
     if config.model == "resnet":
-        png = tf.reshape(_dense(features[config.image_key]), [-1])
+        png = tf.reshape(dense(features[config.image_key]), [-1])
         return decode_images(png, model_input_shape(config, schema))
     return tf.concat(
         [
             tf.reshape(
-                tf.cast(_dense(features[name]), tf.float32),
+                tf.cast(dense(features[name]), tf.float32),
                 [-1, math.prod(spec.shape)],
             )
             for name, spec in parse_spec(config, schema).items()
         ],
         axis=1,
     )
+
+
+def numeric_features(config: TrainingConfig, schema: schema_pb2.Schema) -> list[schema_pb2.Feature]:
+    """The INT and FLOAT features of the schema but the label, in name order."""
+    return sorted(
+        (f for f in schema.feature if f.type in _NUMERIC_TYPES and f.name != config.label_key),
+        key=lambda f: f.name,
+    )
+
+
+def record_numeric_statistics(
+    feature: schema_pb2.Feature, statistics: statistics_pb2.NumericStatistics
+) -> None:
+    """Keeps a numeric feature's statistics (StatisticsGen's, of the train split) in its schema
+    entry, as `annotation.extra_metadata`: the validation gate writes them, the built-in MLP
+    standardizes its inputs with them (`input_moments`)."""
+    kept = [m for m in feature.annotation.extra_metadata if not m.Is(statistics.DESCRIPTOR)]
+    del feature.annotation.extra_metadata[:]
+    feature.annotation.extra_metadata.extend(kept)
+    feature.annotation.extra_metadata.add().Pack(statistics)
+
+
+def recorded_numeric_statistics(
+    feature: schema_pb2.Feature,
+) -> statistics_pb2.NumericStatistics | None:
+    """The statistics `record_numeric_statistics` kept, or `None`."""
+    for metadata in feature.annotation.extra_metadata:
+        statistics = statistics_pb2.NumericStatistics()
+        if metadata.Unpack(statistics):
+            return statistics
+    return None
+
+
+def input_moments(
+    config: TrainingConfig, schema: schema_pb2.Schema
+) -> tuple[list[float], list[float]] | None:
+    """The mean and variance of each value of the MLP's input vector (the order of
+    `features_to_inputs`), from the statistics recorded in the schema; `None` when a numeric
+    feature has none recorded (a schema the validation gate did not write)."""
+    means, variances = [], []
+    for name, spec in parse_spec(config, schema).items():
+        feature = schema_feature(schema, name, "feature")
+        statistics = recorded_numeric_statistics(feature)
+        if statistics is None:
+            return None
+        size = math.prod(spec.shape)
+        means += [statistics.mean] * size
+        # A constant column keeps its values' scale rather than dividing by zero.
+        variances += [statistics.std_dev**2 or 1.0] * size
+    return means, variances
 
 
 def decode_images(png: tf.Tensor, image_shape: tuple[int, int, int]) -> tf.Tensor:
@@ -162,15 +207,22 @@ def make_dataset(
     training: bool,
     num_batches: int | None = None,
     shuffle_seed: int | None = None,
+    to_inputs=None,
 ) -> tf.data.Dataset:
     """Batches of (model input, label [batch] int64).
 
-    The training dataset shuffles and repeats forever (fit needs
-    `steps_per_epoch`); `shuffle_seed` makes its order reproducible. The eval
-    dataset makes one ordered pass; with `num_batches` (at most one pass) it
-    stops after that many and declares its length, so Keras knows where
-    validation ends.
+    The examples are read with `schema`; `to_inputs` maps a batch of their features to the
+    model's input (default: `features_to_inputs`, the built-in models' one tensor). The
+    training dataset shuffles and repeats forever (fit needs `steps_per_epoch`);
+    `shuffle_seed` makes its order reproducible. The eval dataset makes one ordered pass; with
+    `num_batches` (at most one pass) it stops after that many and declares its length, so
+    Keras knows where validation ends.
     """
+    if to_inputs is None:
+
+        def to_inputs(features):
+            return features_to_inputs(features, config, schema)
+
     dataset = data_accessor.tf_dataset_factory(
         file_patterns,
         tfxio.TensorFlowDatasetOptions(
@@ -187,10 +239,7 @@ def make_dataset(
             tf.data.experimental.assert_cardinality(num_batches)
         )
     return dataset.map(
-        lambda features, label: (
-            features_to_inputs(features, config, schema),
-            tf.reshape(_dense(label), [-1]),
-        ),
+        lambda features, label: (to_inputs(features), tf.reshape(dense(label), [-1])),
         num_parallel_calls=tf.data.AUTOTUNE,
     ).prefetch(tf.data.AUTOTUNE)
 
@@ -202,7 +251,7 @@ def count_examples(
     label_key: str,
 ) -> int:
     """Number of examples in `file_patterns` (one pass that parses only the label)."""
-    label_only = schema_pb2.Schema(feature=[_feature(schema, label_key, "label_key")])
+    label_only = schema_pb2.Schema(feature=[schema_feature(schema, label_key, "label_key")])
     dataset = data_accessor.tf_dataset_factory(
         file_patterns,
         tfxio.TensorFlowDatasetOptions(batch_size=_COUNT_BATCH_SIZE, num_epochs=1, shuffle=False),
@@ -211,12 +260,12 @@ def count_examples(
     return int(
         dataset.reduce(
             0,
-            lambda count, batch: count + tf.shape(_dense(batch[label_key]))[0],
+            lambda count, batch: count + tf.shape(dense(batch[label_key]))[0],
         )
     )
 
 
-def _feature(schema: schema_pb2.Schema, name: str, field: str) -> schema_pb2.Feature:
+def schema_feature(schema: schema_pb2.Schema, name: str, field: str) -> schema_pb2.Feature:
     for feature in schema.feature:
         if feature.name == name:
             return feature
@@ -226,7 +275,7 @@ def _feature(schema: schema_pb2.Schema, name: str, field: str) -> schema_pb2.Fea
     )
 
 
-def _fixed_shape(feature: schema_pb2.Feature) -> list[int]:
+def fixed_shape(feature: schema_pb2.Feature) -> list[int]:
     if feature.HasField("shape"):
         return [dim.size for dim in feature.shape.dim]
     count = feature.value_count
@@ -234,11 +283,11 @@ def _fixed_shape(feature: schema_pb2.Feature) -> list[int]:
         return [count.min]
     raise ValueError(
         f"Feature {feature.name!r} has no fixed size in the schema (set shape, or "
-        f"value_count with min == max); model='mlp' needs one."
+        f"value_count with min == max); a model input needs one."
     )
 
 
-def _dense(tensor):
+def dense(tensor):
     if isinstance(tensor, tf.SparseTensor):
         return tf.sparse.to_dense(tensor)
     if isinstance(tensor, tf.RaggedTensor):

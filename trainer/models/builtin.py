@@ -30,14 +30,18 @@ def build_model(
     config: TrainingConfig,
     num_classes: int,
     input_shape: tuple[int, ...],
+    input_moments: tuple[list[float], list[float]] | None = None,
 ) -> keras.Model:
     """Builds the model named by `config.model` for `input_shape` (see
-    `trainer.inputs.data.model_input_shape`)."""
+    `trainer.inputs.data.model_input_shape`); the MLP standardizes its input with
+    `input_moments` (see `build_mlp`)."""
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
     if config.model == "resnet":
         return build_resnet(input_shape, num_classes, widths=config.model_widths or RESNET_WIDTHS)
-    return build_mlp(input_shape, num_classes, units=config.model_widths or MLP_UNITS)
+    return build_mlp(
+        input_shape, num_classes, units=config.model_widths or MLP_UNITS, moments=input_moments
+    )
 
 
 def build_resnet(
@@ -68,14 +72,26 @@ def build_mlp(
     input_shape: tuple[int, ...],
     num_classes: int,
     units: tuple[int, ...] = MLP_UNITS,
+    moments: tuple[list[float], list[float]] | None = None,
 ) -> keras.Model:
-    """An MLP on one float vector. The input goes through BatchNormalization first, since
-    the raw numeric features are not scaled beforehand (there is no Transform step).
+    """An MLP on one float vector of raw numeric features, standardized inside the model (so
+    serving takes raw values): with `moments`, the mean and variance of each value (the
+    training split's, from StatisticsGen: `trainer.inputs.data.input_moments`), fixed; without
+    them, by BatchNormalization.
     """
     if len(input_shape) != 1:
         raise ValueError(f"input_shape must be (num_features,), got {input_shape!r}.")
     inputs = keras.Input(shape=input_shape, name="features")
-    x = keras.layers.BatchNormalization()(inputs)
+    if moments is None:
+        x = keras.layers.BatchNormalization()(inputs)
+    else:
+        mean, variance = moments
+        if len(mean) != input_shape[0] or len(variance) != input_shape[0]:
+            raise ValueError(
+                f"moments must give a mean and a variance per input value ({input_shape[0]}), "
+                f"got {len(mean)} and {len(variance)}."
+            )
+        x = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(inputs)
     for width in units:
         x = keras.layers.Dense(width, activation="relu")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)

@@ -1,16 +1,21 @@
 """Exports a trained Keras model as a SavedModel that serves serialized tf.Examples.
 
-The SavedModel's one signature, `serving_default`, takes `examples`: a 1-D string tensor of
-serialized tf.Examples, parses and preprocesses them in the graph exactly as training did
-(`trainer.inputs.data.features_to_inputs`: PNG decode for images, numeric features for the MLP) and
-returns `{"probabilities": float32 [batch, num_classes]}`.
+`serving_signatures(model, inputs)` gives the project's two signatures, both taking `examples`,
+a 1-D string tensor of serialized raw tf.Examples, and preprocessing them in the graph exactly
+as training did (`trainer.inputs.features.ModelInputs.serve`: PNG decoding, the numeric
+features, or the tf.Transform graph):
 
-This is the shape TFMA expects for `ModelSpec(model_type="tf_generic",
-signature_name="serving_default", prediction_key="probabilities", label_key=...)`: a
-signature with a single string input whose name is not a feature of the data is fed the
-batch of serialized examples (`tensorflow_model_analysis/utils/model_util.py`, `get_inputs`
-and `ModelSignaturesDoFn`). TF Serving's Predict API calls it the same way, and
-trainer/predict.py loads it for the demo.
+- `serving_default` returns `{"probabilities": float32 [batch, num_classes]}`;
+- `model_inputs` returns what the model takes (`{"model_input": tensor}` for a built-in model,
+  the dict of features for a user's model): the SharpnessProbe feeds them to the Keras model.
+
+`serving_default` is the shape TFMA expects for `ModelSpec(model_type="tf_generic",
+signature_name="serving_default", prediction_key="probabilities", label_key=...)`: a signature
+with a single string input whose name is not a feature of the data is fed the batch of
+serialized examples (`tensorflow_model_analysis/utils/model_util.py`, `get_inputs` and
+`ModelSignaturesDoFn`). TF Serving's Predict API calls it the same way, and trainer/predict.py
+loads it for the demo. The label's class names, when known, go to `assets.extra/class_names.txt`
+inside the SavedModel (TF Serving's folder for extra files), one a line.
 
 A failed export leaves no half-written `export_dir`: the SavedModel goes to a temporary
 sibling that is renamed into place. (TFX would not publish the Model artifact of a failed
@@ -23,7 +28,7 @@ respect to the weights, which needs the Keras model, not the serving signature.
 
 Example:
 
->>> export_serving_model(model, config, schema, "/tmp/serving_model")
+>>> export_serving_model(model, "/tmp/serving_model", serving_signatures(model, inputs))
 >>> serve = tf.saved_model.load("/tmp/serving_model").signatures["serving_default"]
 >>> serve(examples=tf.constant([serialized_example]))["probabilities"].shape
 TensorShape([1, 10])
@@ -36,50 +41,84 @@ import uuid
 
 import keras
 import tensorflow as tf
-from tensorflow_metadata.proto.v0 import schema_pb2
-
-from trainer.config import TrainingConfig
-from trainer.inputs import data
 
 SIGNATURE_NAME = "serving_default"
+INPUTS_SIGNATURE_NAME = "model_inputs"
 INPUT_NAME = "examples"
 OUTPUT_KEY = "probabilities"
+# model_inputs' key for a model that takes one tensor.
+SINGLE_INPUT_KEY = "model_input"
+CLASS_NAMES_FILE = os.path.join("assets.extra", "class_names.txt")
 # Beside the Trainer's "Format-Serving" folder in the Model artifact.
 KERAS_MODEL_DIR = "Format-Keras"
 KERAS_MODEL_FILE = "model.keras"
 
 
+def serving_signatures(model: keras.Model, inputs) -> dict:
+    """`serving_default` and `model_inputs` of `model`, which takes what `inputs` (a
+    `ModelInputs`) makes of serialized raw examples."""
+    if inputs.transformed:
+        # The SavedModel must track the transform graph its signatures call.
+        model.tft_layer = inputs.transform_layer()
+    examples = tf.TensorSpec([None], tf.string, name=INPUT_NAME)
+
+    @tf.function(input_signature=[examples])
+    def serve(examples):
+        probabilities = model(inputs.serve(examples, model), training=False)
+        return {OUTPUT_KEY: tf.cast(probabilities, tf.float32)}
+
+    @tf.function(input_signature=[examples])
+    def model_inputs(examples):
+        taken = inputs.serve(examples, model)
+        return taken if isinstance(taken, dict) else {SINGLE_INPUT_KEY: taken}
+
+    return {SIGNATURE_NAME: serve, INPUTS_SIGNATURE_NAME: model_inputs}
+
+
 def export_serving_model(
     model: keras.Model,
-    config: TrainingConfig,
-    schema: schema_pb2.Schema,
     export_dir: str,
+    signatures: dict | None = None,
+    class_names: list[str] | None = None,
 ) -> None:
     """Writes `model` (the inner Keras model, not a GSAM wrapper) to `export_dir`.
+
+    Args:
+        signatures: name -> `tf.function` with an input signature; `None`: the model's own
+            call as `serving_default` (Keras's `model.export`).
+        class_names: written to `CLASS_NAMES_FILE` when given.
 
     The SavedModel is written to a temporary sibling first and renamed into place, so
     `export_dir` either holds a complete model or does not exist. It must not exist yet.
     """
     if tf.io.gfile.exists(export_dir):
         raise ValueError(f"export_dir {export_dir!r} already exists; export needs a new one.")
-    spec = data.parse_spec(config, schema)
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
-    def serve(examples):
-        features = tf.io.parse_example(examples, spec)
-        inputs = data.features_to_inputs(features, config, schema)
-        return {OUTPUT_KEY: tf.cast(model(inputs, training=False), tf.float32)}
-
-    module = tf.Module()
-    module.model = model
-    module.serve = serve
     temp_dir = f"{export_dir.rstrip('/')}.tmp-{uuid.uuid4().hex}"
     try:
-        tf.saved_model.save(module, temp_dir, signatures={SIGNATURE_NAME: serve})
+        if signatures is None:
+            model.export(temp_dir, format="tf_saved_model", verbose=False)
+        else:
+            module = tf.Module()
+            module.model = model
+            tf.saved_model.save(module, temp_dir, signatures=signatures)
+        if class_names:
+            path = os.path.join(temp_dir, CLASS_NAMES_FILE)
+            tf.io.gfile.makedirs(os.path.dirname(path))
+            with tf.io.gfile.GFile(path, "w") as file:
+                file.write("".join(f"{name}\n" for name in class_names))
         tf.io.gfile.rename(temp_dir, export_dir)
     finally:
         if tf.io.gfile.exists(temp_dir):
             tf.io.gfile.rmtree(temp_dir)
+
+
+def read_class_names(model_dir: str) -> list[str] | None:
+    """The class names recorded with a serving model, or `None`."""
+    path = os.path.join(model_dir, CLASS_NAMES_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as file:
+        return file.read().splitlines()
 
 
 def keras_model_path(model_uri: str) -> str:
