@@ -65,3 +65,28 @@ def test_the_module_file_and_the_penguin_run_fn_are_the_examples_the_tests_run()
     run_fn = penguin[penguin.index("def run_fn(fn_args):") :]
     [block] = [code for code in codes if "def run_fn(fn_args):" in code]
     assert block.endswith(run_fn)
+
+
+OPENING = (REPO / "README.md").read_text().split("\n## ", 1)[0]
+
+
+def test_the_paths_the_opening_names_exist():
+    paths = re.findall(r"`((?:trainer|pipelines|components|data|examples)/[\w/.]*)`", OPENING)
+    assert len(paths) >= 5, paths
+    missing = [path for path in paths if not (REPO / path).exists()]
+    assert not missing, missing
+
+
+def test_the_test_count_the_readme_states_is_the_suites():
+    stated = re.findall(r"\b(\d[\d,]*) tests\b", (REPO / "README.md").read_text())
+    assert stated, "the README states how many tests `make test` runs"
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", str(REPO / "tests")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    count = re.search(r"(\d+) tests? collected", collected.stdout)
+    assert count, collected.stdout[-2000:]
+    assert {int(n.replace(",", "")) for n in stated} == {int(count.group(1))}

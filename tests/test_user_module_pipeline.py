@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
+import yaml
 from tfx import v1 as tfx
 
 from bench.tabular_reference import write_csv_splits
@@ -98,17 +99,28 @@ def test_the_pushed_model_serves_raw_rows_as_the_trained_model_scores_transforme
     assert np.abs(transformed["mean_area"].numpy()).max() < 10
 
 
+def task_parameter(spec: dict, task: str, name: str) -> str:
+    """A compiled task's constant string parameter, in either of KFP's spec forms."""
+    value = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"][name]["runtimeValue"]
+    return value["constant"] if "constant" in value else value["constantValue"]["stringValue"]
+
+
 def test_the_module_compiles_into_vertex_and_kubeflow_pipelines(tmp_path):
     common = ["--pipeline-root", "gs://bucket/root", "--data-root", "gs://bucket/data"]
     common += ["--data-format", "csv", "--module-file", TABULAR_MODULE]
-    source = open(TABULAR_MODULE).read()
+    module = ModuleFile.read(TABULAR_MODULE)
     for runner, name in ((vertex_runner, "pipeline.json"), (kubeflow_runner, "pipeline.yaml")):
         output = str(tmp_path / name)
         assert runner.main(["--output-file", output, "--image", "gcr.io/p/i", *common]) == 0
-        text = open(output).read()
-        assert PREPROCESSING_FN in text and "Transform" in text
-        # The module travels as its source: nothing to upload before compiling.
-        assert json.dumps(source)[1:40] in text or source.splitlines()[0] in text
+        with open(output) as file:
+            document = json.load(file) if name.endswith(".json") else yaml.safe_load(file)
+        spec = document.get("pipelineSpec", document)
+        assert task_parameter(spec, "Transform", "preprocessing_fn") == PREPROCESSING_FN
+        # The module travels as its source, in the Transform's and the Trainer's
+        # custom_config: nothing to upload before compiling.
+        for task in ("Transform", "Trainer"):
+            config = json.loads(task_parameter(spec, task, "custom_config"))
+            assert ModuleFile.from_custom_config(config) == module, (name, task)
 
 
 def test_without_preprocessing_fn_there_is_no_transform_and_the_module_reaches_the_trainer(

@@ -4,6 +4,7 @@ flags of the local and Beam runners, the pipeline they build, the run lock and t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from tfx import v1 as tfx
@@ -77,6 +78,11 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
     data_root = parsing.absolute(args.data_root)
     schema = args.schema and parsing.absolute(args.schema)
     sample = data_root == configs.DATA_ROOT
+    if sample and not os.path.isdir(data_root):
+        parser.error(
+            f"--data-root: the embedded sample is part of a checkout, not of an installed "
+            f"package ({data_root} does not exist); give your data's folder with --data-root"
+        )
     if schema is None and sample:
         schema = configs.SCHEMA_PATH
     with parsing.flag_errors(parser):
