@@ -132,7 +132,9 @@ def create_pipeline(
             "comparison: every compared method is tuned on its own."
         )
     data_components = data_stage(data, training)
-    inputs = training_inputs(data_components.examples, data_components.schema, module_file)
+    inputs = training_inputs(
+        data_components.examples, data_components.schema, module_file, data.validation_fraction
+    )
     if comparison is None:
         hyperparameters = None
         training_components = [*inputs.components]

@@ -20,11 +20,16 @@ from typing import Any
 OPTIMIZERS = ("plain", "sam", "gsam")
 BASE_OPTIMIZERS = ("sgd", "adam")
 MODELS = ("resnet", "mlp")
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("cosine", "constant", "plateau")
+# Training-time image augmentations, in the order they are applied (trainer/inputs/augment.py).
+AUGMENTATIONS = ("crop", "flip", "brightness")
+BALANCED = "balanced"
 DEFAULT_GSAM_ALPHA = 0.01
 # The Trainer's custom_config holds the training config under this key, beside the keys that
 # other executors read (e.g. tfx.extensions.google_cloud_ai_platform's `ai_platform_*`).
 CUSTOM_CONFIG_KEY = "training"
+# Keras's ReduceLROnPlateau on val_loss as keras-gsam's comparison used it.
+PLATEAU_DEFAULTS = {"plateau_factor": 0.5, "plateau_patience": 3}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +43,32 @@ class TrainingConfig:
         epochs: passes over the training split.
         batch_size: examples per step.
         learning_rate: peak learning rate.
-        lr_schedule: `"cosine"` (to `learning_rate * lr_min_ratio`, with linear warmup) or
-            `"constant"`.
-        lr_min_ratio: final learning rate as a fraction of the peak, for `"cosine"`.
+        lr_schedule: `"cosine"` (to `learning_rate * lr_min_ratio`, with linear warmup),
+            `"constant"`, or `"plateau"`: Keras's `ReduceLROnPlateau` on val_loss lowers the
+            rate by `plateau_factor` after `plateau_patience` epochs without improvement, down
+            to `min_learning_rate` (after the warmup, if any).
+        lr_min_ratio: final learning rate as a fraction of the peak, for `"cosine"`; for
+            `"plateau"`, the floor when `min_learning_rate` is unset.
         warmup_epochs: linear warmup length, in epochs (may be fractional).
+        plateau_factor: `"plateau"`: the factor in (0, 1) that each reduction multiplies the
+            learning rate by.
+        plateau_patience: `"plateau"`: epochs without a lower val_loss before a reduction.
+        min_learning_rate: `"plateau"`: the floor of the learning rate; `None` means
+            `learning_rate * lr_min_ratio`. GSAM's rho follows the rate from `rho_max` at
+            `learning_rate` to `rho_min` at this floor.
+        early_stopping: stop when val_loss has not improved for this many epochs and restore
+            the weights of the epoch with the lowest val_loss (Keras's `EarlyStopping`); the
+            exported model is the restored one. `None`: train every epoch.
+        augment: training-time augmentations of the image (`"crop"`, `"flip"`,
+            `"brightness"`; see `trainer.inputs.augment`), applied to the training batches
+            only, never to evaluation or serving; kept in that order.
+        class_weights: `"balanced"` (each class weighted by n / (classes x its count in the
+            training split)) or one weight per class; Keras's `class_weight`, which becomes
+            sample weights that both passes of SAM and GSAM use. `None`: unweighted.
+        label_smoothing: the cross-entropy's label smoothing, in [0, 1).
+        weight_decay: decoupled weight decay (the optimizer's `weight_decay`: each step
+            subtracts `learning_rate * weight_decay * w`), outside the loss that SAM and GSAM
+            perturb.
         base_optimizer: `"sgd"` (momentum 0.9) or `"adam"`.
         optimizer: `"plain"`, `"sam"` (GSAM with alpha 0) or `"gsam"`.
         rho_max, rho_min: perturbation radius bounds; rho follows the learning rate between
@@ -100,6 +127,14 @@ class TrainingConfig:
     min_train_steps: int = 500
     class_names: tuple[str, ...] | None = None
     seed: int | None = None
+    plateau_factor: float = PLATEAU_DEFAULTS["plateau_factor"]
+    plateau_patience: int = PLATEAU_DEFAULTS["plateau_patience"]
+    min_learning_rate: float | None = None
+    early_stopping: int | None = None
+    augment: tuple[str, ...] = ()
+    class_weights: str | tuple[float, ...] | None = None
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
 
     def __post_init__(self):
         _check_choice("model", self.model, MODELS)
@@ -172,6 +207,71 @@ class TrainingConfig:
             if not _positive_ints(self.input_size, length=2):
                 raise ValueError(f"input_size must be (height, width), got {self.input_size!r}.")
             object.__setattr__(self, "input_size", tuple(self.input_size))
+        self._check_practice()
+
+    def _check_practice(self):
+        """The checks of the learning rate plateau, early stopping, augmentation and the loss's
+        class weights, label smoothing and weight decay."""
+        _check_number("plateau_factor", self.plateau_factor, low=0, low_inclusive=False)
+        if self.plateau_factor >= 1:
+            raise ValueError(f"plateau_factor must be < 1, got {self.plateau_factor}.")
+        _check_int("plateau_patience", self.plateau_patience, minimum=1)
+        plateau_fields = {
+            "plateau_factor": self.plateau_factor != PLATEAU_DEFAULTS["plateau_factor"],
+            "plateau_patience": self.plateau_patience != PLATEAU_DEFAULTS["plateau_patience"],
+            "min_learning_rate": self.min_learning_rate is not None,
+        }
+        if self.lr_schedule != "plateau" and any(plateau_fields.values()):
+            given = ", ".join(name for name, set_ in plateau_fields.items() if set_)
+            raise ValueError(
+                f"{given} only apply with lr_schedule 'plateau', got {self.lr_schedule!r}."
+            )
+        if self.min_learning_rate is not None:
+            _check_number("min_learning_rate", self.min_learning_rate, low=0)
+            if self.min_learning_rate >= self.learning_rate:
+                raise ValueError(
+                    f"min_learning_rate ({self.min_learning_rate}) must be below learning_rate "
+                    f"({self.learning_rate})."
+                )
+        if self.early_stopping is not None:
+            _check_int("early_stopping", self.early_stopping, minimum=1)
+        augment = self.augment
+        if (
+            isinstance(augment, str)
+            or not isinstance(augment, (tuple, list))
+            or len(set(augment)) != len(augment)
+            or any(name not in AUGMENTATIONS for name in augment)
+        ):
+            raise ValueError(
+                f"augment must be a list of distinct names from {', '.join(AUGMENTATIONS)}, "
+                f"got {augment!r}."
+            )
+        object.__setattr__(self, "augment", tuple(n for n in AUGMENTATIONS if n in augment))
+        if self.class_weights is not None and self.class_weights != BALANCED:
+            weights = self.class_weights
+            if (
+                isinstance(weights, str)
+                or not isinstance(weights, (tuple, list))
+                or len(weights) < 2
+                or not all(_non_negative_number(w) for w in weights)
+                or not any(w > 0 for w in weights)
+            ):
+                raise ValueError(
+                    f"class_weights must be {BALANCED!r} or one non-negative weight per class "
+                    f"(two or more, not all 0), got {weights!r}."
+                )
+            object.__setattr__(self, "class_weights", tuple(float(w) for w in weights))
+        _check_number("label_smoothing", self.label_smoothing, low=0)
+        if self.label_smoothing >= 1:
+            raise ValueError(f"label_smoothing must be < 1, got {self.label_smoothing}.")
+        _check_number("weight_decay", self.weight_decay, low=0)
+
+    @property
+    def plateau_floor(self) -> float:
+        """The lowest learning rate of the `"plateau"` schedule."""
+        if self.min_learning_rate is not None:
+            return float(self.min_learning_rate)
+        return self.learning_rate * self.lr_min_ratio
 
     @property
     def effective_alpha(self) -> float:
@@ -203,14 +303,11 @@ class TrainingConfig:
         return steps + math.ceil(steps / self.perturb_every)
 
     def to_dict(self) -> dict[str, Any]:
-        values = dataclasses.asdict(self)
-        values["image_shape"] = list(self.image_shape)
-        if self.input_size is not None:
-            values["input_size"] = list(self.input_size)
-        for name in ("model_widths", "class_names"):
-            if getattr(self, name) is not None:
-                values[name] = list(getattr(self, name))
-        return values
+        """The fields as JSON values: tuples become lists."""
+        return {
+            name: list(value) if isinstance(value, tuple) else value
+            for name, value in dataclasses.asdict(self).items()
+        }
 
     def to_custom_config(self) -> dict[str, Any]:
         """The Trainer's `custom_config` for this config."""
@@ -262,6 +359,15 @@ def _positive_ints(values, length=None) -> bool:
         and len(values) > 0
         and (length is None or len(values) == length)
         and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values)
+    )
+
+
+def _non_negative_number(value) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
     )
 
 

@@ -13,7 +13,9 @@ over the training config; the Trainer lays the Tuner's best values over its own 
 * `learning_rate`: log-uniform in `learning_rate_range` (the schedule's peak);
 * `method`: one of `method_choices`; empty means the training config's own method;
 * `perturb_every`: one of `perturb_every_choices`, for SAM and GSAM only; empty means the
-  training config's own.
+  training config's own;
+* `label_smoothing`: uniform in `label_smoothing_range`, and `weight_decay`: log-uniform in
+  `weight_decay_range`, for every method; `None` (the default) leaves each unsearched.
 
 A range whose low and high are equal fixes that value.
 
@@ -57,9 +59,16 @@ HYPERPARAMETERS = (
     "rho_min_fraction",
     "alpha",
     "perturb_every",
+    "label_smoothing",
+    "weight_decay",
 )
 SHARPNESS_AWARE = ("sam", "gsam")
 RANGES = ("rho_max_range", "rho_min_fraction_range", "alpha_range", "learning_rate_range")
+# Ranges searched only when set: (low, high) checks of each.
+OPTIONAL_RANGES = {
+    "label_smoothing_range": dict(low=0, high=0.99),
+    "weight_decay_range": dict(low=0, low_inclusive=False),
+}
 # Hyperband's bookkeeping values ("tuner/epochs", ...) share the trial's hyperparameters.
 KERAS_TUNER_PREFIX = "tuner/"
 
@@ -78,6 +87,10 @@ class SearchSpace:
         perturb_every_choices: values of `perturb_every` to choose from (1: the exact method;
             k: the perturbed pass every k steps), for sam and gsam; empty: the training
             config's own.
+        label_smoothing_range: (low, high) of the label smoothing, in [0, 1); `None`: the
+            training config's own.
+        weight_decay_range: (low, high) of the decoupled weight decay, sampled
+            log-uniformly; low > 0; `None`: the training config's own.
         algorithm: KerasTuner's `"random"` search, `"bayesian"` optimization or `"hyperband"`.
         max_trials: trials to run (Hyperband stops there too).
         epochs_per_trial: epochs each trial trains (Hyperband's largest budget).
@@ -91,6 +104,8 @@ class SearchSpace:
     learning_rate_range: tuple[float, float] = (0.01, 0.2)
     method_choices: tuple[str, ...] = ()
     perturb_every_choices: tuple[int, ...] = ()
+    label_smoothing_range: tuple[float, float] | None = None
+    weight_decay_range: tuple[float, float] | None = None
     algorithm: str = "random"
     max_trials: int = 10
     epochs_per_trial: int = 2
@@ -102,8 +117,12 @@ class SearchSpace:
         _check_range("rho_min_fraction_range", self.rho_min_fraction_range, low=0, high=1)
         _check_range("alpha_range", self.alpha_range, low=0)
         _check_range("learning_rate_range", self.learning_rate_range, low=0, low_inclusive=False)
-        for name in RANGES:
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name, bounds in OPTIONAL_RANGES.items():
+            if getattr(self, name) is not None:
+                _check_range(name, getattr(self, name), **bounds)
+        for name in (*RANGES, *OPTIONAL_RANGES):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         _check_choices_list(
             "method_choices",
             self.method_choices,
@@ -160,6 +179,10 @@ class SearchSpace:
                 hp.Choice("perturb_every", list(self.perturb_every_choices))
         with hp.conditional_scope("method", ["gsam"]):
             _declare(hp, "alpha", self.alpha_range)
+        if self.label_smoothing_range is not None:
+            _declare(hp, "label_smoothing", self.label_smoothing_range)
+        if self.weight_decay_range is not None:
+            _declare(hp, "weight_decay", self.weight_decay_range, log=True)
         trial = dataclasses.replace(training, epochs=self.epochs_per_trial)
         return tuned_config(trial, hp.values, model_hyperparameters)
 
@@ -208,8 +231,8 @@ def tuned_fields(values: dict[str, Any], model_hyperparameters: bool = False) ->
     fields = {}
     if "method" in values:
         fields["optimizer"] = values["method"]
-    for name in ("learning_rate", "rho_max", "alpha", "perturb_every"):
-        if name in values:
+    for name in HYPERPARAMETERS:
+        if name not in ("method", "rho_min_fraction") and name in values:
             fields[name] = values[name]
     if "rho_min_fraction" in values:
         if "rho_max" not in values:

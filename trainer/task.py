@@ -222,9 +222,24 @@ def _hyperparameters(fn_args) -> keras_tuner.HyperParameters | None:
 
 
 def _fit_multi_worker(model, fn_args, config, inputs: ModelInputs, strategy, steps_per_epoch):
-    """The distributed custom loop; the Evaluator does the evaluation."""
+    """The distributed custom loop; the Evaluator does the evaluation. Class weights become
+    sample weights in the dataset, as Keras's `fit` makes them."""
+    watching = [
+        name
+        for name, set_ in (
+            ("lr_schedule 'plateau'", config.lr_schedule == "plateau"),
+            ("early_stopping", config.early_stopping is not None),
+        )
+        if set_
+    ]
+    if watching:
+        raise ValueError(
+            f"{' and '.join(watching)} watch val_loss, which the multi-worker loop does not "
+            f"compute (the Evaluator evaluates the model): train on one worker, or unset them."
+        )
     with strategy.scope():
         trained = fit.compile_for_training(model, config, steps_per_epoch)
+    class_weight = fit.class_weights(config, fn_args, model)
 
     def dataset_fn(context):
         per_replica = inputs.with_config(
@@ -240,7 +255,11 @@ def _fit_multi_worker(model, fn_args, config, inputs: ModelInputs, strategy, ste
             model=model,
             shuffle_seed=MULTI_WORKER_SHUFFLE_SEED if config.seed is None else config.seed,
         )
-        return dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
+        dataset = dataset.shard(context.num_input_pipelines, context.input_pipeline_id)
+        if class_weight is None:
+            return dataset
+        weights = tf.constant(list(class_weight.values()), tf.float32)
+        return dataset.map(lambda x, y: (x, y, tf.gather(weights, y)))
 
     history = multi_worker.fit(
         trained,

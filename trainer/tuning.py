@@ -5,8 +5,10 @@
 with the Trainer's own recipe (`trainer.task.build_model`, the built-in model or the module
 file's `build_model`, which gets the trial's `hp`; `trainer.training.fit.compile_for_training`)
 from the training config with the trial's values laid over it, and trains `epochs_per_trial`
-epochs on the Trainer's datasets; steps per epoch and validation batches follow the same rules as `run_fn`'s. With a
-`seed` in the training config, every trial starts from the same initial weights.
+epochs on the Trainer's datasets; steps per epoch and validation batches follow the same rules
+as `run_fn`'s. With a `seed` in the training config, every trial starts from the same initial
+weights. A trial trains with the Trainer's callbacks for its config (the learning rate plateau
+and its warmup, early stopping: `trainer.training.fit.training_callbacks`).
 
 TFX's Tuner executor runs `tuner.search(**fit_kwargs)` and writes the best trial's values
 (`best_hyperparameters`, which the Trainer takes) and every trial's (`tuner_results`).
@@ -60,14 +62,14 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     steps_per_epoch = task.training_steps_per_epoch(fn_args, trials, inputs)
     train_dataset, eval_dataset = task.training_datasets(fn_args, trials, inputs)
 
-    def build(hp) -> keras.Model:
+    def build(hp) -> tuple[keras.Model, TrainingConfig]:
         config = space.trial_config(trials, hp, model_hyperparameters)
         if config.seed is not None:
             keras.utils.set_random_seed(config.seed)
         model = task.build_model(config, inputs, num_classes, user, hp)
-        return fit.compile_for_training(model, config, steps_per_epoch)
+        return fit.compile_for_training(model, config, steps_per_epoch), config
 
-    tuner = make_tuner(space, build, fn_args.working_dir)
+    tuner = make_tuner(space, TrialModel(build, steps_per_epoch), fn_args.working_dir)
     return tfx.components.TunerFnResult(
         tuner=tuner,
         fit_kwargs=dict(
@@ -81,8 +83,33 @@ def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
     )
 
 
+class TrialModel(keras_tuner.HyperModel):
+    """A trial's model, and its training with the callbacks of the trial's config.
+
+    Args:
+        build: `build(hp)` -> (the compiled model, the trial's `TrainingConfig`).
+        steps_per_epoch: optimizer steps of an epoch (the learning rate warmup's unit).
+    """
+
+    def __init__(self, build, steps_per_epoch: int):
+        super().__init__()
+        self._build = build
+        self.steps_per_epoch = steps_per_epoch
+        self._config = None
+
+    def build(self, hp) -> keras.Model:
+        model, self._config = self._build(hp)
+        return model
+
+    def fit(self, hp, model, *args, callbacks=None, **kwargs):
+        # KerasTuner builds each trial's model right before fitting it.
+        practice = fit.training_callbacks(self._config, self.steps_per_epoch)
+        return model.fit(*args, callbacks=[*(callbacks or []), *practice], **kwargs)
+
+
 def make_tuner(space: SearchSpace, build, directory: str) -> keras_tuner.Tuner:
-    """KerasTuner's tuner of `space.algorithm`, building trial models with `build(hp)`."""
+    """KerasTuner's tuner of `space.algorithm`, building trial models with `build` (a
+    `HyperModel`, or a function of `hp`)."""
     settings = dict(
         objective=keras_tuner.Objective(*OBJECTIVES[space.objective]),
         seed=space.search_seed,

@@ -75,11 +75,8 @@ class LabelFlipper:
     def __call__(self, record: bytes) -> tuple[bytes, bool]:
         """The record (rewritten only when flipped) and whether its label was flipped."""
         example = tf.train.Example.FromString(record)
-        # Not the record's bytes: writers order a proto map's entries as they like.
-        content = example.SerializeToString(deterministic=True)
-        digest = hashlib.blake2b(content, digest_size=16, key=str(self.seed).encode()).digest()
-        draw = int.from_bytes(digest[:8], "big") / 2**64
-        if draw >= self.noise_rate:
+        digest = content_digest(example, str(self.seed))
+        if uniform_draw(digest) >= self.noise_rate:
             return record, False
         label = self._label(example)
         # A uniform shift in 1..K-1 lands uniformly on the other K-1 classes.
@@ -98,6 +95,19 @@ class LabelFlipper:
                 f"0..{self.num_classes - 1} in every example, got {values}."
             )
         return values[0]
+
+
+def content_digest(example: tf.train.Example, key: str) -> bytes:
+    """A 16-byte hash of the example's content keyed by `key`: the same for the same features
+    however a writer ordered them (a proto map's entries come in any order), independent for
+    different keys."""
+    content = example.SerializeToString(deterministic=True)
+    return hashlib.blake2b(content, digest_size=16, key=key.encode()).digest()
+
+
+def uniform_draw(digest: bytes) -> float:
+    """A number in [0, 1) from the first 8 bytes of a `content_digest`."""
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def check_noise_settings(noise_rate: float, seed: int, label_key: str) -> None:
@@ -138,25 +148,12 @@ class LabelNoiseExecutor(base_beam_executor.BaseBeamExecutor):
             raise ValueError(
                 f"split {split!r} is not a split of the examples (splits: {', '.join(splits)})."
             )
-        _check_format(source)
+        check_format(source, "LabelNoise")
         noisy.split_names = source.split_names
-        for name in splits:
-            if name != split:
-                io_utils.copy_dir(
-                    artifact_utils.get_split_uri([source], name),
-                    artifact_utils.get_split_uri([noisy], name),
-                )
+        copy_splits(source, noisy, [name for name in splits if name != split])
         counts_path = os.path.join(self._get_tmp_dir(), COUNTS_FILE)
         with self._make_beam_pipeline() as pipeline:
-            flipped = (
-                pipeline
-                | "Read"
-                >> beam.io.ReadFromTFRecord(
-                    os.path.join(artifact_utils.get_split_uri([source], split), "*"),
-                    coder=beam.coders.BytesCoder(),
-                )
-                | "Flip" >> beam.Map(flipper)
-            )
+            flipped = read_records(pipeline, source, split) | "Flip" >> beam.Map(flipper)
             _ = (
                 flipped
                 | "Records" >> beam.Map(lambda pair: pair[0])
@@ -165,15 +162,8 @@ class LabelNoiseExecutor(base_beam_executor.BaseBeamExecutor):
                     artifact_utils.get_split_uri([noisy], split), GZIP_TFRECORDS
                 )
             )
-            _ = (
-                flipped
-                | "FlippedAndOne" >> beam.Map(lambda pair: (int(pair[1]), 1))
-                | "Count" >> beam.CombineGlobally(_sum_pairs)
-                | "Json" >> beam.Map(lambda counts: json.dumps(list(counts)))
-                | "WriteCounts" >> beam.io.WriteToText(counts_path, shard_name_template="")
-            )
-        with tf.io.gfile.GFile(counts_path) as file:
-            labels_flipped, examples_in_split = json.load(file)
+            write_counts(flipped | "Flipped" >> beam.Map(lambda pair: pair[1]), counts_path)
+        labels_flipped, examples_in_split = read_counts(counts_path)
 
         examples_utils.set_file_format(noisy, GZIP_TFRECORDS)
         examples_utils.set_payload_format(noisy, example_gen_pb2.FORMAT_TF_EXAMPLE)
@@ -183,7 +173,43 @@ class LabelNoiseExecutor(base_beam_executor.BaseBeamExecutor):
         noisy.set_int_custom_property("examples_in_split", examples_in_split)
 
 
-def _sum_pairs(pairs) -> tuple[int, int]:
+def read_records(pipeline, examples: types.Artifact, split: str):
+    """The serialized records of one split of the Examples `examples`, as a PCollection."""
+    return pipeline | f"Read{split}" >> beam.io.ReadFromTFRecord(
+        os.path.join(artifact_utils.get_split_uri([examples], split), "*"),
+        coder=beam.coders.BytesCoder(),
+    )
+
+
+def copy_splits(source: types.Artifact, target: types.Artifact, names: list[str]) -> None:
+    """Copies the split folders `names` of the Examples `source` into `target`, file by file."""
+    for name in names:
+        io_utils.copy_dir(
+            artifact_utils.get_split_uri([source], name),
+            artifact_utils.get_split_uri([target], name),
+        )
+
+
+def write_counts(flags, counts_path: str) -> None:
+    """Writes `[true flags, all flags]` of the PCollection of bools `flags` to `counts_path`,
+    as JSON, once the Beam pipeline runs; `read_counts` reads them back."""
+    _ = (
+        flags
+        | "FlagAndOne" >> beam.Map(lambda flag: (int(flag), 1))
+        | "Count" >> beam.CombineGlobally(sum_pairs)
+        | "Json" >> beam.Map(lambda counts: json.dumps(list(counts)))
+        | "WriteCounts" >> beam.io.WriteToText(counts_path, shard_name_template="")
+    )
+
+
+def read_counts(counts_path: str) -> tuple[int, int]:
+    """The `[true flags, all flags]` that `write_counts` wrote."""
+    with tf.io.gfile.GFile(counts_path) as file:
+        true_flags, all_flags = json.load(file)
+    return true_flags, all_flags
+
+
+def sum_pairs(pairs) -> tuple[int, int]:
     """Column sums of (flipped, one) pairs; (0, 0) for none. Also sums partial sums."""
     return tuple(sum(column) for column in zip(*pairs)) or (0, 0)
 
@@ -201,12 +227,14 @@ def _num_classes(input_dict, exec_properties) -> int:
     return data.schema_num_classes(schema, exec_properties["label_key"])
 
 
-def _check_format(examples: types.Artifact) -> None:
+def check_format(examples: types.Artifact, component: str) -> None:
+    """`component` reads gzipped TFRecords of tf.Examples (ExampleGen's and Transform's
+    output); anything else is an error naming it."""
     file_format = examples_utils.get_file_format(examples)
     payload_format = examples_utils.get_payload_format(examples)
     if file_format != GZIP_TFRECORDS or payload_format != example_gen_pb2.FORMAT_TF_EXAMPLE:
         raise ValueError(
-            f"LabelNoise reads gzipped TFRecords of tf.Examples; the examples at {examples.uri} "
+            f"{component} reads gzipped TFRecords of tf.Examples; the examples at {examples.uri} "
             f"are {file_format} of {example_gen_pb2.PayloadFormat.Name(payload_format)}."
         )
 

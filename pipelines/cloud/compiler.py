@@ -21,7 +21,7 @@ IMAGE_SCHEMA_PATH = f"{IMAGE_DATA_ROOT}/schema.pbtxt"
 
 
 def parser(description: str, output_file: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    p = parsing.FlagParser(description=description)
     p.add_argument(
         "--output-file",
         default=output_file,
@@ -115,7 +115,12 @@ def build(
                 beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
                 enable_cache=args.enable_cache,
             ),
-            DataSettings(args.data_root, data_format, schema_path=schema),
+            DataSettings(
+                args.data_root,
+                data_format,
+                schema_path=schema,
+                validation_fraction=args.validation_split,
+            ),
             settings.training_config(
                 args,
                 data_format,

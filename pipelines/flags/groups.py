@@ -8,14 +8,17 @@ import argparse
 from pipelines import configs
 from pipelines.flags.parsing import (
     TUNING_FLAGS,
+    augmentations,
     class_names,
+    class_weights,
     image_shape,
     input_size,
     model_widths,
 )
+from pipelines.flags.presets import PRESETS
 from pipelines.stages.comparison import BUDGETS, ComparisonSpec
 from pipelines.stages.data import DATA_FORMATS
-from trainer.config import BASE_OPTIMIZERS, LR_SCHEDULES, MODELS, OPTIMIZERS
+from trainer.config import AUGMENTATIONS, BASE_OPTIMIZERS, LR_SCHEDULES, MODELS, OPTIMIZERS
 from trainer.models.builtin import MLP_UNITS, RESNET_WIDTHS
 from trainer.search_space import ALGORITHMS, OBJECTIVES, SearchSpace
 
@@ -44,6 +47,15 @@ def add_data_arguments(
         default=None,
         help="curated schema.pbtxt (default: the sample's own for the sample, "
         "else inferred by SchemaGen)",
+    )
+    group.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="hold this share of the training examples out as the Trainers' validation split "
+        "(val_loss, --early-stopping, --lr-schedule plateau), so the eval split the Evaluator "
+        "scores stays unseen (default: %(default)s, validate on the eval split)",
     )
     group.add_argument("--pipeline-name", default=configs.PIPELINE_NAME)
 
@@ -77,7 +89,73 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "--lr-schedule",
         choices=LR_SCHEDULES,
         default=defaults.lr_schedule,
-        help="cosine decay after the warmup, or constant (default: %(default)s)",
+        help="cosine decay after the warmup, constant, or plateau: lowered when val_loss "
+        "stalls, as Keras's ReduceLROnPlateau (default: %(default)s)",
+    )
+    group.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=defaults.warmup_epochs,
+        help="linear learning rate warmup, in epochs (default: %(default)s)",
+    )
+    group.add_argument(
+        "--plateau-factor",
+        type=float,
+        default=defaults.plateau_factor,
+        help="plateau: each reduction multiplies the learning rate by this (default: "
+        "%(default)s)",
+    )
+    group.add_argument(
+        "--plateau-patience",
+        type=int,
+        default=defaults.plateau_patience,
+        help="plateau: epochs without a lower val_loss before a reduction (default: "
+        "%(default)s)",
+    )
+    group.add_argument(
+        "--min-learning-rate",
+        type=float,
+        default=None,
+        help="plateau: the learning rate's floor, where rho reaches --rho-min (default: the "
+        "learning rate x %s)" % defaults.lr_min_ratio,
+    )
+    group.add_argument(
+        "--early-stopping",
+        type=int,
+        default=None,
+        metavar="PATIENCE",
+        help="stop when val_loss has not improved for PATIENCE epochs and keep the best "
+        "epoch's weights (default: train every epoch)",
+    )
+    group.add_argument(
+        "--augment",
+        type=augmentations,
+        default=defaults.augment,
+        metavar="NAME,...",
+        help=f"augment the training images only: any of {', '.join(AUGMENTATIONS)} (random "
+        "crop after padding 1/8 of each side, horizontal flip, brightness +-0.5), or none "
+        "(default: none)",
+    )
+    group.add_argument(
+        "--class-weights",
+        type=class_weights,
+        default=None,
+        metavar="balanced|W0,W1,...",
+        help="weight the loss per class: balanced (n / (classes x count) from the training "
+        "split) or one weight per class (default: unweighted)",
+    )
+    group.add_argument(
+        "--label-smoothing",
+        type=float,
+        default=defaults.label_smoothing,
+        help="cross-entropy label smoothing, in [0, 1) (default: %(default)s)",
+    )
+    group.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults.weight_decay,
+        help="decoupled weight decay of the base optimizer (w -= lr x decay x w each step) "
+        "(default: %(default)s)",
     )
     group.add_argument(
         "--base-optimizer",
@@ -184,19 +262,22 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tune", action="store_true", help="search the values below first")
 
     def add_range(flag, what):
-        low, high = getattr(space, TUNING_FLAGS[flag])
+        default = getattr(space, TUNING_FLAGS[flag])
+        default = "not searched" if default is None else " ".join(map(str, default))
         group.add_argument(
             flag,
             nargs=2,
             type=float,
             metavar=("LOW", "HIGH"),
-            help=f"{what} (default: {low} {high}; LOW = HIGH fixes the value)",
+            help=f"{what} (default: {default}; LOW = HIGH fixes the value)",
         )
 
     add_range("--tune-rho-max", "rho_max, log-uniform")
     add_range("--tune-rho-min-fraction", "rho_min as a fraction of rho_max")
     add_range("--tune-alpha", "GSAM's alpha")
     add_range("--tune-learning-rate", "peak learning rate, log-uniform")
+    add_range("--tune-label-smoothing", "label smoothing")
+    add_range("--tune-weight-decay", "weight decay, log-uniform (LOW > 0)")
     group.add_argument(
         "--tune-methods",
         nargs="+",
@@ -230,6 +311,16 @@ def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
         "by side, and releases the winner",
     )
     group.add_argument("--compare", action="store_true", help="run the comparison pipeline")
+    group.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=None,
+        help="keras-gsam: keras-gsam's comparison protocol (implies --compare): plain / SAM / "
+        "GSAM, 3 seeds, equal compute (plain up to 200 epochs, SAM and GSAM up to 100), crop "
+        "and brightness augmentation, Adam 1e-3, plateau 0.5 / 3, early stopping 10 with the "
+        "best weights, rho 0.05, GSAM alpha 0.005, batch 128, a 10%% validation split; flags "
+        "given explicitly win (README, \"Does sharpness-aware training help on my data?\")",
+    )
     group.add_argument(
         "--methods",
         default=",".join(defaults.methods),

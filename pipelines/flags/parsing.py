@@ -1,9 +1,10 @@
-"""How the runners read their flags: the command line, value types, and errors that name the
-flag.
+"""How the runners read their flags: the command line, presets, value types, and errors that
+name the flag.
 
 `command_line` reads `$GSAM_TFX_ARGS` before the command line (the tfx CLI runs a runner file
-with no arguments); `flag_errors` turns a `ValueError` from a settings object into a usage error
-that names the flags behind the fields it mentions.
+with no arguments); `FlagParser` applies a `--preset`'s values as defaults (explicit flags win);
+`flag_errors` turns a `ValueError` from a settings object into a usage error that names the
+flags behind the fields it mentions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import re
 import shlex
 import sys
+
+from pipelines.flags.presets import PRESETS
 
 # Flag -> TrainingConfig field, for the flags that map one to one.
 TRAINING_FLAGS = {
@@ -37,6 +40,15 @@ TRAINING_FLAGS = {
     "--image-shape": "image_shape",
     "--input-size": "input_size",
     "--class-names": "class_names",
+    "--warmup-epochs": "warmup_epochs",
+    "--plateau-factor": "plateau_factor",
+    "--plateau-patience": "plateau_patience",
+    "--min-learning-rate": "min_learning_rate",
+    "--early-stopping": "early_stopping",
+    "--augment": "augment",
+    "--class-weights": "class_weights",
+    "--label-smoothing": "label_smoothing",
+    "--weight-decay": "weight_decay",
 }
 
 # Flag -> SearchSpace field; each flag needs --tune.
@@ -47,6 +59,8 @@ TUNING_FLAGS = {
     "--tune-learning-rate": "learning_rate_range",
     "--tune-methods": "method_choices",
     "--tune-perturb-every": "perturb_every_choices",
+    "--tune-label-smoothing": "label_smoothing_range",
+    "--tune-weight-decay": "weight_decay_range",
     "--tune-algorithm": "algorithm",
     "--tune-trials": "max_trials",
     "--tune-epochs": "epochs_per_trial",
@@ -73,6 +87,7 @@ OTHER_FLAGS = {
     "max_sharpness_increase": "--max-sharpness-increase",
     "module_file": "--module-file",
     "class_names_file": "--class-names-file",
+    "validation_fraction": "--validation-split",
 }
 
 
@@ -87,6 +102,20 @@ def command_line(argv: list[str] | None = None) -> list[str]:
     return shlex.split(os.environ.get(ARGS_VARIABLE, "")) + list(
         sys.argv[1:] if argv is None else argv
     )
+
+
+class FlagParser(argparse.ArgumentParser):
+    """The runners' parser: `--preset NAME` (`presets.PRESETS`) sets the defaults of the flags
+    it names before parsing, so a flag given explicitly, before or after it, wins."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        probe = argparse.ArgumentParser(add_help=False)
+        probe.add_argument("--preset")
+        preset = probe.parse_known_args(args)[0].preset
+        if preset in PRESETS:  # another value: the --preset flag's choices name the error
+            self.set_defaults(**PRESETS[preset])
+        return super().parse_known_args(args, namespace)
 
 
 def flag_value(args: argparse.Namespace, flag: str):
@@ -132,6 +161,25 @@ def model_widths(text: str) -> tuple[int, ...]:
             f"must be comma-separated positive integers, e.g. 8,16,32, got {text!r}"
         )
     return tuple(int(width) for width in text.split(","))
+
+
+def augmentations(text: str) -> tuple[str, ...]:
+    """`--augment` as a tuple, from e.g. `crop,flip`; `none` for none."""
+    if text == "none":
+        return ()
+    return tuple(name.strip() for name in text.split(","))
+
+
+def class_weights(text: str) -> str | tuple[float, ...]:
+    """`--class-weights`: `balanced`, or comma-separated weights in class order."""
+    if text == "balanced":
+        return text
+    try:
+        return tuple(float(weight) for weight in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be balanced or comma-separated weights, e.g. 1,2.5,1, got {text!r}"
+        ) from None
 
 
 def class_names(text: str) -> tuple[str, ...]:

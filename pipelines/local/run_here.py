@@ -42,7 +42,7 @@ def run(runner: tfx_runner.TfxRunner, description: str, argv: list[str] | None =
 
 def local_parser(description: str) -> argparse.ArgumentParser:
     """The flags of the runners that run here: local and Beam."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = parsing.FlagParser(description=description)
     groups.add_data_arguments(parser, configs.DATA_ROOT)
     parser.add_argument(
         "--output-dir",
@@ -100,7 +100,9 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
                 beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
                 enable_cache=args.enable_cache,
             ),
-            data.DataSettings(data_root, data_format, split_folders, schema),
+            data.DataSettings(
+                data_root, data_format, split_folders, schema, args.validation_split
+            ),
             settings.training_config(
                 args, data_format, configs.CLASS_NAMES_PATH if sample else None
             ),

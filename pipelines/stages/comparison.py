@@ -108,6 +108,44 @@ class ComparisonSpec:
         )
 
 
+def epochs_line(spec: ComparisonSpec, training: TrainingConfig) -> str:
+    """The report's line on each method's epochs: the budget's, and early stopping's."""
+    runs = spec.training_configs(training)
+    epochs = {method: config.epochs for (method, _), config in runs.items()}
+    line = ", ".join(f"{method} {count}" for method, count in epochs.items())
+    if training.early_stopping is None:
+        return line
+    return (
+        f"at most {line}: every method stops early after {training.early_stopping} epochs "
+        f"without a lower val_loss and keeps its best epoch's weights"
+    )
+
+
+def validation_line(inputs: TrainingInputs, training: TrainingConfig) -> str:
+    """The report's line on what the Trainers validate on, and how it is kept apart from the
+    eval split that eval accuracy is measured on."""
+    watching = [
+        name
+        for name, used in (
+            ("early stopping", training.early_stopping is not None),
+            ("the learning rate plateau", training.lr_schedule == "plateau"),
+        )
+        if used
+    ]
+    uses = f"val_loss{''.join(', ' + name for name in watching)}"
+    if inputs.eval_split == "eval":
+        return (
+            f"the Trainers validate ({uses}) on the eval split, the one the Evaluator scores: "
+            f"hold a validation split out with --validation-split to keep them apart"
+        )
+    return (
+        f"the Trainers validate ({uses}) on '{inputs.eval_split}', "
+        f"{inputs.validation_fraction:.0%} of the train split held out by a hash of each "
+        f"example's content (ValidationSplit) and never trained on; eval accuracy is the "
+        f"Evaluator's on the eval split, which no Trainer reads"
+    )
+
+
 def _parse_method(method: str) -> tuple[str, int] | None:
     """(optimizer, perturb_every) of a method name, or None when it names none."""
     match = METHOD.match(method)
@@ -206,6 +244,8 @@ def comparison_stage(
         "methods": list(spec.methods),
         "seeds": spec.seeds,
         "budget": spec.budget,
+        "epochs": epochs_line(spec, training),
+        "validation": validation_line(inputs, training),
         "label_noise": spec.label_noise,
         "label_noise_seed": spec.label_noise_seed,
         "training": training.to_dict(),

@@ -31,12 +31,17 @@ class DataSettings:
         split_folders: the data root's `train/` and `eval/` folders are the splits; if false,
             ExampleGen splits the examples 2:1 by hash.
         schema_path: a curated schema (ImportSchemaGen); `None` infers one with SchemaGen.
+        validation_fraction: the share of the training examples held out as the Trainers'
+            validation split (val_loss, early stopping, the learning rate plateau), in [0, 1);
+            0 validates on the eval split, which the Evaluator scores
+            (`components/comparison/validation_split.py`).
     """
 
     data_root: str
     data_format: str = "tfrecord"
     split_folders: bool = True
     schema_path: str | None = None
+    validation_fraction: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.data_root, str) or not self.data_root:
@@ -45,6 +50,11 @@ class DataSettings:
             raise ValueError(
                 f"data_format must be one of {', '.join(DATA_FORMATS)}, got {self.data_format!r}."
             )
+        fraction = self.validation_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise ValueError(f"validation_fraction must be a number, got {fraction!r}.")
+        if not 0 <= fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {fraction}.")
 
     def check_training(self, training: TrainingConfig) -> None:
         """Whether `training` can train on these data."""

@@ -3,7 +3,10 @@
 
 Trainers and Tuners read `TrainingInputs`: the examples (raw, or transformed by TFX's
 Transform), the validated schema, the transform graph, and the user's module file, which
-travels in their `custom_config` (`trainer.user_module.ModuleFile`).
+travels in their `custom_config` (`trainer.user_module.ModuleFile`). With a validation
+fraction, a `ValidationSplit` first holds that share of the training examples out as a
+`validation` split, which the Trainers and Tuners validate on (val_loss, early stopping, the
+plateau) instead of the `eval` split that the Evaluator scores.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 from tfx import v1 as tfx
 
+from components.comparison.validation_split import VALIDATION, ValidationSplit
 from pipelines.stages.vertex_training import vertex_tuning_config
 from trainer.config import TrainingConfig
 from trainer.search_space import SearchSpace
@@ -31,7 +35,10 @@ class TrainingInputs:
         schema: the validated schema of the raw examples (it tells the classes).
         transform_graph: Transform's graph, when there is a Transform.
         module_file: the user's module file, when the pipeline has one.
-        components: the components that make these inputs (Transform), to add to the DAG.
+        components: the components that make these inputs (ValidationSplit, Transform), to
+            add to the DAG.
+        validation_fraction: the share of the training examples held out as the validation
+            split (`ValidationSplit`); 0 when they validate on the eval split.
     """
 
     examples: Any
@@ -39,6 +46,12 @@ class TrainingInputs:
     transform_graph: Any = None
     module_file: ModuleFile | None = None
     components: tuple = ()
+    validation_fraction: float = 0.0
+
+    @property
+    def eval_split(self) -> str:
+        """The split the Trainers and Tuners validate on."""
+        return VALIDATION if self.validation_fraction else "eval"
 
     def with_examples(self, examples) -> TrainingInputs:
         """The same, training on other examples (e.g. with some labels flipped)."""
@@ -56,30 +69,52 @@ class TrainingInputs:
             channels["transform_graph"] = self.transform_graph
         return channels
 
+    def split_args(self) -> dict[str, Any]:
+        """The Trainer's and Tuner's `train_args` and `eval_args` when they validate on a held
+        out split (else TFX's defaults: train on `train`, validate on `eval`)."""
+        if self.eval_split == "eval":
+            return {}
+        return dict(
+            train_args=tfx.proto.TrainArgs(splits=["train"]),
+            eval_args=tfx.proto.EvalArgs(splits=[self.eval_split]),
+        )
 
-def training_inputs(examples, schema, module_file: ModuleFile | None = None) -> TrainingInputs:
-    """The Trainers' inputs; with a module file that defines `preprocessing_fn`, TFX's
-    Transform runs it on the raw examples (all splits) first, and they train on its output.
+
+def training_inputs(
+    examples, schema, module_file: ModuleFile | None = None, validation_fraction: float = 0.0
+) -> TrainingInputs:
+    """The Trainers' inputs. With `validation_fraction`, a `ValidationSplit` holds that share
+    of the training examples out as their validation split; with a module file that defines
+    `preprocessing_fn`, TFX's Transform then runs it on the raw examples (it analyzes the
+    train split and transforms all), and they train on its output.
 
     The module file is loaded here, so a module that defines neither hook, or a hook of the
     wrong signature, stops the pipeline before anything runs, naming the file and function.
     """
-    if module_file is None:
-        return TrainingInputs(examples, schema)
-    if not module_file.load().defines("preprocessing_fn"):
-        return TrainingInputs(examples, schema, module_file=module_file)
+    components = []
+    if validation_fraction:
+        # The schema is the gate's: the split runs once the data passed it.
+        held_out = ValidationSplit(
+            examples=examples, fraction=validation_fraction, schema=schema
+        )
+        components.append(held_out)
+        examples = held_out.outputs["split_examples"]
+    inputs = TrainingInputs(examples, schema, validation_fraction=validation_fraction)
+    if module_file is not None:
+        inputs = dataclasses.replace(inputs, module_file=module_file)
+    if module_file is None or not module_file.load().defines("preprocessing_fn"):
+        return dataclasses.replace(inputs, components=tuple(components))
     transform = tfx.components.Transform(
         examples=examples,
         schema=schema,
         preprocessing_fn=PREPROCESSING_FN,
         custom_config=module_file.to_custom_config(),
     )
-    return TrainingInputs(
-        transform.outputs["transformed_examples"],
-        schema,
-        transform.outputs["transform_graph"],
-        module_file,
-        (transform,),
+    return dataclasses.replace(
+        inputs,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        components=(*components, transform),
     )
 
 
@@ -120,6 +155,7 @@ def tuner_component(
     tuner_args = dict(
         tuner_fn=TUNER_FN,
         **inputs.channels(),
+        **inputs.split_args(),
         custom_config={**inputs.custom_config(training), **tuning.to_custom_config()},
     )
     if vertex_training is None:
@@ -145,6 +181,7 @@ def trainer_component(
     trainer_args = dict(
         run_fn=RUN_FN,
         **inputs.channels(),
+        **inputs.split_args(),
         hyperparameters=hyperparameters,
         custom_config=inputs.custom_config(training),
     )

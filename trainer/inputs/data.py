@@ -208,15 +208,18 @@ def make_dataset(
     num_batches: int | None = None,
     shuffle_seed: int | None = None,
     to_inputs=None,
+    augment=None,
 ) -> tf.data.Dataset:
     """Batches of (model input, label [batch] int64).
 
     The examples are read with `schema`; `to_inputs` maps a batch of their features to the
     model's input (default: `features_to_inputs`, the built-in models' one tensor). The
     training dataset shuffles and repeats forever (fit needs `steps_per_epoch`);
-    `shuffle_seed` makes its order reproducible. The eval dataset makes one ordered pass; with
-    `num_batches` (at most one pass) it stops after that many and declares its length, so
-    Keras knows where validation ends.
+    `shuffle_seed` makes its order reproducible, and `augment(inputs, batch_index)` (e.g. a
+    `trainer.inputs.augment.ImageAugmentation`), when given, changes the model input of its
+    `batch_index`-th batch. The eval dataset makes one ordered pass; with `num_batches` (at
+    most one pass) it stops after that many and declares its length, so Keras knows where
+    validation ends.
     """
     if to_inputs is None:
 
@@ -238,10 +241,21 @@ def make_dataset(
         dataset = dataset.take(num_batches).apply(
             tf.data.experimental.assert_cardinality(num_batches)
         )
-    return dataset.map(
-        lambda features, label: (to_inputs(features), tf.reshape(dense(label), [-1])),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).prefetch(tf.data.AUTOTUNE)
+
+    def model_batch(features, label, index=None):
+        inputs = to_inputs(features)
+        if index is not None:
+            inputs = augment(inputs, index)
+        return inputs, tf.reshape(dense(label), [-1])
+
+    if training and augment is not None:
+        # The batch's index in the stream of training batches seeds its augmentation.
+        dataset = dataset.enumerate().map(
+            lambda index, batch: model_batch(*batch, index), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    else:
+        dataset = dataset.map(model_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def count_examples(
@@ -251,18 +265,51 @@ def count_examples(
     label_key: str,
 ) -> int:
     """Number of examples in `file_patterns` (one pass that parses only the label)."""
+    return int(
+        _label_batches(file_patterns, data_accessor, schema, label_key).reduce(
+            0, lambda count, labels: count + tf.shape(labels)[0]
+        )
+    )
+
+
+def count_labels(
+    file_patterns: list[str],
+    data_accessor,
+    schema: schema_pb2.Schema,
+    label_key: str,
+    num_classes: int,
+) -> list[int]:
+    """Examples of each class 0..num_classes-1 in `file_patterns` (one pass that parses only
+    the label); a label outside that range is an error naming it."""
+
+    def add(state, labels):
+        inside = (labels >= 0) & (labels < num_classes)
+        counts = tf.math.bincount(
+            tf.boolean_mask(labels, inside), minlength=num_classes, dtype=tf.int64
+        )
+        outside = tf.reduce_sum(tf.cast(tf.logical_not(inside), tf.int64))
+        return state[0] + counts, state[1] + outside
+
+    batches = _label_batches(file_patterns, data_accessor, schema, label_key)
+    counts, outside = batches.reduce(
+        (tf.zeros([num_classes], tf.int64), tf.constant(0, tf.int64)), add
+    )
+    if int(outside):
+        raise ValueError(
+            f"{int(outside)} examples have a {label_key!r} outside 0..{num_classes - 1}."
+        )
+    return [int(count) for count in counts.numpy()]
+
+
+def _label_batches(file_patterns, data_accessor, schema, label_key) -> tf.data.Dataset:
+    """The labels of `file_patterns` in batches, int32, parsing nothing else."""
     label_only = schema_pb2.Schema(feature=[schema_feature(schema, label_key, "label_key")])
     dataset = data_accessor.tf_dataset_factory(
         file_patterns,
         tfxio.TensorFlowDatasetOptions(batch_size=_COUNT_BATCH_SIZE, num_epochs=1, shuffle=False),
         label_only,
     )
-    return int(
-        dataset.reduce(
-            0,
-            lambda count, batch: count + tf.shape(dense(batch[label_key]))[0],
-        )
-    )
+    return dataset.map(lambda batch: tf.cast(tf.reshape(dense(batch[label_key]), [-1]), tf.int32))
 
 
 def schema_feature(schema: schema_pb2.Schema, name: str, field: str) -> schema_pb2.Feature:

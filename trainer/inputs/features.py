@@ -30,6 +30,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from trainer.config import TrainingConfig
 from trainer.inputs import data
+from trainer.inputs.augment import ImageAugmentation
 from trainer.user_module import select_inputs
 
 _TRANSFORMED_FEATURES_HELP = (
@@ -124,7 +125,8 @@ class ModelInputs:
         num_batches: int | None = None,
         shuffle_seed: int | None = None,
     ) -> tf.data.Dataset:
-        """Batches of (model input, label) from the Trainer's examples (`data.make_dataset`)."""
+        """Batches of (model input, label) from the Trainer's examples (`data.make_dataset`);
+        the training batches augmented as `config.augment` says (seeded by `config.seed`)."""
         return data.make_dataset(
             file_patterns,
             data_accessor,
@@ -134,7 +136,40 @@ class ModelInputs:
             num_batches=num_batches,
             shuffle_seed=shuffle_seed,
             to_inputs=lambda features: self.for_model(features, model),
+            augment=self.augmentation() if training else None,
         )
+
+    def augmentation(self):
+        """The training batches' augmentation (`config.augment`), or `None`: of the built-in
+        resnet's images, or of the raw image feature (`config.image_key`) of a user's model."""
+        config = self.config
+        if not config.augment:
+            return None
+        if self.transformed:
+            raise ValueError(
+                "augment applies to the decoded raw image; with a preprocessing_fn the model "
+                "takes Transform's features: augment inside your model instead (e.g. "
+                "keras.layers.RandomCrop), or leave augment unset."
+            )
+        if not self.feature_dict and config.model != "resnet":
+            raise ValueError(
+                f"augment applies to images; the built-in model {config.model!r} takes numeric "
+                f"features: leave augment unset."
+            )
+        images = ImageAugmentation(config.augment, config.seed)
+        if not self.feature_dict:
+            return images
+
+        def augment_image_feature(inputs, batch_index):
+            if config.image_key not in inputs:
+                raise ValueError(
+                    f"augment applies to the image feature {config.image_key!r} (image_key), "
+                    f"which the model of build_model does not take (it takes "
+                    f"{', '.join(sorted(inputs))})."
+                )
+            return {**inputs, config.image_key: images(inputs[config.image_key], batch_index)}
+
+        return augment_image_feature
 
     def count_examples(self, file_patterns: list[str], data_accessor) -> int:
         return data.count_examples(

@@ -1,7 +1,8 @@
 """The Keras 3 functional models the Trainer builds: a small ResNet for images, an MLP for tabular.
 
 Both output class probabilities (softmax), so the exported signature returns them as they are
-and the loss is `SparseCategoricalCrossentropy()` (not from logits): `training_loss()`.
+and the loss is `SparseCategoricalCrossentropy()` (not from logits): `training_loss()`, or
+with label smoothing `SmoothedSparseCategoricalCrossentropy`.
 
 Example:
 
@@ -14,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from trainer.config import TrainingConfig
 
@@ -21,9 +23,51 @@ RESNET_WIDTHS = (16, 32, 64)
 MLP_UNITS = (64, 64)
 
 
-def training_loss() -> keras.losses.Loss:
-    """The loss the Trainer minimizes (and the SharpnessProbe measures): on probabilities."""
+def training_loss(label_smoothing: float = 0.0) -> keras.losses.Loss:
+    """The loss the Trainer minimizes, on probabilities: cross-entropy, with `label_smoothing`
+    if > 0. The SharpnessProbe measures the plain one."""
+    if label_smoothing:
+        return SmoothedSparseCategoricalCrossentropy(label_smoothing)
     return keras.losses.SparseCategoricalCrossentropy()
+
+
+@keras.saving.register_keras_serializable(package="gsam_tfx")
+class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
+    """Cross-entropy of integer labels with label smoothing, on probabilities.
+
+    Keras's `SparseCategoricalCrossentropy` has no label smoothing; this is its
+    `CategoricalCrossentropy(label_smoothing=...)` of the one-hot labels: the target puts
+    `1 - label_smoothing + label_smoothing / classes` on the true class and
+    `label_smoothing / classes` on every other.
+
+    Example:
+
+    >>> loss = SmoothedSparseCategoricalCrossentropy(0.1)
+    >>> float(loss([0], [[0.9, 0.1]]))  # -(0.95 log 0.9 + 0.05 log 0.1)
+    0.2152...
+    """
+
+    def __init__(
+        self,
+        label_smoothing: float,
+        reduction="sum_over_batch_size",
+        name="smoothed_sparse_categorical_crossentropy",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        labels = ops.reshape(ops.cast(y_true, "int32"), ops.shape(y_pred)[:-1])
+        one_hot = ops.one_hot(labels, ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(
+            one_hot, y_pred, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def build_model(

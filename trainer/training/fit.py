@@ -40,11 +40,13 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from trainer.config import CUSTOM_CONFIG_KEY, TrainingConfig
+from trainer.config import BALANCED, CUSTOM_CONFIG_KEY, TrainingConfig
 from trainer.gsam import GSAM
+from trainer.inputs import data
 from trainer.models import export
 from trainer.models.builtin import training_loss
 from trainer.training import history, multi_worker, resume
+from trainer.training.callbacks import BestWeightsEarlyStopping, PlateauSchedule
 
 SGD_MOMENTUM = 0.9
 
@@ -93,25 +95,99 @@ def train(
         config,
         hparams_dir=os.path.join(fn_args.model_run_dir, "hparams"),
     )
+    practice = training_callbacks(config, steps_per_epoch, training_history)
+    if practice and eval_dataset is None:
+        raise ValueError(
+            "lr_schedule 'plateau' and early_stopping watch val_loss: pass an eval_dataset."
+        )
+    class_weight = class_weights(config, fn_args, model)
+    if class_weight is not None:
+        training_history.note("class_weights", list(class_weight.values()))
     trained.fit(
         train_dataset,
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
         validation_data=eval_dataset,
         validation_steps=validation_steps,
+        class_weight=class_weight,
         shuffle=False,  # A TFX DataAccessor's dataset is shuffled already.
         verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch
         callbacks=[
             keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
             training_history,
+            # Before the backup, which saves and restores their state (see EpochBackup).
+            *practice,
             resume.EpochBackup(
-                resume.backup_dir(fn_args), epochs=config.epochs, history=training_history
+                resume.backup_dir(fn_args),
+                epochs=config.epochs,
+                history=training_history,
+                resumable=practice,
             ),
             *(callbacks or []),
         ],
     )
     export_trained(model, fn_args, signatures, class_names)
     return model
+
+
+def training_callbacks(config: TrainingConfig, steps_per_epoch: int, training_history=None):
+    """The config's learning rate plateau and early stopping, as Keras callbacks (none when
+    it asks for neither): see trainer/training/callbacks.py."""
+    found = []
+    if config.lr_schedule == "plateau":
+        found.append(
+            PlateauSchedule(
+                peak=config.learning_rate,
+                floor=config.plateau_floor,
+                factor=config.plateau_factor,
+                patience=config.plateau_patience,
+                warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+            )
+        )
+    if config.early_stopping is not None:
+        found.append(BestWeightsEarlyStopping(config.early_stopping, history=training_history))
+    return found
+
+
+def class_weights(config: TrainingConfig, fn_args, model: keras.Model) -> dict | None:
+    """Keras's `class_weight` for `config.class_weights`: its own weights, or `"balanced"`'s
+    n / (classes x count) from the training split's label counts (`fn_args.train_files`, one
+    pass that reads only the label); `None` without class weights.
+
+    Keras turns them into sample weights, which both passes of SAM and GSAM use
+    (`trainer.gsam.gradients.sharpness_aware_gradients`); the validation loss is unweighted.
+    """
+    if config.class_weights is None:
+        return None
+    num_classes = _num_classes(model)
+    if config.class_weights == BALANCED:
+        schema = data.load_schema(fn_args.schema_path)
+        counts = data.count_labels(
+            fn_args.train_files, fn_args.data_accessor, schema, config.label_key, num_classes
+        )
+        weights = balanced_class_weights(counts)
+        logging.info("Class counts %s: balanced class weights %s.", counts, weights)
+    else:
+        weights = list(config.class_weights)
+        if len(weights) != num_classes:
+            raise ValueError(
+                f"class_weights gives {len(weights)} weights, but the model has {num_classes} "
+                f"classes."
+            )
+    return dict(enumerate(weights))
+
+
+def balanced_class_weights(counts: list[int]) -> list[float]:
+    """n / (classes x count) per class, scikit-learn's "balanced" (a weighted example of each
+    class counts alike in all); 0 for a class without examples.
+
+    >>> balanced_class_weights([30, 10])
+    [0.6666666666666666, 2.0]
+    """
+    total = sum(counts)
+    if total == 0:
+        raise ValueError("class_weights 'balanced' needs training examples; the split has none.")
+    return [total / (len(counts) * count) if count else 0.0 for count in counts]
 
 
 def export_trained(model, fn_args, signatures=None, class_names=None) -> None:
@@ -144,6 +220,8 @@ def compile_for_training(model: keras.Model, config: TrainingConfig, steps_per_e
     ('GSAM', 0.0)
     """
     compile_config = model.get_compile_config() if model.compiled else None
+    if compile_config:
+        _check_own_compile(config)
     learning_rate, lr_max, lr_min = learning_rate_schedule(config, steps_per_epoch)
     trained = wrap_for_training(model, config, lr_max, lr_min, own_optimizer=compile_config)
     if compile_config:
@@ -152,10 +230,27 @@ def compile_for_training(model: keras.Model, config: TrainingConfig, steps_per_e
         return trained
     trained.compile(
         optimizer=make_optimizer(config, learning_rate),
-        loss=training_loss(),
+        loss=training_loss(config.label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy()],
     )
     return trained
+
+
+def _check_own_compile(config: TrainingConfig) -> None:
+    """A model compiled by its builder keeps its optimizer and loss: the config's settings of
+    the ones the Trainer builds would be ignored, so they are errors."""
+    ignored = {
+        "lr_schedule 'plateau'": config.lr_schedule == "plateau",
+        "label_smoothing": config.label_smoothing > 0,
+        "weight_decay": config.weight_decay > 0,
+    }
+    given = [name for name, set_ in ignored.items() if set_]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} set the optimizer or loss the Trainer compiles, but the model "
+            f"is compiled with its own: compile it without an optimizer and loss (the Trainer's "
+            f"are cross-entropy and base_optimizer), or set these in your own compile()."
+        )
 
 
 def wrap_for_training(model, config: TrainingConfig, lr_max, lr_min, own_optimizer=None):
@@ -190,8 +285,10 @@ def learning_rate_schedule(config: TrainingConfig, steps_per_epoch: int):
 
     A linear warmup (`warmup_epochs`) ramps from `learning_rate * lr_min_ratio` up to
     `learning_rate`; then `"cosine"` decays to `learning_rate * lr_min_ratio` at the last
-    step and `"constant"` stays. The rate thus stays within [lr_min, lr_max], the range
-    GSAM maps onto [rho_min, rho_max].
+    step and `"constant"` stays. `"plateau"` starts the optimizer at `learning_rate` (at its
+    floor, `config.plateau_floor`, with a warmup) and leaves the rate to `PlateauSchedule`
+    (`training_callbacks`), which ramps it up and lowers it down to the floor. The rate thus
+    stays within [lr_min, lr_max], the range GSAM maps onto [rho_min, rho_max].
 
     Returns:
         `(learning_rate, lr_max, lr_min)`: a float or a Keras schedule, and two floats.
@@ -204,6 +301,9 @@ def learning_rate_schedule(config: TrainingConfig, steps_per_epoch: int):
             f"({config.epochs} epochs)."
         )
     peak = config.learning_rate
+    if config.lr_schedule == "plateau":
+        floor = config.plateau_floor
+        return (floor if warmup_steps else peak), peak, floor
     floor = peak * config.lr_min_ratio
     if config.lr_schedule == "constant" and not warmup_steps:
         return peak, peak, peak
@@ -219,10 +319,14 @@ def learning_rate_schedule(config: TrainingConfig, steps_per_epoch: int):
 
 
 def make_optimizer(config: TrainingConfig, learning_rate) -> keras.optimizers.Optimizer:
-    """The base optimizer: SGD with momentum 0.9, or Adam."""
+    """The base optimizer: SGD with momentum 0.9, or Adam; with `config.weight_decay`, Keras's
+    decoupled weight decay (after each update, w -= learning_rate * weight_decay * w; Adam
+    becomes AdamW), outside the loss, so SAM and GSAM perturb along the data loss's gradient
+    alone, as big_vision's GSAM does."""
+    decay = {"weight_decay": config.weight_decay} if config.weight_decay else {}
     if config.base_optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=SGD_MOMENTUM)
-    return keras.optimizers.Adam(learning_rate=learning_rate)
+        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=SGD_MOMENTUM, **decay)
+    return keras.optimizers.Adam(learning_rate=learning_rate, **decay)
 
 
 def steps_from_args(fn_args, config: TrainingConfig, train_dataset=None) -> int | None:
@@ -253,6 +357,17 @@ def distribution_strategy(workers: int) -> tf.distribute.Strategy:
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def _num_classes(model: keras.Model) -> int:
+    """The classes of a model that outputs `[batch, num_classes]` probabilities."""
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1 or len(outputs[0].shape) != 2:
+        raise ValueError(
+            "class_weights needs a model with one output of shape [batch, num_classes] (a "
+            "functional or Sequential model with an Input)."
+        )
+    return int(outputs[0].shape[-1])
 
 
 def _config_of(fn_args) -> TrainingConfig:

@@ -57,6 +57,7 @@ class TrainingHistory(keras.callbacks.Callback):
         self.config = config
         self.hparams_dir = hparams_dir
         self.epochs: list[dict] = []
+        self.notes: dict = {}
         self._steps = 0
         self._epoch_start = 0.0
 
@@ -67,7 +68,13 @@ class TrainingHistory(keras.callbacks.Callback):
         """
         self.epochs = list(epochs)
         self._steps = self.epochs[-1]["steps"] if self.epochs else 0
-        write_history(self.path, self.config, self.epochs)
+        write_history(self.path, self.config, self.epochs, self.notes)
+
+    def note(self, key: str, value) -> None:
+        """Records `value` (JSON) under `key` in the history file, beside the epochs: e.g. early
+        stopping's stop and best epochs."""
+        self.notes[key] = value
+        write_history(self.path, self.config, self.epochs, self.notes)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
@@ -79,12 +86,13 @@ class TrainingHistory(keras.callbacks.Callback):
         record = {"epoch": epoch + 1}
         for name, value in (logs or {}).items():
             record[RENAMED_LOGS.get(name, name)] = float(value)
-        record["learning_rate"] = _current_learning_rate(self.model.optimizer)
+        # The epoch's rate: a plateau callback may have put it in the logs before lowering it.
+        record.setdefault("learning_rate", _current_learning_rate(self.model.optimizer))
         record["seconds"] = time.perf_counter() - self._epoch_start
         record["steps"] = self._steps
         record["passes"] = self.config.forward_backward_passes(self._steps)
         self.epochs.append(record)
-        write_history(self.path, self.config, self.epochs)
+        write_history(self.path, self.config, self.epochs, self.notes)
 
     def on_train_end(self, logs=None):
         if self.hparams_dir is None or not self.epochs:
@@ -106,9 +114,13 @@ def hparams(config: TrainingConfig) -> dict:
     return {name: values[name] for name in HPARAMS}
 
 
-def write_history(path: str, config: TrainingConfig, epochs: list[dict]) -> None:
-    """Writes the history file atomically."""
-    write_json(path, {"method": config.method, "config": config.to_dict(), "epochs": epochs})
+def write_history(
+    path: str, config: TrainingConfig, epochs: list[dict], notes: dict | None = None
+) -> None:
+    """Writes the history file atomically: the method, the config, the epochs, and the notes
+    (e.g. `early_stopping`) at the top level."""
+    document = {"method": config.method, "config": config.to_dict(), "epochs": epochs}
+    write_json(path, {**document, **(notes or {})})
 
 
 def write_json(path: str, document) -> None:

@@ -10,7 +10,11 @@ someone else's training. The folders sit beside the execution folders of the Tra
 
 `EpochBackup` (a Keras callback) writes one folder per completed epoch, `epoch-0003/`, and its
 `complete.json` marker last; a folder without the marker (the writer was killed) is never read.
-`remove_backup` deletes the job's backups once the model is exported.
+Besides the weights (the optimizer's, its learning rate included), it saves the state of the
+callbacks it is given as `resumable` (the learning rate plateau's counters, early stopping's
+best weights: trainer/training/callbacks.py) and whether training was stopping, so a run
+killed after early stopping ended it trains no further epoch. `remove_backup` deletes the
+job's backups once the model is exported.
 
 Example:
 
@@ -105,22 +109,40 @@ def remove_backup(directory: str) -> None:
 class EpochBackup(keras.callbacks.Callback):
     """Backs up the model and optimizer after every epoch; restores the latest at the start.
 
+    Place it after the callbacks it backs up: Keras calls callbacks in list order, so their
+    `on_train_begin` resets them before this one restores them, and their `on_epoch_end` has
+    updated them before this one saves them.
+
     Args:
         directory: the job's backup folder, `backup_dir(fn_args)`.
         epochs: the epochs the run trains in all, for the log line.
         history: a `TrainingHistory` whose epochs are saved with the backup and given back on
             resume, so the history counts each epoch once; `None` for none.
         log: receives the "resuming from epoch k of E" line.
+        resumable: callbacks whose state is saved with every backup and restored on resume:
+            each has a unique `backup_name`, `backup_state(folder) -> dict` (JSON values; it
+            may write files into `folder`) and `restore_state(state, folder)`.
     """
 
-    def __init__(self, directory: str, epochs: int, history=None, log: Callable = logging.info):
+    def __init__(
+        self,
+        directory: str,
+        epochs: int,
+        history=None,
+        log: Callable = logging.info,
+        resumable=(),
+    ):
         super().__init__()
         if not directory:
             raise ValueError("directory must name the backup folder, got an empty value.")
+        names = [callback.backup_name for callback in resumable]
+        if len(set(names)) != len(names):
+            raise ValueError(f"resumable callbacks need distinct backup_name values, got {names}.")
         self.directory = directory
         self.epochs = epochs
         self.history = history
         self.log = log
+        self.resumable = list(resumable)
 
     def on_train_begin(self, logs=None):
         latest = latest_backup(self.directory)
@@ -131,8 +153,13 @@ class EpochBackup(keras.callbacks.Callback):
         if optimizer is not None and not optimizer.built:
             optimizer.build(self.model.trainable_variables)
         self.model.load_weights(os.path.join(folder, WEIGHTS_FILE))
-        # Keras' own BackupAndRestore resumes `fit` the same way.
-        self.model._initial_epoch = marker["epoch"]
+        states = marker.get("callbacks", {})
+        for callback in self.resumable:
+            if callback.backup_name in states:
+                callback.restore_state(states[callback.backup_name], folder)
+        # Keras' own BackupAndRestore resumes `fit` the same way; a run that was stopping
+        # (early stopping) trains no further epoch.
+        self.model._initial_epoch = self.epochs if marker.get("stopped") else marker["epoch"]
         if self.history is not None:
             self.history.resume(marker["history"])
         self.log(f"resuming from epoch {marker['epoch']} of {self.epochs} ({folder})")
@@ -144,7 +171,18 @@ class EpochBackup(keras.callbacks.Callback):
         tf.io.gfile.makedirs(folder)
         self.model.save_weights(os.path.join(folder, WEIGHTS_FILE))
         history = [] if self.history is None else self.history.epochs
-        write_marker(folder, {"epoch": epoch + 1, "history": history})
+        states = {
+            callback.backup_name: callback.backup_state(folder) for callback in self.resumable
+        }
+        write_marker(
+            folder,
+            {
+                "epoch": epoch + 1,
+                "history": history,
+                "stopped": bool(self.model.stop_training),
+                "callbacks": states,
+            },
+        )
         prune_backups(self.directory, keep=folder)
 
 
