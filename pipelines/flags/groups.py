@@ -223,6 +223,14 @@ def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
         help="fraction of training labels flipped to another class (default: %(default)s)",
     )
     group.add_argument("--label-noise-seed", type=int, default=defaults.label_noise_seed)
+    group.add_argument(
+        "--target-difference",
+        type=float,
+        default=defaults.target_difference,
+        help="the accuracy difference the report says how many seeds would tell apart (80%% "
+        "power, paired t-test at 5%%), as a fraction: 0.005 is half a point "
+        "(default: %(default)s)",
+    )
 
 
 def add_blessing_arguments(parser: argparse.ArgumentParser) -> None:

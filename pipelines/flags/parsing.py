@@ -67,6 +67,7 @@ OTHER_FLAGS = {
     "budget": "--budget",
     "label_noise": "--label-noise",
     "label_noise_seed": "--label-noise-seed",
+    "target_difference": "--target-difference",
     "parallel_trials": "--parallel-trials",
     "max_top_eigenvalue": "--max-top-eigenvalue",
     "max_sharpness_increase": "--max-sharpness-increase",

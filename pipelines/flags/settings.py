@@ -50,6 +50,7 @@ def comparison_spec(args: argparse.Namespace) -> ComparisonSpec | None:
         budget=args.budget,
         label_noise=args.label_noise,
         label_noise_seed=args.label_noise_seed,
+        target_difference=args.target_difference,
     )
 
 

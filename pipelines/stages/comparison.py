@@ -24,6 +24,7 @@ import re
 from typing import Any
 
 from components.comparison.label_noise import LabelNoise
+from components.comparison.power import DEFAULT_TARGET_DIFFERENCE, check_target_difference
 from components.comparison.report import comparison_report
 from components.sharpness.probe import ProbeSettings, probe_component
 from pipelines.stages.data import DataStage
@@ -51,6 +52,8 @@ class ComparisonSpec:
         label_noise: fraction of training labels flipped to another class before training,
             in [0, 1); 0 trains on the data as it is.
         label_noise_seed: the seed that picks the flipped labels.
+        target_difference: the accuracy difference, in (0, 1), that the report says how many
+            seeds would tell apart (0.01: one point; see `components/comparison/power.py`).
     """
 
     methods: tuple[str, ...] = ("plain", "sam", "gsam")
@@ -58,6 +61,7 @@ class ComparisonSpec:
     budget: str = "equal-epochs"
     label_noise: float = 0.0
     label_noise_seed: int = 0
+    target_difference: float = DEFAULT_TARGET_DIFFERENCE
 
     def __post_init__(self):
         methods = tuple(self.methods)
@@ -80,6 +84,7 @@ class ComparisonSpec:
         seed = self.label_noise_seed
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"label_noise_seed must be an integer >= 0, got {seed!r}.")
+        check_target_difference(self.target_difference)
 
     def training_configs(self, base: TrainingConfig) -> dict[tuple[str, int], TrainingConfig]:
         """The config of every run, keyed by (method, seed), in training order."""
@@ -208,11 +213,17 @@ def comparison_stage(
         "budget": spec.budget,
         "label_noise": spec.label_noise,
         "label_noise_seed": spec.label_noise_seed,
+        "target_difference": spec.target_difference,
         "training": training.to_dict(),
     }
     if run_probe is not None:
         settings["sharpness"] = {"split": run_probe.split, **run_probe.measure_arguments()}
-    report = comparison_report(runs, settings=settings, label_key=training.label_key)
+    report = comparison_report(
+        runs,
+        settings=settings,
+        label_key=training.label_key,
+        target_difference=spec.target_difference,
+    )
     return ComparisonStage(
         components=[*components, report], best_model=report.outputs["best_model"]
     )
