@@ -157,7 +157,7 @@ def gain_line(method: str, gain: PairedGain) -> str:
     The verdict is one of: significant; not significant, and the seeds could not tell apart
     the target difference (how many would); not significant, though they could.
     """
-    head = f"{method} vs {gain.reference}: {gain.gain.mean:+.4f}"
+    head = f"{method} vs {gain.reference}: {_signed(gain.gain.mean)}"
     if gain.p_value is None:
         return (
             f"{head} on one seed (seed {gain.seeds[0]}); no significance can be claimed from a "
@@ -182,7 +182,7 @@ def gain_line(method: str, gain: PairedGain) -> str:
 def _told_apart(power) -> str:
     """The differences that seeds with a detectable difference can tell apart."""
     if power.detectable_difference == 0:
-        return f"the {power.seeds} paired differences are equal, so any difference is told apart"
+        return f"the {power.seeds} paired differences are equal: any difference is told apart"
     return (
         f"with {power.seeds} seeds, differences of {_points(power.detectable_difference)} points "
         f"or more are told apart ({POWER:.0%} power)"
@@ -499,8 +499,13 @@ def _gain(summary: MethodSummary) -> str:
     if gain is None:
         return MISSING
     if gain.gain.interval is None:
-        return f"{gain.gain.mean:+.4f}"
-    return f"{gain.gain.mean:+.4f} {_interval(gain.gain.interval, '+.4f')}"
+        return _signed(gain.gain.mean)
+    return f"{_signed(gain.gain.mean)} {_interval(gain.gain.interval, '+.4f')}"
+
+
+def _signed(difference: float) -> str:
+    """A difference to 4 decimals with its sign; +0.0000 for float noise around 0."""
+    return f"{round(difference, 4) + 0.0:+.4f}"
 
 
 def _points(fraction: float) -> str:

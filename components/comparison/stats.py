@@ -185,8 +185,11 @@ class PairedGain:
         """The gain of `runs` over `reference_runs` (one method each); `None` when they share
         no seed."""
         reference = {run.seed: run.eval_accuracy for run in reference_runs}
-        pairs = {run.seed: run.eval_accuracy - reference[run.seed] for run in runs}
-        pairs = {seed: gain for seed, gain in sorted(pairs.items()) if seed in reference}
+        pairs = {
+            run.seed: run.eval_accuracy - reference[run.seed]
+            for run in sorted(runs, key=lambda run: run.seed)
+            if run.seed in reference
+        }
         if not pairs:
             return None
         gain = Estimate.of(list(pairs.values()))
@@ -291,8 +294,7 @@ class Comparison:
                 "tied_with": [summary.method for summary in self.tied[1:]],
                 # The winner's gain over each other method (the gain's "reference").
                 "margins": [
-                    None if margin is None else margin.to_dict()
-                    for margin in self.margins.values()
+                    None if margin is None else margin.to_dict() for margin in self.margins.values()
                 ],
             },
             "methods": [summary.to_dict() for summary in self.methods],

@@ -210,6 +210,14 @@ def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
         "--seeds", type=int, default=defaults.seeds, help="runs per method (default: %(default)s)"
     )
     group.add_argument(
+        "--first-seed",
+        type=int,
+        default=defaults.first_seed,
+        help="the first run's seed; the runs take the next --seeds seeds. A comparison "
+        "planned from another's 'seeds to tell apart' runs on fresh seeds, e.g. --first-seed 4 "
+        "after seeds 1-3 (default: %(default)s)",
+    )
+    group.add_argument(
         "--budget",
         choices=BUDGETS,
         default=defaults.budget,

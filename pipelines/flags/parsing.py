@@ -64,6 +64,7 @@ OTHER_FLAGS = {
     "max_accuracy_drop": "--max-accuracy-drop",
     "methods": "--methods",
     "seeds": "--seeds",
+    "first_seed": "--first-seed",
     "budget": "--budget",
     "label_noise": "--label-noise",
     "label_noise_seed": "--label-noise-seed",

@@ -47,6 +47,7 @@ def comparison_spec(args: argparse.Namespace) -> ComparisonSpec | None:
     return ComparisonSpec(
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         seeds=args.seeds,
+        first_seed=args.first_seed,
         budget=args.budget,
         label_noise=args.label_noise,
         label_noise_seed=args.label_noise_seed,
