@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 
-from components.comparison.rendering import MEASURES_TITLE
+from components.comparison.rendering import MEASURES_TITLE, POWER_TITLE
 from components.comparison.report import input_key
 from components.sharpness.probe import ProbeSettings
 from pipelines import configs, kubeflow_runner, vertex_runner
@@ -172,10 +172,23 @@ def test_a_method_search_is_refused_in_a_comparison(tmp_path):
 def test_compiles_for_kubeflow_with_independent_trainers(tmp_path):
     output = tmp_path / "pipeline.yaml"
     flags = ["--image", IMAGE, "--pipeline-root", ROOT, "--compare", "--seeds", "2"]
-    kubeflow_runner.main(["--output-file", str(output), *flags, "--label-noise", "0.2"])
+    flags += ["--label-noise", "0.2", "--target-difference", "0.005"]
+    kubeflow_runner.main(["--output-file", str(output), *flags])
     [document] = yaml.safe_load_all(output.read_text())
     spec = json_format.ParseDict(document, pipeline_spec_pb2.PipelineSpec())
     check_independent_trainers(spec)
+    report = spec.root.dag.tasks["ComparisonReport"].inputs.parameters
+    assert report["target_difference"].runtime_value.constant_value.double_value == 0.005
+    assert json.loads(report["settings"].runtime_value.constant_value.string_value)[
+        "target_difference"
+    ] == 0.005
+
+
+def test_a_bad_target_difference_names_its_flag(tmp_path, capsys):
+    flags = ["--image", IMAGE, "--pipeline-root", ROOT, "--compare", "--target-difference", "1"]
+    with pytest.raises(SystemExit):
+        kubeflow_runner.main(["--output-file", str(tmp_path / "pipeline.yaml"), *flags])
+    assert "(flag: --target-difference)" in capsys.readouterr().err
 
 
 def test_a_lookahead_method_compiles_beside_exact_gsam(tmp_path):
@@ -273,6 +286,11 @@ def test_a_local_comparison_reports_both_methods_their_sharpness_and_pushes_the_
         assert all(math.isfinite(measures[name]["mean"]) for name in SHARPNESS_COLUMNS)
     assert measures["top Hessian eigenvalue"]["mean"] > 0
     assert f"## {MEASURES_TITLE}" in markdown and MEASURES_TITLE in printed
+    # One seed per method: what the seeds can tell apart is printed and reported, as nothing.
+    one_seed = "no detectable difference can be computed: one seed has no spread."
+    assert POWER_TITLE in printed and one_seed in printed
+    assert f"### {POWER_TITLE}" in markdown and one_seed in markdown
+    assert results["methods"][1]["gain"]["power"]["detectable_difference"] is None
     for node in ("SharpnessProbe.plain.seed1", "SharpnessProbe.gsam.seed1", "SharpnessProbe"):
         line = rf"^  done   {re.escape(node)} +\d+\.\d s  top eigenvalue \S+, surrogate gap \S+$"
         assert re.search(line, printed, re.MULTILINE), node

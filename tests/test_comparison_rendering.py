@@ -2,7 +2,10 @@
 
 The expected numbers are worked out by hand from the synthetic accuracies below; the t
 quantile for 2 degrees of freedom is t(0.975, 2) = 4.302653, and a two-sided p-value with
-2 degrees of freedom is 1 - |t| / sqrt(t^2 + 2).
+2 degrees of freedom is 1 - |t| / sqrt(t^2 + 2). What the seeds can tell apart: 3 paired seeds
+whose differences spread by s detect 5.6535 * s / sqrt(3) with 80% power (the noncentral t's
+noncentrality at 2 degrees of freedom; tests/test_comparison_power.py checks it against the
+closed-form integral), and an effect of 1 s needs 10 seeds (the published paired-t size).
 """
 
 import base64
@@ -103,11 +106,32 @@ EXPECTED_TABLE = [
         "200",
     ],
 ]
+# Both gains' differences spread by s = 0.01 (1 point): 5.6535 * 1 / sqrt(3) = 3.26 points.
 EXPECTED_SIGNIFICANCE = [
     "sam vs plain: +0.0200 (95% CI [-0.0048, +0.0448]) over 3 paired seeds; paired t-test "
-    "p = 0.074: not significant at 5%.",
+    "p = 0.074: not significant at 5%, and differences below 3.26 points cannot be told apart "
+    "with 3 seeds; about 10 seeds would tell apart 1.00 points.",
     "gsam vs plain: +0.0500 (95% CI [+0.0252, +0.0748]) over 3 paired seeds; paired t-test "
-    "p = 0.013: significant at 5%.",
+    "p = 0.013: significant at 5%; with 3 seeds, differences of 3.26 points or more are told "
+    "apart (80% power).",
+]
+EXPECTED_POWER_TABLE = (
+    [
+        "method",
+        "paired seeds with plain",
+        "std of paired differences (points)",
+        "detectable difference (points, 80% power)",
+        "seeds to tell apart 1.00 points",
+    ],
+    [["sam", "3", "1.00", "3.26", "10"], ["gsam", "3", "1.00", "3.26", "10"]],
+)
+# The winner's gains. gsam - sam per seed: +0.02, +0.04, +0.03 (mean 0.03, std 0.01,
+# t = 5.1962, p = 0.0351).
+EXPECTED_MARGINS = [
+    EXPECTED_SIGNIFICANCE[1],
+    "gsam vs sam: +0.0300 (95% CI [+0.0052, +0.0548]) over 3 paired seeds; paired t-test "
+    "p = 0.035: significant at 5%; with 3 seeds, differences of 3.26 points or more are told "
+    "apart (80% power).",
 ]
 
 
@@ -116,6 +140,8 @@ def test_three_seeds_give_the_expected_table_gains_and_winner():
     header, rows = rendering.results_table(comparison)
     assert [header, *rows] == EXPECTED_TABLE
     assert rendering.significance_lines(comparison) == EXPECTED_SIGNIFICANCE
+    assert rendering.power_table(comparison) == EXPECTED_POWER_TABLE
+    assert rendering.margin_lines(comparison) == EXPECTED_MARGINS
     assert rendering.winner_lines(comparison) == [
         "Winner: gsam, mean eval accuracy 0.8600.",
         rendering.WINNER_RULE,
@@ -134,8 +160,13 @@ def test_the_markdown_report_holds_the_table_settings_and_figures():
     report = files["report.md"].decode()
     for line in EXPECTED_TABLE:
         assert f"| {' | '.join(line)} |" in report
-    for sentence in EXPECTED_SIGNIFICANCE:
+    for sentence in EXPECTED_SIGNIFICANCE + EXPECTED_MARGINS:
         assert f"- {sentence}" in report
+    assert f"### {rendering.POWER_TITLE}" in report
+    header, rows = EXPECTED_POWER_TABLE
+    for line in [header, *rows]:
+        assert f"| {' | '.join(line)} |" in report
+    assert rendering.POWER_NOTE in report
     assert "- budget: equal-compute\n- epochs: 2\n- label noise: 0.3" in report
     assert rendering.WINNER_RULE in report
     for name in ("eval_accuracy", "training_loss", "surrogate_gap", "rho_and_learning_rate"):
@@ -152,8 +183,9 @@ def test_one_seed_claims_no_significance():
     ]
     assert rendering.significance_lines(comparison) == [
         "gsam vs plain: +0.0300 on one seed (seed 1); no significance can be claimed from a "
-        "single seed."
+        "single seed, and no detectable difference can be computed: one seed has no spread."
     ]
+    assert rendering.power_table(comparison)[1] == [["gsam", "1", "—", "—", "—"]]
     assert comparison.winner.method == "gsam"
 
 
@@ -161,11 +193,71 @@ def test_a_tie_to_four_decimals_goes_to_the_cheaper_method():
     # 0.83996 and 0.84004 both round to 0.8400; plain trains with half the passes.
     comparison = compare([run("sam", 1, 0.84004, gap=0.01), run("plain", 1, 0.83996)])
     assert comparison.winner.method == "plain"
-    assert rendering.winner_lines(comparison)[:2] == [
+    assert rendering.winner_lines(comparison)[:3] == [
         "Winner: plain, mean eval accuracy 0.8400.",
         "It ties with sam at 0.8400 to 4 decimals and wins the tie because it needs fewer "
         "forward-backward passes (100 against sam 200).",
+        "The tie with sam is only a lack of power: with one seed no detectable difference can "
+        "be computed.",
     ]
+
+
+# plain and sam both average 0.81; sam - plain per seed: +0.01, -0.01, 0 (std 0.01).
+SPREAD_TIE = [
+    run("plain", 1, 0.80),
+    run("plain", 2, 0.82),
+    run("plain", 3, 0.81),
+    run("sam", 1, 0.81, gap=0.01),
+    run("sam", 2, 0.81, gap=0.01),
+    run("sam", 3, 0.81, gap=0.01),
+]
+TIE = (
+    "It ties with sam at 0.8100 to 4 decimals and wins the tie because it needs fewer "
+    "forward-backward passes (100 against sam 200)."
+)
+
+
+def test_a_tie_the_seeds_cannot_resolve_is_only_a_lack_of_power():
+    comparison = compare(SPREAD_TIE)
+    assert comparison.winner.method == "plain"
+    assert rendering.winner_lines(comparison)[1:3] == [
+        TIE,
+        "The tie with sam is only a lack of power: differences below 3.26 points cannot be told "
+        "apart with 3 seeds; about 10 seeds would tell apart 1.00 points.",
+    ]
+    assert rendering.margin_lines(comparison) == [
+        "plain vs sam: +0.0000 (95% CI [-0.0248, +0.0248]) over 3 paired seeds; paired t-test "
+        "p = 1.000: not significant at 5%, and differences below 3.26 points cannot be told "
+        "apart with 3 seeds; about 10 seeds would tell apart 1.00 points."
+    ]
+
+
+def test_a_tie_with_power_for_the_target_says_so():
+    # Seeking 5 points, 3 seeds that tell apart 3.26 are enough.
+    comparison = compare(SPREAD_TIE, target_difference=0.05)
+    assert rendering.winner_lines(comparison)[1:3] == [
+        TIE,
+        "The tie with sam is not only a lack of power: with 3 seeds, differences of 3.26 points "
+        "or more are told apart (80% power).",
+    ]
+    assert rendering.significance_lines(comparison) == [
+        "sam vs plain: +0.0000 (95% CI [-0.0248, +0.0248]) over 3 paired seeds; paired t-test "
+        "p = 1.000: not significant at 5%; with 3 seeds, differences of 3.26 points or more are "
+        "told apart (80% power), so a true difference of 5.00 points would most likely have "
+        "shown."
+    ]
+    assert rendering.power_table(comparison) == (
+        [*EXPECTED_POWER_TABLE[0][:-1], "seeds to tell apart 5.00 points"],
+        [["sam", "3", "1.00", "3.26", "3"]],
+    )
+
+
+def test_no_sentence_calls_a_failed_test_a_tie_or_a_match():
+    for target in (0.01, 0.05):
+        for runs in (THREE_SEEDS, SPREAD_TIE):
+            comparison = compare(runs, target_difference=target)
+            lines = rendering.significance_lines(comparison) + rendering.margin_lines(comparison)
+            assert not [line for line in lines if re.search(r"\b(ties?|match(es)?)\b", line)]
 
 
 def test_a_tie_at_equal_cost_goes_to_the_method_listed_first():
@@ -264,6 +356,7 @@ def test_results_json_holds_every_run_and_the_winner():
     files = rendering.report_files(compare(THREE_SEEDS), {"seeds": 3})
     results = json.loads(files["results.json"])
     assert results["settings"] == {"seeds": 3}
+    margins = results["winner"].pop("margins")
     assert results["winner"] == {
         "method": "gsam",
         "seed": 2,
@@ -276,6 +369,14 @@ def test_results_json_holds_every_run_and_the_winner():
     gsam = results["methods"][2]
     assert gsam["gain"]["significant"] is True
     assert gsam["gain"]["p_value"] == pytest.approx(1 - 75**0.5 / 77**0.5)
+    assert results["target_difference"] == 0.01
+    power = gsam["gain"]["power"]
+    assert (power["seeds"], power["seeds_needed"], power["powered"]) == (3, 10, False)
+    assert power["std"] == pytest.approx(0.01)
+    assert power["detectable_difference"] == pytest.approx(0.0326, abs=5e-5)
+    assert [margin["reference"] for margin in margins] == ["plain", "sam"]
+    assert margins[1]["gain"]["mean"] == pytest.approx(0.03)
+    assert margins[1]["p_value"] == pytest.approx(1 - 27**0.5 / 29**0.5)
 
 
 def test_the_terminal_table_aligns_the_same_cells():
@@ -294,7 +395,16 @@ def test_the_terminal_table_aligns_the_same_cells():
     for line, cells in zip(lines[2:5], EXPECTED_TABLE[1:]):
         assert [line[start : start + len(cell)] for start, cell in zip(starts, cells)] == cells
     assert EXPECTED_SIGNIFICANCE[1] in lines
-    assert lines[-1] == "Winner: gsam (mean eval accuracy 0.8600); best_model: seed 2 (0.8800)."
+    power = lines[lines.index(rendering.POWER_TITLE) + 1 :][:4]
+    header, rows = EXPECTED_POWER_TABLE
+    assert [re.split(r"\s{2,}", line.strip()) for line in power[:1] + power[2:]] == [
+        header,
+        *rows,
+    ]
+    assert lines[-3:] == [
+        "Winner: gsam (mean eval accuracy 0.8600); best_model: seed 2 (0.8800).",
+        *[f"  {line}" for line in EXPECTED_MARGINS],
+    ]
 
 
 @pytest.mark.parametrize(
@@ -331,12 +441,14 @@ def test_the_same_gain_on_every_seed_is_significant_and_no_gain_is_not():
     )
     assert same_gain.methods[1].gain.p_value == 0.0
     assert rendering.significance_lines(same_gain)[0].endswith(
-        "p < 0.001: significant at 5%."
+        "p < 0.001: significant at 5%; the 2 paired differences are equal: any difference is "
+        "told apart."
     )
     no_gain = compare(
         [run("plain", 1, 0.80), run("plain", 2, 0.82), run("gsam", 1, 0.80), run("gsam", 2, 0.82)]
     )
     assert no_gain.methods[1].gain.p_value == 1.0
     assert rendering.significance_lines(no_gain)[0].endswith(
-        "p = 1.000: not significant at 5%."
+        "p = 1.000: not significant at 5%; the 2 paired differences are equal: any difference "
+        "is told apart, so a true difference of 1.00 points would most likely have shown."
     )

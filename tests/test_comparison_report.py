@@ -184,12 +184,16 @@ def test_the_executor_writes_the_report_and_copies_the_winners_best_model(fake_r
             "runs": json.dumps([list(run) for run in ACCURACIES]),
             "settings": json.dumps({"budget": "equal-epochs"}),
             "label_key": "label",
+            "target_difference": 0.005,
         },
     )
     files = set(os.listdir(report.uri))
     assert {"report.md", "report.html", "results.json", "eval_accuracy.png"} <= files
     results = json.loads((tmp_path / "report" / "results.json").read_text())
     assert results["winner"]["method"] == "gsam" and results["winner"]["seed"] == 2
+    assert results["target_difference"] == 0.005
+    assert results["methods"][1]["gain"]["power"]["target_difference"] == 0.005
+    assert "seeds to tell apart 0.50 points" in (tmp_path / "report" / "summary.txt").read_text()
     assert results["methods"][0]["per_class_accuracy"] == pytest.approx({"0": 0.71, "1": 0.91})
     assert (tmp_path / "best_model" / "Format-Serving" / "saved_model.pb").read_text() == (
         "model of gsam seed 2"
@@ -220,6 +224,7 @@ def test_the_report_shows_each_methods_sharpness_mean_and_std(fake_runs, tmp_pat
             "runs": json.dumps([list(run) for run in ACCURACIES]),
             "settings": json.dumps({"sharpness": {"max_examples": 128}}),
             "label_key": "label",
+            "target_difference": 0.01,
         },
     )
     results = json.loads((tmp_path / "report" / "results.json").read_text())
@@ -265,7 +270,9 @@ def importer_pipeline(fake_runs, root, metadata_path=None):
             ).with_id(f"import_{kind}_{method}_{seed}")
             importers.append(importer)
             runs[method, seed][kind] = importer.outputs["result"]
-    report = comparison_report(runs, {"budget": "equal-epochs", "seeds": 2})
+    report = comparison_report(
+        runs, {"budget": "equal-epochs", "seeds": 2}, target_difference=0.005
+    )
     return tfx.dsl.Pipeline(
         pipeline_name="report-test",
         pipeline_root=str(root),
@@ -289,6 +296,8 @@ def test_the_component_runs_on_local_and_beam_runners(fake_runs, tmp_path, runne
     [report] = store.get_artifacts_by_type(ComparisonReportArtifact.TYPE_NAME)
     assert report.custom_properties["winner_method"].string_value == "gsam"
     assert os.path.exists(os.path.join(report.uri, "report.html"))
+    with open(os.path.join(report.uri, "results.json")) as file:
+        assert json.load(file)["target_difference"] == 0.005
     best_models = [
         model
         for model in store.get_artifacts_by_type("Model")
@@ -323,6 +332,8 @@ def test_the_component_compiles_for_vertex_and_kubeflow(fake_runs, tmp_path, out
         for name, artifact_input in task.inputs.artifacts.items()
     } == expected
     assert set(task.dependent_tasks) == set(expected.values())
+    target = task.inputs.parameters["target_difference"].runtime_value.constant_value
+    assert target.double_value == 0.005
     component = spec.components[task.component_ref.name]
     # What the Vertex / Kubeflow container does to rebuild the output's Python type.
     report_type = component.output_definitions.artifacts["report"].artifact_type
@@ -343,6 +354,7 @@ def test_the_factory_names_the_component_and_one_input_per_run_and_kind():
     }
     assert set(component.outputs) == {"report", "best_model"}
     assert json.loads(component.exec_properties["runs"]) == [["plain", 1], ["gsam", 1]]
+    assert component.exec_properties["target_difference"] == 0.01
 
 
 @pytest.mark.parametrize(
@@ -368,3 +380,8 @@ def test_the_factory_names_the_component_and_one_input_per_run_and_kind():
 def test_bad_runs_and_settings_are_errors_naming_them(runs, settings, message):
     with pytest.raises(ValueError, match=message):
         comparison_report(runs, settings)
+
+
+def test_a_bad_target_difference_is_named():
+    with pytest.raises(ValueError, match="target_difference must be an accuracy difference"):
+        comparison_report({("plain", 1): channels()}, {}, target_difference=1.0)

@@ -18,6 +18,17 @@ def test_equal_epochs_runs_every_method_and_seed_with_the_same_schedule():
     assert runs[("plain", 2)].alpha is None
 
 
+def test_a_first_seed_shifts_every_methods_seeds_and_keeps_their_configs():
+    base = TrainingConfig(epochs=2)
+    fresh = ComparisonSpec(methods=("plain", "gsam"), seeds=3, first_seed=4)
+    runs = fresh.training_configs(base)
+    assert list(runs) == [(m, s) for m in ("plain", "gsam") for s in (4, 5, 6)]
+    assert [config.seed for config in runs.values()] == [4, 5, 6, 4, 5, 6]
+    # Seed 4 trains as it would in a comparison of seeds 1..6.
+    six = ComparisonSpec(methods=("plain", "gsam"), seeds=6).training_configs(base)
+    assert runs[("gsam", 4)] == six[("gsam", 4)]
+
+
 def test_equal_compute_gives_plain_twice_the_epochs():
     runs = ComparisonSpec(methods=("plain", "gsam"), seeds=1, budget="equal-compute")
     configs = runs.training_configs(TrainingConfig(epochs=5))
@@ -62,6 +73,8 @@ def test_equal_compute_without_plain_changes_nothing():
         (dict(budget="equal-time"), "budget must be one of equal-epochs, equal-compute"),
         (dict(label_noise=1.0), r"label_noise must be a number in \[0, 1\)"),
         (dict(label_noise_seed=-1), "label_noise_seed must be an integer >= 0"),
+        (dict(target_difference=0), "target_difference must be an accuracy difference in"),
+        (dict(first_seed=-1), "first_seed must be an integer >= 0"),
     ],
 )
 def test_bad_arguments_are_named(arguments, message):

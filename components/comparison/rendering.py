@@ -5,8 +5,12 @@ Pure: a `Comparison` and settings in, file contents out (see `report_files`). Th
 written once as a list of blocks (headings, paragraphs, lists, tables, figures) and
 rendered to Markdown, which links the PNGs beside it, and to self-contained HTML, which
 embeds them as data URIs and refers to nothing outside itself. The runs' further measures
-(`RunResult.extra_metrics`, e.g. sharpness) get a table of their own. `terminal_summary`
-(also summary.txt) is the plain-text tables for a terminal.
+(`RunResult.extra_metrics`, e.g. sharpness) get a table of their own, and so does what the
+seeds can tell apart (`power_table`). The sentences on each gain and on the winner's lead follow
+from the test and its power (`gain_line`): a difference that is not significant is never called
+a tie or a match; it says how large a difference the seeds could have told apart and how many
+seeds the target difference needs. `terminal_summary` (also summary.txt) is the plain-text
+tables and sentences for a terminal.
 
 Example (`runs`: a list of `comparison_stats.RunResult`):
 
@@ -24,10 +28,12 @@ import json
 from typing import Any
 
 from components.comparison import figures
-from components.comparison.stats import Comparison, Estimate, MethodSummary
+from components.comparison.power import POWER, SIGNIFICANCE_LEVEL
+from components.comparison.stats import Comparison, Estimate, MethodSummary, PairedGain
 
 MISSING = "—"
 MEASURES_TITLE = "Measures of the trained models (mean ± std over seeds)"
+POWER_TITLE = "What the seeds can tell apart"
 FIGURE_CAPTIONS = {
     "eval_accuracy.png": "Eval accuracy per epoch (the Trainer's validation on the eval split)",
     "training_loss.png": "Training loss per epoch",
@@ -38,7 +44,9 @@ WINNER_RULE = (
     "Rule: the highest mean eval accuracy over seeds wins. Means equal to 4 decimals are a "
     "tie; a tie goes to the cheaper method (fewer forward-backward passes), then to the "
     "method listed first. The model passed on as best_model is the winner's best seed by "
-    "eval accuracy (the lowest seed among equals)."
+    "eval accuracy (the lowest seed among equals). A lead that is not significant, or a tie, "
+    "is no evidence that the methods differ or match: the winner's paired gains below say "
+    "how large a difference its seeds could tell apart."
 )
 
 
@@ -109,33 +117,130 @@ def measures_table(comparison: Comparison) -> tuple[list[str], list[list[str]]] 
     return ["method", *names], rows
 
 
-def significance_lines(comparison: Comparison) -> list[str]:
-    """One sentence per method on whether its gain over the reference is significant."""
-    reference = comparison.reference
-    lines = []
+def power_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
+    """Per method against the reference: the paired seeds, the spread of their differences,
+    the difference they detect with 80% power, and the seeds the target difference needs;
+    in accuracy points."""
+    target = _points(comparison.target_difference)
+    header = [
+        "method",
+        f"paired seeds with {comparison.reference}",
+        "std of paired differences (points)",
+        f"detectable difference (points, {POWER:.0%} power)",
+        f"seeds to tell apart {target} points",
+    ]
+    rows = []
     for summary in comparison.methods:
-        if summary.method == reference:
+        if summary.method == comparison.reference:
             continue
-        gain = summary.gain
-        if gain is None:
-            lines.append(f"{summary.method}: no seed in common with {reference}, no paired gain.")
-        elif gain.p_value is None:
-            lines.append(
-                f"{summary.method} vs {reference}: {gain.gain.mean:+.4f} on one seed "
-                f"(seed {gain.seeds[0]}); no significance can be claimed from a single seed."
-            )
-        else:
-            verdict = "significant at 5%" if gain.significant else "not significant at 5%"
-            lines.append(
-                f"{summary.method} vs {reference}: {gain.gain.mean:+.4f} "
-                f"(95% CI {_interval(gain.gain.interval, '+.4f')}) over {gain.gain.n} paired "
-                f"seeds; paired t-test {_p_phrase(gain.p_value)}: {verdict}."
-            )
-    return lines
+        if summary.gain is None:
+            rows.append([summary.method, "0", MISSING, MISSING, MISSING])
+            continue
+        power = summary.gain.power
+        rows.append(
+            [
+                summary.method,
+                str(power.seeds),
+                MISSING if power.std is None else _points(power.std),
+                MISSING
+                if power.detectable_difference is None
+                else _points(power.detectable_difference),
+                MISSING if power.seeds_needed is None else str(power.seeds_needed),
+            ]
+        )
+    return header, rows
+
+
+def gain_line(method: str, gain: PairedGain) -> str:
+    """`method`'s gain over `gain.reference`, its test, and what its seeds can tell apart.
+
+    The verdict is one of: significant; not significant, and the seeds could not tell apart
+    the target difference (how many would); not significant, though they could.
+    """
+    head = f"{method} vs {gain.reference}: {_signed(gain.gain.mean)}"
+    if gain.p_value is None:
+        return (
+            f"{head} on one seed (seed {gain.seeds[0]}); no significance can be claimed from a "
+            f"single seed, and no detectable difference can be computed: one seed has no "
+            f"spread."
+        )
+    head += (
+        f" (95% CI {_interval(gain.gain.interval, '+.4f')}) over {gain.gain.n} paired seeds; "
+        f"paired t-test {_p_phrase(gain.p_value)}"
+    )
+    power = gain.power
+    if gain.significant:
+        return f"{head}: significant at {SIGNIFICANCE_LEVEL:.0%}; {_told_apart(power)}."
+    if not power.powered:
+        return f"{head}: not significant at {SIGNIFICANCE_LEVEL:.0%}, and {_lack_of_power(power)}."
+    return (
+        f"{head}: not significant at {SIGNIFICANCE_LEVEL:.0%}; {_told_apart(power)}, so a true "
+        f"difference of {_points(power.target_difference)} points would most likely have shown."
+    )
+
+
+def _told_apart(power) -> str:
+    """The differences that seeds with a detectable difference can tell apart."""
+    if power.detectable_difference == 0:
+        return f"the {power.seeds} paired differences are equal: any difference is told apart"
+    return (
+        f"with {power.seeds} seeds, differences of {_points(power.detectable_difference)} points "
+        f"or more are told apart ({POWER:.0%} power)"
+    )
+
+
+def _lack_of_power(power) -> str:
+    """What seeds that cannot tell apart the target difference can tell apart, and how many
+    would."""
+    return (
+        f"differences below {_points(power.detectable_difference)} points cannot be told "
+        f"apart with {power.seeds} seeds; about {power.seeds_needed} seeds would tell apart "
+        f"{_points(power.target_difference)} points"
+    )
+
+
+def significance_lines(comparison: Comparison) -> list[str]:
+    """One sentence per method on its gain over the reference (see `gain_line`)."""
+    reference = comparison.reference
+    return [
+        f"{summary.method}: no seed in common with {reference}, no paired gain."
+        if summary.gain is None
+        else gain_line(summary.method, summary.gain)
+        for summary in comparison.methods
+        if summary.method != reference
+    ]
+
+
+def margin_lines(comparison: Comparison) -> list[str]:
+    """The winner's paired gain over each other method, in the words of `gain_line`."""
+    winner = comparison.winner.method
+    return [
+        f"{winner}: no seed in common with {method}, no paired gain."
+        if margin is None
+        else gain_line(winner, margin)
+        for method, margin in comparison.margins.items()
+    ]
+
+
+def _tie_power_line(comparison: Comparison, method: str) -> str | None:
+    """Whether the winner's tie with `method` is only a lack of power."""
+    margin = comparison.margins[method]
+    if margin is None:
+        return None
+    power = margin.power
+    if power.powered is None:
+        return (
+            f"The tie with {method} is only a lack of power: with one seed no detectable "
+            f"difference can be computed."
+        )
+    if not power.powered:
+        return f"The tie with {method} is only a lack of power: {_lack_of_power(power)}."
+    return f"The tie with {method} is not only a lack of power: {_told_apart(power)}."
 
 
 def winner_lines(comparison: Comparison) -> list[str]:
-    """Who won, why (including a tie), and which model is passed on."""
+    """Who won, why (including a tie, and whether it is only a lack of power), and which model
+    is passed on."""
     winner = comparison.winner
     lines = [f"Winner: {winner.method}, mean eval accuracy {winner.accuracy.mean:.4f}."]
     others = comparison.tied[1:]
@@ -151,6 +256,7 @@ def winner_lines(comparison: Comparison) -> list[str]:
             f"It ties with {names} at {winner.accuracy.mean:.4f} to 4 decimals and wins the "
             f"tie because {why}."
         )
+        lines += filter(None, (_tie_power_line(comparison, s.method) for s in others))
     best = winner.best_run
     lines += [
         WINNER_RULE,
@@ -215,12 +321,13 @@ def per_class_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]
 
 
 def terminal_summary(comparison: Comparison) -> str:
-    """The results table and the measures table (if any) with aligned columns, the
-    significance sentences and the winner."""
+    """The results table, the measures table (if any) and what the seeds can tell apart,
+    with aligned columns; the significance sentences; the winner and its paired gains."""
     measures = measures_table(comparison)
     tables = _aligned(*results_table(comparison))
     if measures is not None:
         tables += ["", MEASURES_TITLE, *_aligned(*measures)]
+    tables += ["", POWER_TITLE, *_aligned(*power_table(comparison))]
     winner, best = comparison.winner, comparison.winner.best_run
     return "\n".join(
         [
@@ -229,6 +336,7 @@ def terminal_summary(comparison: Comparison) -> str:
             *significance_lines(comparison),
             f"Winner: {winner.method} (mean eval accuracy {winner.accuracy.mean:.4f}); "
             f"best_model: seed {best.seed} ({best.eval_accuracy:.4f}).",
+            *[f"  {line}" for line in margin_lines(comparison)],
         ]
     )
 
@@ -268,16 +376,34 @@ def report_blocks(comparison: Comparison, settings: dict[str, Any]) -> list[tupl
             f"seeds.",
         ),
         ("list", significance_lines(comparison)),
+        ("h3", POWER_TITLE),
+        ("table", *power_table(comparison)),
+        ("p", POWER_NOTE),
         *_measures_blocks(comparison),
         ("h2", "Hyperparameters as trained"),
         ("table", *hyperparameter_table(comparison)),
         ("h2", "Winner"),
         *[("p", line) for line in winner_lines(comparison)],
+        ("p", f"{comparison.winner.method}'s paired gain over each other method:"),
+        ("list", margin_lines(comparison)),
         ("h2", "Per-class eval accuracy (mean over seeds)"),
         ("table", *per_class_table(comparison)),
         ("h2", "Figures"),
         *[("figure", name, caption) for name, caption in FIGURE_CAPTIONS.items()],
     ]
+
+
+POWER_NOTE = (
+    "Told apart: detected by the two-sided paired t-test at 5% with 80% power. The detectable "
+    "difference is the true mean paired difference that these seeds detect with 80% power if "
+    "the paired differences spread as much as they did here; the seeds needed are the fewest "
+    "that detect the target difference so (set with --target-difference). Both come from the "
+    "noncentral t distribution (scipy.stats.nct), exact for normally distributed "
+    "differences, and take the observed spread as the true one: with few seeds that spread is "
+    "itself uncertain (with 3 seeds its 95% interval runs from 0.52 to 6.3 times the "
+    "observed), so read them as estimates. One seed has no spread, and neither number can be "
+    "computed."
+)
 
 
 def _measures_blocks(comparison: Comparison) -> list[tuple]:
@@ -297,14 +423,15 @@ def _measures_blocks(comparison: Comparison) -> list[tuple]:
     ]
 
 
+HEADINGS = {"h1": 1, "h2": 2, "h3": 3}
+
+
 def markdown(blocks: list[tuple]) -> str:
     """The blocks as Markdown; figures are links to the PNG files beside the report."""
     out = []
     for kind, *content in blocks:
-        if kind == "h1":
-            out.append(f"# {content[0]}")
-        elif kind == "h2":
-            out.append(f"## {content[0]}")
+        if kind in HEADINGS:
+            out.append(f"{'#' * HEADINGS[kind]} {content[0]}")
         elif kind == "p":
             out.append(content[0])
         elif kind == "list":
@@ -324,7 +451,7 @@ def html_page(blocks: list[tuple], pngs: dict[str, bytes]) -> str:
     title = next(content[0] for kind, *content in blocks if kind == "h1")
     body = []
     for kind, *content in blocks:
-        if kind in ("h1", "h2", "p"):
+        if kind in (*HEADINGS, "p"):
             body.append(f"<{kind}>{html.escape(content[0])}</{kind}>")
         elif kind == "list":
             items = "".join(f"<li>{html.escape(item)}</li>" for item in content[0])
@@ -372,8 +499,18 @@ def _gain(summary: MethodSummary) -> str:
     if gain is None:
         return MISSING
     if gain.gain.interval is None:
-        return f"{gain.gain.mean:+.4f}"
-    return f"{gain.gain.mean:+.4f} {_interval(gain.gain.interval, '+.4f')}"
+        return _signed(gain.gain.mean)
+    return f"{_signed(gain.gain.mean)} {_interval(gain.gain.interval, '+.4f')}"
+
+
+def _signed(difference: float) -> str:
+    """A difference to 4 decimals with its sign; +0.0000 for float noise around 0."""
+    return f"{round(difference, 4) + 0.0:+.4f}"
+
+
+def _points(fraction: float) -> str:
+    """An accuracy difference in points, e.g. 0.0155 as 1.55."""
+    return f"{fraction * 100:.2f}"
 
 
 def _p_value(p_value: float) -> str:

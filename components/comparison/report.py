@@ -32,6 +32,7 @@ Example:
          for method, seed in trainers},
         settings={"budget": "equal-epochs", "epochs": 10, "label noise": 0.3},
         label_key="label",
+        target_difference=0.005,
     )
     release_stage(examples, report.outputs["best_model"], ...)
 """
@@ -52,6 +53,7 @@ from tfx.utils import io_utils
 
 from components.comparison import rendering, stats
 from components.comparison.artifact import ComparisonReportArtifact
+from components.comparison.power import DEFAULT_TARGET_DIFFERENCE, check_target_difference
 from components.sharpness.probe import SharpnessReport, read_report
 from trainer.training import history
 
@@ -78,6 +80,7 @@ def comparison_report(
     runs: Mapping[tuple[str, int], Mapping[str, types.BaseChannel]],
     settings: Mapping[str, Any],
     label_key: str = "label",
+    target_difference: float = DEFAULT_TARGET_DIFFERENCE,
 ):
     """The `ComparisonReport` component over `runs`.
 
@@ -89,6 +92,8 @@ def comparison_report(
         settings: what the report lists under Settings (budget, epochs, label noise, ...);
             JSON-serializable values.
         label_key: the label feature whose evaluation slices give per-class accuracy.
+        target_difference: the accuracy difference, in (0, 1), whose seeds needed the report
+            gives for each paired gain (0.01: one point).
     """
     if not runs:
         raise ValueError("runs must hold at least one (method, seed) run.")
@@ -120,6 +125,7 @@ def comparison_report(
         raise ValueError(f"settings must hold JSON values only: {error}") from error
     if not isinstance(label_key, str) or not label_key:
         raise ValueError(f"label_key must be a non-empty string, got {label_key!r}.")
+    target_difference = check_target_difference(target_difference)
 
     spec_class = type(
         "ComparisonReportSpec",
@@ -129,6 +135,7 @@ def comparison_report(
                 "runs": ExecutionParameter(type=str),
                 "settings": ExecutionParameter(type=str),
                 "label_key": ExecutionParameter(type=str),
+                "target_difference": ExecutionParameter(type=float),
             },
             "INPUTS": {key: ChannelParameter(type=channel.type) for key, channel in inputs.items()},
             "OUTPUTS": {
@@ -150,6 +157,7 @@ def comparison_report(
         runs=json.dumps([list(run) for run in runs]),
         settings=settings_json,
         label_key=label_key,
+        target_difference=target_difference,
         report=types.Channel(type=ComparisonReportArtifact),
         best_model=types.Channel(type=standard_artifacts.Model),
         **inputs,
@@ -177,7 +185,7 @@ class ComparisonReportExecutor(base_executor.BaseExecutor):
             )
             for method, seed in json.loads(exec_properties["runs"])
         ]
-        comparison = stats.compare(results)
+        comparison = stats.compare(results, exec_properties["target_difference"])
         report = artifact_utils.get_single_instance(output_dict["report"])
         files = rendering.report_files(
             comparison, json.loads(exec_properties["settings"])

@@ -7,9 +7,14 @@ Pure Python and scipy: run results in, a `Comparison` out. `ComparisonReport` re
 * Gain over the reference (`plain`, else the first method), paired by seed: the mean of the
   per-seed differences, its 95% t interval, and a two-sided paired t-test. With one seed
   there is no variance to test against: no interval, no p-value.
+* What the paired seeds can tell apart (`power.Power`): the difference they detect with 80%
+  power at their own spread, and the seeds a target difference needs (default 0.01, one
+  point of accuracy). One seed has no spread: neither can be computed.
 * The winner: the highest mean eval accuracy; means equal to 4 decimals tie, and a tie goes
   to the method with fewer forward-backward passes, then to the method listed first. The
   model to push is the winner's best seed by eval accuracy (the lowest seed on a tie).
+  The winner's paired gain over every other method (`Comparison.margins`) says whether its
+  lead, or its tie, is more than a lack of power.
 
 Example:
 
@@ -24,6 +29,8 @@ Example:
 ('gsam', 2)
 >>> round(comparison.winner.gain.gain.mean, 4)
 0.025
+>>> comparison.winner.gain.power.seeds_needed  # to tell apart 0.01 at these seeds' spread
+7
 """
 
 from __future__ import annotations
@@ -34,14 +41,19 @@ from typing import Any, Sequence
 
 from scipy import stats
 
+from components.comparison.power import (
+    DEFAULT_TARGET_DIFFERENCE,
+    ROUNDING,
+    SIGNIFICANCE_LEVEL,
+    Power,
+    check_target_difference,
+)
+
 REFERENCE_METHOD = "plain"
 CONFIDENCE = 0.95
-SIGNIFICANCE_LEVEL = 0.05
 # Means equal when rounded to this many decimals are a tie.
 TIE_DECIMALS = 4
 REQUIRED_EPOCH_FIELDS = {"epoch", "seconds", "passes"}
-# Accuracy differences this close are equal but for float rounding (0.84 - 0.80 != 0.86 - 0.82).
-ROUNDING = 1e-12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,22 +161,35 @@ class Estimate:
 
 @dataclasses.dataclass(frozen=True)
 class PairedGain:
-    """A method's gain over the reference on the seeds both ran, and its paired t-test.
+    """A method's gain over a reference method on the seeds both ran, its paired t-test, and
+    what those seeds can tell apart.
 
     `p_value` is `None` with a single pair. When every pair differs by the same amount (up to
-    float rounding) the t statistic is infinite: p is 0 (1 when that amount is 0).
+    float rounding; 0.84 - 0.80 != 0.86 - 0.82) the t statistic is infinite: p is 0 (1 when
+    that amount is 0), and any difference is detectable.
     """
 
     reference: str
     seeds: tuple[int, ...]
     gain: Estimate
     p_value: float | None
+    power: Power
 
     @classmethod
-    def between(cls, runs: Sequence[RunResult], reference_runs: Sequence[RunResult]):
+    def between(
+        cls,
+        runs: Sequence[RunResult],
+        reference_runs: Sequence[RunResult],
+        target_difference: float = DEFAULT_TARGET_DIFFERENCE,
+    ):
+        """The gain of `runs` over `reference_runs` (one method each); `None` when they share
+        no seed."""
         reference = {run.seed: run.eval_accuracy for run in reference_runs}
-        pairs = {run.seed: run.eval_accuracy - reference[run.seed] for run in runs}
-        pairs = {seed: gain for seed, gain in sorted(pairs.items()) if seed in reference}
+        pairs = {
+            run.seed: run.eval_accuracy - reference[run.seed]
+            for run in sorted(runs, key=lambda run: run.seed)
+            if run.seed in reference
+        }
         if not pairs:
             return None
         gain = Estimate.of(list(pairs.values()))
@@ -174,7 +199,8 @@ class PairedGain:
                 p_value = 1.0 if abs(gain.mean) <= ROUNDING else 0.0
             else:
                 p_value = float(stats.ttest_1samp(list(pairs.values()), 0.0).pvalue)
-        return cls(reference_runs[0].method, tuple(pairs), gain, p_value)
+        power = Power.of(gain.std, gain.n, target_difference)
+        return cls(reference_runs[0].method, tuple(pairs), gain, p_value, power)
 
     @property
     def significant(self) -> bool | None:
@@ -188,6 +214,7 @@ class PairedGain:
             "gain": self.gain.to_dict(),
             "p_value": self.p_value,
             "significant": self.significant,
+            "power": self.power.to_dict(),
         }
 
 
@@ -231,13 +258,19 @@ class MethodSummary:
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """Every method's summary, in the runs' order, and the winner."""
+    """Every method's summary, in the runs' order, and the winner.
+
+    `margins` holds the winner's paired gain over every other method, keyed by that method,
+    in the runs' order (`None` where they share no seed).
+    """
 
     methods: tuple[MethodSummary, ...]
     reference: str
     winner: MethodSummary
     # Methods whose rounded mean accuracy equals the winner's, the winner first.
     tied: tuple[MethodSummary, ...]
+    target_difference: float
+    margins: dict[str, PairedGain | None]
 
     @property
     def runs(self) -> list[RunResult]:
@@ -253,19 +286,31 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {
             "reference": self.reference,
+            "target_difference": self.target_difference,
             "winner": {
                 "method": self.winner.method,
                 "seed": self.winner.best_run.seed,
                 "eval_accuracy": self.winner.best_run.eval_accuracy,
                 "tied_with": [summary.method for summary in self.tied[1:]],
+                # The winner's gain over each other method (the gain's "reference").
+                "margins": [
+                    None if margin is None else margin.to_dict() for margin in self.margins.values()
+                ],
             },
             "methods": [summary.to_dict() for summary in self.methods],
             "runs": [run.to_dict() for run in self.runs],
         }
 
 
-def compare(runs: Sequence[RunResult]) -> Comparison:
-    """Summarizes `runs` per method (in order of first appearance) and picks the winner."""
+def compare(
+    runs: Sequence[RunResult], target_difference: float = DEFAULT_TARGET_DIFFERENCE
+) -> Comparison:
+    """Summarizes `runs` per method (in order of first appearance) and picks the winner.
+
+    `target_difference` is the accuracy difference, in (0, 1), whose seeds needed are
+    reported (0.01: one point).
+    """
+    target_difference = check_target_difference(target_difference)
     by_method: dict[str, list[RunResult]] = {}
     seen = set()
     for run in runs:
@@ -277,7 +322,12 @@ def compare(runs: Sequence[RunResult]) -> Comparison:
         raise ValueError("runs is empty: a comparison needs at least one run.")
     reference = REFERENCE_METHOD if REFERENCE_METHOD in by_method else next(iter(by_method))
     summaries = tuple(
-        _summarize(method, method_runs, None if method == reference else by_method[reference])
+        _summarize(
+            method,
+            method_runs,
+            None if method == reference else by_method[reference],
+            target_difference,
+        )
         for method, method_runs in by_method.items()
     )
     ranked = sorted(
@@ -286,10 +336,16 @@ def compare(runs: Sequence[RunResult]) -> Comparison:
     )
     best = round(ranked[0].accuracy.mean, TIE_DECIMALS)
     tied = tuple(s for s in ranked if round(s.accuracy.mean, TIE_DECIMALS) == best)
-    return Comparison(summaries, reference, ranked[0], tied)
+    winner = ranked[0]
+    margins = {
+        s.method: PairedGain.between(winner.runs, s.runs, target_difference)
+        for s in summaries
+        if s is not winner
+    }
+    return Comparison(summaries, reference, winner, tied, target_difference, margins)
 
 
-def _summarize(method, runs, reference_runs) -> MethodSummary:
+def _summarize(method, runs, reference_runs, target_difference) -> MethodSummary:
     runs = tuple(sorted(runs, key=lambda run: run.seed))
     gaps = [run.final_surrogate_gap for run in runs if run.final_surrogate_gap is not None]
     classes = {label: None for run in runs for label in run.per_class_accuracy}
@@ -298,7 +354,11 @@ def _summarize(method, runs, reference_runs) -> MethodSummary:
         method=method,
         runs=runs,
         accuracy=Estimate.of([run.eval_accuracy for run in runs]),
-        gain=None if reference_runs is None else PairedGain.between(runs, reference_runs),
+        gain=(
+            None
+            if reference_runs is None
+            else PairedGain.between(runs, reference_runs, target_difference)
+        ),
         surrogate_gap=_mean(gaps) if gaps else None,
         training_seconds=_mean([run.training_seconds for run in runs]),
         passes=_mean([run.passes for run in runs]),

@@ -331,6 +331,14 @@ def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
         "--seeds", type=int, default=defaults.seeds, help="runs per method (default: %(default)s)"
     )
     group.add_argument(
+        "--first-seed",
+        type=int,
+        default=defaults.first_seed,
+        help="the first run's seed; the runs take the next --seeds seeds. A comparison "
+        "planned from another's 'seeds to tell apart' runs on fresh seeds, e.g. --first-seed 4 "
+        "after seeds 1-3 (default: %(default)s)",
+    )
+    group.add_argument(
         "--budget",
         choices=BUDGETS,
         default=defaults.budget,
@@ -344,6 +352,14 @@ def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
         help="fraction of training labels flipped to another class (default: %(default)s)",
     )
     group.add_argument("--label-noise-seed", type=int, default=defaults.label_noise_seed)
+    group.add_argument(
+        "--target-difference",
+        type=float,
+        default=defaults.target_difference,
+        help="the accuracy difference the report says how many seeds would tell apart (80%% "
+        "power, paired t-test at 5%%), as a fraction: 0.005 is half a point "
+        "(default: %(default)s)",
+    )
 
 
 def add_blessing_arguments(parser: argparse.ArgumentParser) -> None:

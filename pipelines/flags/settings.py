@@ -71,9 +71,11 @@ def comparison_spec(args: argparse.Namespace) -> ComparisonSpec | None:
     return ComparisonSpec(
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
         seeds=args.seeds,
+        first_seed=args.first_seed,
         budget=args.budget,
         label_noise=args.label_noise,
         label_noise_seed=args.label_noise_seed,
+        target_difference=args.target_difference,
     )
 
 

@@ -24,6 +24,7 @@ import re
 from typing import Any
 
 from components.comparison.label_noise import LabelNoise
+from components.comparison.power import DEFAULT_TARGET_DIFFERENCE, check_target_difference
 from components.comparison.report import comparison_report
 from components.sharpness.probe import ProbeSettings, probe_component
 from pipelines.stages.data import DataStage
@@ -46,11 +47,17 @@ class ComparisonSpec:
             (`plain`, `sam`, `gsam`), or `sam-kN` / `gsam-kN` for the perturbed pass every N
             steps (`perturb_every`); at least two, no repeats. The first is the reference that
             gains are measured against when `plain` is absent.
-        seeds: runs per method, seeded 1..seeds (initialization and data order).
+        seeds: runs per method, seeded first_seed..first_seed + seeds - 1 (initialization and
+            data order).
         budget: `"equal-epochs"` or `"equal-compute"` (see the module docstring).
         label_noise: fraction of training labels flipped to another class before training,
             in [0, 1); 0 trains on the data as it is.
         label_noise_seed: the seed that picks the flipped labels.
+        target_difference: the accuracy difference, in (0, 1), that the report says how many
+            seeds would tell apart (0.01: one point; see `components/comparison/power.py`).
+        first_seed: the first run's seed. A comparison planned from another's seeds needed
+            runs on fresh seeds (e.g. `first_seed=4` after seeds 1..3): testing the seeds it
+            was planned from again would raise the 5% error rate.
     """
 
     methods: tuple[str, ...] = ("plain", "sam", "gsam")
@@ -58,6 +65,8 @@ class ComparisonSpec:
     budget: str = "equal-epochs"
     label_noise: float = 0.0
     label_noise_seed: int = 0
+    target_difference: float = DEFAULT_TARGET_DIFFERENCE
+    first_seed: int = 1
 
     def __post_init__(self):
         methods = tuple(self.methods)
@@ -80,6 +89,10 @@ class ComparisonSpec:
         seed = self.label_noise_seed
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"label_noise_seed must be an integer >= 0, got {seed!r}.")
+        check_target_difference(self.target_difference)
+        first = self.first_seed
+        if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+            raise ValueError(f"first_seed must be an integer >= 0, got {first!r}.")
 
     def training_configs(self, base: TrainingConfig) -> dict[tuple[str, int], TrainingConfig]:
         """The config of every run, keyed by (method, seed), in training order."""
@@ -90,7 +103,7 @@ class ComparisonSpec:
             if self.budget == "equal-compute":
                 epochs = math.ceil(base.epochs * most_passes / config.passes_per_step - 1e-9)
                 config = dataclasses.replace(config, epochs=epochs)
-            for seed in range(1, self.seeds + 1):
+            for seed in range(self.first_seed, self.first_seed + self.seeds):
                 runs[(method, seed)] = dataclasses.replace(config, seed=seed)
         return runs
 
@@ -243,16 +256,23 @@ def comparison_stage(
     settings = {
         "methods": list(spec.methods),
         "seeds": spec.seeds,
+        "first_seed": spec.first_seed,
         "budget": spec.budget,
         "epochs": epochs_line(spec, training),
         "validation": validation_line(inputs, training),
         "label_noise": spec.label_noise,
         "label_noise_seed": spec.label_noise_seed,
+        "target_difference": spec.target_difference,
         "training": training.to_dict(),
     }
     if run_probe is not None:
         settings["sharpness"] = {"split": run_probe.split, **run_probe.measure_arguments()}
-    report = comparison_report(runs, settings=settings, label_key=training.label_key)
+    report = comparison_report(
+        runs,
+        settings=settings,
+        label_key=training.label_key,
+        target_difference=spec.target_difference,
+    )
     return ComparisonStage(
         components=[*components, report], best_model=report.outputs["best_model"]
     )
