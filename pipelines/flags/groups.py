@@ -6,10 +6,22 @@ from __future__ import annotations
 import argparse
 
 from pipelines import configs
-from pipelines.flags.parsing import TUNING_FLAGS, image_shape, input_size, model_widths
+from pipelines.flags.parsing import (
+    TUNING_FLAGS,
+    image_shape,
+    input_size,
+    model_widths,
+    perturb_every,
+)
 from pipelines.stages.comparison import BUDGETS, ComparisonSpec
 from pipelines.stages.data import DATA_FORMATS
-from trainer.config import BASE_OPTIMIZERS, LR_SCHEDULES, MODELS, OPTIMIZERS
+from trainer.config import (
+    BASE_OPTIMIZERS,
+    DEFAULT_PERTURB_BUDGET,
+    LR_SCHEDULES,
+    MODELS,
+    OPTIMIZERS,
+)
 from trainer.models.builtin import MLP_UNITS, RESNET_WIDTHS
 from trainer.search_space import ALGORITHMS, OBJECTIVES, SearchSpace
 
@@ -91,10 +103,18 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--adaptive", action="store_true", help="|w|-scaled perturbation")
     group.add_argument(
         "--perturb-every",
-        type=int,
+        type=perturb_every,
         default=defaults.perturb_every,
+        metavar="{K,auto}",
         help="sam/gsam: run the perturbed pass every K steps and reuse its flatness direction "
-        "in between, LookSAM-style (default: %(default)s, exact)",
+        "in between, LookSAM-style; auto: GSAM decides when, within --perturb-budget "
+        "(default: %(default)s, exact)",
+    )
+    group.add_argument(
+        "--perturb-budget",
+        type=float,
+        help="with --perturb-every auto: the fraction of steps that run the perturbed pass, on "
+        f"average (default: {DEFAULT_PERTURB_BUDGET})",
     )
     group.add_argument(
         "--reuse-scale",
@@ -204,7 +224,8 @@ def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
         "--methods",
         default=",".join(defaults.methods),
         help=f"comma-separated, from {', '.join(OPTIMIZERS)}, or sam-kN / gsam-kN "
-        "(perturbed pass every N steps) (default: %(default)s)",
+        "(perturbed pass every N steps), sam-auto / gsam-auto (--perturb-every auto) "
+        "(default: %(default)s)",
     )
     group.add_argument(
         "--seeds", type=int, default=defaults.seeds, help="runs per method (default: %(default)s)"
