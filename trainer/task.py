@@ -43,7 +43,7 @@ import tensorflow as tf
 from absl import logging
 
 from trainer import search_space
-from trainer.config import TrainingConfig
+from trainer.config import DEFAULT_PERTURB_BUDGET, TrainingConfig
 from trainer.gsam import GSAM
 from trainer.inputs import data
 from trainer.models import export
@@ -161,7 +161,8 @@ def wrap_for_training(model, config: TrainingConfig, input_shape, lr_max, lr_min
         alpha=config.effective_alpha,
         adaptive=config.adaptive,
         perturb_every=config.perturb_every,
-        reuse_scale=config.reuse_scale if config.perturb_every > 1 else None,
+        reuse_scale=config.reuse_scale if config.perturb_every != 1 else None,
+        perturb_budget=config.effective_perturb_budget or DEFAULT_PERTURB_BUDGET,
         **lr_bounds,
     )
     # Restoring a backup needs a built model.
