@@ -8,6 +8,7 @@ the weights, so the test chooses every gradient. MirroredStrategy runs in a fres
 """
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -209,6 +210,30 @@ def test_the_training_config_reaches_the_wrapper():
         assert config.method == "gsam-auto"
         assert config.passes_per_step == pytest.approx(1 + expected)
         assert len(trained.reference_gradient) == len(model.trainable_variables)
+
+
+def test_the_trainer_records_the_perturbed_steps_it_ran(tmp_path):
+    """run_fn with `perturb_every="auto"`: history.json counts the passes the steps ran."""
+    from tests import trainer_examples
+
+    rng = np.random.default_rng(0)
+    splits = {
+        "train": trainer_examples.random_image_examples(rng, 64),
+        "eval": trainer_examples.random_image_examples(rng, 16),
+    }
+    config = TrainingConfig(
+        optimizer="gsam", epochs=2, batch_size=8, perturb_every="auto", perturb_budget=0.3
+    )
+    with open(trainer_examples.SAMPLE_SCHEMA) as f:
+        _, run_dir = trainer_examples.run_trainer(tmp_path, config, splits, f.read())
+    document = read_history(os.path.join(run_dir, HISTORY_FILE))
+    assert document["method"] == "gsam-auto"
+    epochs = document["epochs"]
+    assert [epoch["steps"] for epoch in epochs] == [8, 16]
+    perturbed = [round(epoch["perturbed_fraction"] * 8) for epoch in epochs]
+    assert [epoch["passes"] for epoch in epochs] == [8 + perturbed[0], 16 + sum(perturbed)]
+    # Step 0 perturbs; then the budget allows about 0.3 of the steps.
+    assert 1 <= perturbed[0] and sum(perturbed) <= 0.3 * 16 + schedule.MAX_CREDIT
 
 
 def test_gsam_default_budget_is_the_configs():
