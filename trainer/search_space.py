@@ -13,7 +13,9 @@ over the training config; the Trainer lays the Tuner's best values over its own 
 * `learning_rate`: log-uniform in `learning_rate_range` (the schedule's peak);
 * `method`: one of `method_choices`; empty means the training config's own method;
 * `perturb_every`: one of `perturb_every_choices`, for SAM and GSAM only; empty means the
-  training config's own.
+  training config's own;
+* `perturb_budget`: log-uniform in `perturb_budget_range`, for SAM and GSAM when the training
+  config's `perturb_every` is `"auto"` (the auto rule's one knob).
 
 A range whose low and high are equal fixes that value.
 
@@ -33,6 +35,7 @@ import dataclasses
 from typing import Any
 
 from trainer.config import (
+    AUTO,
     OPTIMIZERS,
     TrainingConfig,
     _check_choice,
@@ -57,9 +60,16 @@ HYPERPARAMETERS = (
     "rho_min_fraction",
     "alpha",
     "perturb_every",
+    "perturb_budget",
 )
 SHARPNESS_AWARE = ("sam", "gsam")
-RANGES = ("rho_max_range", "rho_min_fraction_range", "alpha_range", "learning_rate_range")
+RANGES = (
+    "rho_max_range",
+    "rho_min_fraction_range",
+    "alpha_range",
+    "learning_rate_range",
+    "perturb_budget_range",
+)
 # Hyperband's bookkeeping values ("tuner/epochs", ...) share the trial's hyperparameters.
 KERAS_TUNER_PREFIX = "tuner/"
 
@@ -78,6 +88,8 @@ class SearchSpace:
         perturb_every_choices: values of `perturb_every` to choose from (1: the exact method;
             k: the perturbed pass every k steps), for sam and gsam; empty: the training
             config's own.
+        perturb_budget_range: (low, high) of `perturb_budget`, within (0, 1], sampled
+            log-uniformly; searched only when the training config has `perturb_every="auto"`.
         algorithm: KerasTuner's `"random"` search, `"bayesian"` optimization or `"hyperband"`.
         max_trials: trials to run (Hyperband stops there too).
         epochs_per_trial: epochs each trial trains (Hyperband's largest budget).
@@ -91,6 +103,7 @@ class SearchSpace:
     learning_rate_range: tuple[float, float] = (0.01, 0.2)
     method_choices: tuple[str, ...] = ()
     perturb_every_choices: tuple[int, ...] = ()
+    perturb_budget_range: tuple[float, float] = (0.05, 0.3)
     algorithm: str = "random"
     max_trials: int = 10
     epochs_per_trial: int = 2
@@ -102,6 +115,9 @@ class SearchSpace:
         _check_range("rho_min_fraction_range", self.rho_min_fraction_range, low=0, high=1)
         _check_range("alpha_range", self.alpha_range, low=0)
         _check_range("learning_rate_range", self.learning_rate_range, low=0, low_inclusive=False)
+        _check_range(
+            "perturb_budget_range", self.perturb_budget_range, low=0, high=1, low_inclusive=False
+        )
         for name in RANGES:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         _check_choices_list(
@@ -155,6 +171,8 @@ class SearchSpace:
                 hp.Fixed("perturb_every", self.perturb_every_choices[0])
             elif self.perturb_every_choices:
                 hp.Choice("perturb_every", list(self.perturb_every_choices))
+            if training.perturb_every == AUTO and not self.perturb_every_choices:
+                _declare(hp, "perturb_budget", self.perturb_budget_range, log=True)
         with hp.conditional_scope("method", ["gsam"]):
             _declare(hp, "alpha", self.alpha_range)
         trial = dataclasses.replace(training, epochs=self.epochs_per_trial)
@@ -202,7 +220,7 @@ def tuned_fields(values: dict[str, Any]) -> dict[str, Any]:
     fields = {}
     if "method" in values:
         fields["optimizer"] = values["method"]
-    for name in ("learning_rate", "rho_max", "alpha", "perturb_every"):
+    for name in ("learning_rate", "rho_max", "alpha", "perturb_every", "perturb_budget"):
         if name in values:
             fields[name] = values[name]
     if "rho_min_fraction" in values:
@@ -226,6 +244,7 @@ def tuned_config(training: TrainingConfig, values: dict[str, Any]) -> TrainingCo
         fields["alpha"] = None
     if optimizer == "plain":
         fields["perturb_every"] = 1
+        fields["perturb_budget"] = None
     return dataclasses.replace(training, **fields)
 
 

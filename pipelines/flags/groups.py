@@ -201,6 +201,7 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
         help="values of --perturb-every to choose from, for sam and gsam (default: "
         "--perturb-every's)",
     )
+    add_range("--tune-perturb-budget", "with --perturb-every auto: --perturb-budget, log-uniform")
     group.add_argument("--tune-algorithm", choices=ALGORITHMS, help=f"default: {space.algorithm}")
     group.add_argument("--tune-trials", type=int, help=f"default: {space.max_trials}")
     group.add_argument(

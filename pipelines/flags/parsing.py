@@ -47,6 +47,7 @@ TUNING_FLAGS = {
     "--tune-learning-rate": "learning_rate_range",
     "--tune-methods": "method_choices",
     "--tune-perturb-every": "perturb_every_choices",
+    "--tune-perturb-budget": "perturb_budget_range",
     "--tune-algorithm": "algorithm",
     "--tune-trials": "max_trials",
     "--tune-epochs": "epochs_per_trial",
