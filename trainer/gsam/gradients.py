@@ -163,14 +163,14 @@ def sharpness_aware_gradients(
     replica = _replica_context(model, perturb, flatness, reference)
     weights = [tf.convert_to_tensor(v) for v in model.trainable_variables]
 
-    loss, grads, y_pred, state_updates = _training_pass(model, weights, x, y, sample_weight)
+    loss, grads, y_pred, state_updates = training_pass(model, weights, x, y, sample_weight)
     if sync_perturbation:
         grads = _sum_over_replicas(replica, grads)
 
     def perturbed_pass():
         e = formulas.perturbation(grads, weights, rho, perturbation, eps=eps, asam_eta=asam_eta)
         perturbed_weights = [w if ei is None else w + ei for w, ei in zip(weights, e)]
-        perturbed_loss, perturbed_grads, _, _ = _training_pass(
+        perturbed_loss, perturbed_grads, _, _ = training_pass(
             model, perturbed_weights, x, y, sample_weight
         )
         return perturbed_loss, perturbed_grads
@@ -359,11 +359,23 @@ def _check_stored(name, stored, variables):
         )
 
 
-def _training_pass(model, weights, x, y, sample_weight):
+def training_pass(model, weights, x, y, sample_weight):
     """Loss, loss-scaled gradients, predictions and state updates at `weights`.
 
     Runs in a `StatelessScope`: variables are read from `weights` (trainable)
-    or their current values (the rest), and nothing is assigned.
+    or their current values (the rest), and nothing is assigned. Both passes
+    of `sharpness_aware_gradients` are this function; a study of the two
+    gradients (bench/reuse_staleness.py) calls it directly.
+
+    Args:
+        model: a compiled Keras model (its `compute_loss` and optimizer's
+            loss scale are used).
+        weights: one tensor per `model.trainable_variables` entry.
+        x, y, sample_weight: the batch.
+
+    Returns:
+        `(loss, grads, y_pred, state_updates)`, `state_updates` as
+        `(variable, value)` pairs.
     """
     with tf.GradientTape() as tape:
         tape.watch(weights)
