@@ -150,9 +150,29 @@ class GSAM(keras.Model):
     XLA (`jit_compile=True`) runs the perturbed pass's convolution gradients
     inside the conditional about 20x slower (TF 2.21); training warns.
     Logged:
-    `perturbed_step` (1 when this step ran the perturbed pass, else 0);
+    `perturbed_step` (1 when this step ran the perturbed pass, else 0),
+    `perturbed_fraction` (its mean over the epoch's steps) and
+    `perturbed_steps` (the total, saved with the model);
     `perturbed_loss`, `surrogate_gap` and `grad_cosine` are running means
     over the perturbing steps only (0 before an epoch's first one).
+
+    Deciding by itself (`perturb_every="auto"`): the perturbed pass runs when
+    the stored direction looks staler than usual, within a budget
+    (`trainer.gsam.schedule`). Staleness is `1 - cos(g, g_ref)`, the turn of
+    the clean gradient since the step that stored `u` (`g_ref` is kept as a
+    unit vector per weight, `reference_gradient`, like `u`); a step earns
+    `perturb_budget` credit and a perturbing step costs 1, so over a run
+    `perturb_budget` of the steps perturb (about `1 + perturb_budget`
+    passes per step) and no stored direction is older than about
+    `2 / perturb_budget` steps. The next step perturbs when the credit is at
+    least 1 and this step found the direction staler than the running mean
+    of its reusing steps, or when the credit reaches 2. The decision for the
+    next step is taken from scalars every replica holds alike (the cosine
+    averaged over replicas, the credit and mean in variables assigned from
+    the first replica), so all replicas decide alike; the credit and mean
+    (`perturb_credit`, `staleness_mean`) are saved with checkpoints and
+    `.keras` files, so a restored run continues with the same decisions.
+    Deciding costs one inner product and one norm per step.
 
     Args:
         model: the Keras model to train. Available as `gsam_model.model`,
@@ -182,12 +202,16 @@ class GSAM(keras.Model):
             all-reduces.
         eps: added to every norm before dividing, > 0.
         perturb_every: run the perturbed pass every `perturb_every` steps,
-            an integer >= 1; 1 (the default) is exact GSAM at every step.
+            an integer >= 1; 1 (the default) is exact GSAM at every step;
+            `"auto"` decides at each step, within `perturb_budget`.
         reuse_scale: `None` (the default) rebuilds the perturbed gradient
             at about the angle to `g` that the last perturbed pass
             measured; a number >= 0 is LookSAM's fixed coefficient instead
             (0.7 in its public ports; the paper tunes it). Only with
-            `perturb_every > 1`.
+            `perturb_every` other than 1.
+        perturb_budget: with `perturb_every="auto"`, the fraction of steps
+            that run the perturbed pass, in (0, 1]. Defaults to 0.1 (about
+            the cost of `perturb_every=10`). Unused otherwise.
         **kwargs: `name`, `trainable`, `dtype` as for any Keras model.
 
     Example, rho following a cosine learning rate from 0.04 down to 0.02:
@@ -210,6 +234,18 @@ class GSAM(keras.Model):
     history = gsam_model.fit(keras.random.normal((64, 8)),
                              keras.random.normal((64, 1)), batch_size=8, verbose=0)
     # history.history["perturbed_step"]: 1.0 if the last step perturbed.
+    ```
+
+    Example, the perturbed pass on about 1 step in 8, when the stored
+    direction is stalest:
+
+    ```python
+    gsam_model = GSAM(model, rho=0.05, alpha=0.01, perturb_every="auto",
+                      perturb_budget=0.125)
+    gsam_model.compile(optimizer="sgd", loss="mse")
+    history = gsam_model.fit(keras.random.normal((256, 8)),
+                             keras.random.normal((256, 1)), batch_size=8, verbose=0)
+    # history.history["perturbed_fraction"]: [0.125]
     ```
     """
 
