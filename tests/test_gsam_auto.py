@@ -166,8 +166,10 @@ def _state(gsam_model):
     return [np.array(v.numpy()) for v in variables]
 
 
-@pytest.mark.parametrize("how", ["keras_file", "checkpoint"])
+@pytest.mark.parametrize("how", ["keras_file", "weights_file", "checkpoint"])
 def test_a_restored_run_continues_with_the_same_decisions(tmp_path, how):
+    """`.keras` files, the weights files of the Trainer's epoch backups
+    (trainer/training/resume.py) and TF checkpoints all carry the rule's state."""
     gradients = scripted_gradients(steps=48, seed=2).astype("float32")
     first, second = gradients[:24], gradients[24:]
     uninterrupted = linear_gsam()
@@ -176,6 +178,12 @@ def test_a_restored_run_continues_with_the_same_decisions(tmp_path, how):
     if how == "keras_file":
         uninterrupted.save(tmp_path / "auto.keras")
         restored = keras.saving.load_model(tmp_path / "auto.keras")
+    elif how == "weights_file":
+        uninterrupted.save_weights(tmp_path / "auto.weights.h5")
+        restored = linear_gsam()
+        restored.build((None, 4))  # as the Trainer does before restoring a backup
+        restored.optimizer.build(restored.trainable_variables)
+        restored.load_weights(tmp_path / "auto.weights.h5")
     else:
         checkpoint = tf.train.Checkpoint(model=uninterrupted, optimizer=uninterrupted.optimizer)
         path = checkpoint.save(str(tmp_path / "ckpt"))
