@@ -7,13 +7,17 @@ of these methods on one fixed batch:
 - `plain`: the bare model and its optimizer;
 - `sam`: `GSAM(model, rho=0.05, alpha=0)`;
 - `gsam`: `GSAM(model, rho=0.05, alpha=0.01)`;
-- `gsam-k2`, `gsam-k5`, `gsam-k10`: `gsam` with `perturb_every=k`, the
-  perturbed pass every k-th step (expected ratio to plain about 1 + 1/k).
+- `gsam-k2`, `gsam-k5`, `gsam-k10`, `gsam-k20`: `gsam` with `perturb_every=k`,
+  the perturbed pass every k-th step (expected ratio to plain about 1 + 1/k).
   Their measurements span whole cycles of k steps (the step count per
   round is a multiple of k), so each holds the same share of perturbing
   steps. With `--jit on` on a CPU, XLA runs the perturbed pass (inside a
   conditional) about 20x slower, so those rows are not the method's cost;
   see `GSAM`'s docstring.
+- `gsam-auto`: `gsam` with `perturb_every="auto"` at its default budget
+  (0.1): it decides at each step, so the JSON records the share of the
+  timed steps that ran the perturbed pass (`perturbed_fraction`), and its
+  rounds span whole cycles of 1 / budget steps.
 
 All configurations of a model live in one process and are timed in
 interleaved rounds (the order rotates every round), so the ratios compare
@@ -25,7 +29,8 @@ own subprocess: the process's peak resident set size (and, on a GPU,
 TensorFlow's peak device memory) over building, compiling and a few steps.
 
 Targets (the floor is 2.0: two forward-backward passes): GSAM/SAM <= 1.05 and
-GSAM/plain <= 2.05; with the perturbed pass every 5th step, gsam-k5/plain <= 1.3.
+GSAM/plain <= 2.05; with the perturbed pass every 5th step, gsam-k5/plain <= 1.3; deciding by
+itself, gsam-auto/plain <= 1.15.
 
 Usage:
 
@@ -56,10 +61,10 @@ import tensorflow as tf  # noqa: E402
 from bench import models, report  # noqa: E402
 from trainer.gsam import GSAM  # noqa: E402
 
-# Methods with the perturbed pass only every k-th step, and their k.
-PERTURB_EVERY = {"gsam-k2": 2, "gsam-k5": 5, "gsam-k10": 10}
+# Methods whose steps may skip the perturbed pass, and their `perturb_every`.
+PERTURB_EVERY = {"gsam-k2": 2, "gsam-k5": 5, "gsam-k10": 10, "gsam-k20": 20, "gsam-auto": "auto"}
 METHODS = ("plain", "sam", "gsam", *PERTURB_EVERY)
-TARGETS = {"gsam/sam": 1.05, "gsam/plain": 2.05, "gsam-k5/plain": 1.3}
+TARGETS = {"gsam/sam": 1.05, "gsam/plain": 2.05, "gsam-k5/plain": 1.3, "gsam-auto/plain": 1.15}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUTPUT = os.path.join("bench", "results", "step_time.json")
 
@@ -111,26 +116,44 @@ def warm_up(model, data):
 
 
 def time_model(model_name, jit_modes, batch_size, steps, rounds, min_seconds):
-    """Per-step (wall, CPU) seconds of each (method, jit), round by round.
+    """Per-step (wall, CPU) seconds of each (method, jit), round by round, and the share of
+    the timed steps that ran the perturbed pass.
 
     Each measurement runs at least `steps` steps and at least `min_seconds`,
-    in whole cycles of `perturb_every` steps.
+    in whole cycles of `perturb_every` (auto: 1 / budget) steps.
     """
     data = batch(batch_size)
     configs = [(m, j) for j in jit_modes for m in METHODS]
-    compiled, steps_per_round = {}, {}
+    compiled, steps_per_round, perturbed_before = {}, {}, {}
     for config in configs:
-        compiled[config] = compiled_model(model_name, *config)
-        step_seconds = warm_up(compiled[config], data)
+        model = compiled[config] = compiled_model(model_name, *config)
+        step_seconds = warm_up(model, data)
         least = max(steps, math.ceil(min_seconds / step_seconds))
-        cycle = PERTURB_EVERY.get(config[0], 1)
+        cycle = _cycle(model)
         steps_per_round[config] = cycle * math.ceil(least / cycle)
+        perturbed_before[config] = _perturbed_steps(model)
     seconds = {config: [] for config in configs}
     for r in range(rounds):
         order = configs[r % len(configs) :] + configs[: r % len(configs)]
         for config in order:
             seconds[config].append(run_steps(compiled[config], data, steps_per_round[config]))
-    return seconds, steps_per_round
+    perturbed_fraction = {
+        config: (_perturbed_steps(compiled[config]) - perturbed_before[config])
+        / (rounds * steps_per_round[config])
+        for config in configs
+        if config[0] in PERTURB_EVERY
+    }
+    return seconds, steps_per_round, perturbed_fraction
+
+
+def _cycle(model):
+    """Steps in one cycle of the perturbed pass: perturb_every, or 1 / budget for auto."""
+    every = getattr(model, "perturb_every", 1)
+    return round(1 / model.perturb_budget) if every == "auto" else every
+
+
+def _perturbed_steps(model):
+    return int(model.perturbed_steps.numpy()) if hasattr(model, "perturbed_steps") else 0
 
 
 def peak_memory(model_name, method, jit, batch_size, steps):
@@ -174,14 +197,16 @@ def _current_rss_mb():
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def summarize(model_name, jit, seconds, steps_per_round, memory):
-    """Median step times, per-round ratios' medians and memory of one row."""
+def summarize(model_name, jit, seconds, steps_per_round, perturbed_fraction, memory):
+    """Median step times, per-round ratios' medians, the share of perturbing steps and memory
+    of one row."""
     wall = {m: [w for w, _ in seconds[m, jit]] for m in METHODS}
     cpu = {m: [c for _, c in seconds[m, jit]] for m in METHODS}
     row = {
         "model": model_name,
         "jit_compile": jit,
         "steps_per_round": {m: steps_per_round[m, jit] for m in METHODS},
+        "perturbed_fraction": {m: perturbed_fraction[m, jit] for m in PERTURB_EVERY},
         "step_ms": {m: 1000 * statistics.median(wall[m]) for m in METHODS},
         "step_ms_rounds": {m: [1000 * t for t in wall[m]] for m in METHODS},
         "cpu_ms_rounds": {m: [1000 * t for t in cpu[m]] for m in METHODS},
@@ -220,19 +245,23 @@ def format_table(rows):
         )
     header = (
         f"{'model':<9} {'jit':<4} {'method':<9} {'ms':>9} {'/plain':>7} {'/gsam':>7} "
-        f"{'1+1/k':>6}  peak MB"
+        f"{'passes':>6}  peak MB"
     )
     lines += ["", header, "-" * len(header)]
     for row in rows:
-        for method, k in PERTURB_EVERY.items():
+        for method in PERTURB_EVERY:
             lines.append(
                 f"{row['model']:<9} {'on' if row['jit_compile'] else 'off':<4} {method:<9} "
                 f"{row['step_ms'][method]:>9.1f} {row['ratios'][f'{method}/plain']:>7.3f} "
-                f"{row['ratios'][f'{method}/gsam']:>7.3f} {1 + 1 / k:>6.3f}  "
+                f"{row['ratios'][f'{method}/gsam']:>7.3f} "
+                f"{1 + row['perturbed_fraction'][method]:>6.3f}  "
                 f"{_peak_text(row['memory'][method])}"
             )
     limits = ", ".join(f"{k} <= {v}" for k, v in TARGETS.items())
-    lines.append(f"targets: {limits} (ratios: median over rounds)")
+    lines.append(
+        f"targets: {limits} (ratios: median over rounds; passes: forward-backward passes per "
+        "timed step)"
+    )
     return "\n".join(lines)
 
 
@@ -295,7 +324,7 @@ def main(argv=None):
                     )
     rows = []
     for name in args.models:
-        seconds, steps_per_round = time_model(
+        seconds, steps_per_round, perturbed_fraction = time_model(
             name,
             jit_modes,
             args.batch_size,
@@ -303,7 +332,10 @@ def main(argv=None):
             args.rounds,
             args.min_seconds,
         )
-        rows.extend(summarize(name, jit, seconds, steps_per_round, memory) for jit in jit_modes)
+        rows.extend(
+            summarize(name, jit, seconds, steps_per_round, perturbed_fraction, memory)
+            for jit in jit_modes
+        )
     gpus = tf.config.list_physical_devices("GPU")
     results = {
         "device": "GPU" if gpus else "CPU",

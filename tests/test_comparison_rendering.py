@@ -79,9 +79,10 @@ EXPECTED_TABLE = [
         "final surrogate gap",
         "training time",
         "forward-backward passes",
+        "perturbed steps",
     ],
     # 0.81 -+ 4.302653 * 0.01 / sqrt(3) = 0.81 -+ 0.024841
-    ["plain", "0.8100 ± 0.0100", "3", "[0.7852, 0.8348]", "—", "—", "—", "23.0 s", "100"],
+    ["plain", "0.8100 ± 0.0100", "3", "[0.7852, 0.8348]", "—", "—", "—", "23.0 s", "100", "—"],
     [
         "sam",
         "0.8300 ± 0.0100",
@@ -92,6 +93,7 @@ EXPECTED_TABLE = [
         "0.012",
         "23.0 s",
         "200",
+        "100.0%",
     ],
     # 0.86 -+ 4.302653 * 0.017321 / sqrt(3) = 0.86 -+ 0.043027
     [
@@ -104,6 +106,7 @@ EXPECTED_TABLE = [
         "0.006",
         "23.0 s",
         "200",
+        "100.0%",
     ],
 ]
 # Both gains' differences spread by s = 0.01 (1 point): 5.6535 * 1 / sqrt(3) = 3.26 points.
@@ -153,6 +156,22 @@ def test_three_seeds_give_the_expected_table_gains_and_winner():
     )
 
 
+def test_perturbed_steps_are_the_passes_beyond_one_per_step():
+    """gsam-k5 ran the perturbed pass on 10 of its 50 steps per epoch (passes 60 per epoch);
+    gsam-auto's seeds spent 12% and 14% of their steps on it: the column shows their mean."""
+    runs = []
+    shares = [("gsam-k5", 1, 0.2), ("gsam-k5", 2, 0.2), ("gsam-auto", 1, 0.12), ("gsam-auto", 2, 0.14)]
+    for method, seed, share in shares:
+        result = run(method, seed, 0.8)
+        for record in result.history["epochs"]:
+            record["passes"] = round(record["steps"] * (1 + share))
+        runs.append(result)
+    comparison = compare(runs)
+    _, rows = rendering.results_table(comparison)
+    assert [(row[0], row[-1]) for row in rows] == [("gsam-k5", "20.0%"), ("gsam-auto", "13.0%")]
+    assert comparison.to_dict()["runs"][2]["perturbed_fraction"] == pytest.approx(0.12)
+
+
 def test_the_markdown_report_holds_the_table_settings_and_figures():
     files = rendering.report_files(
         compare(THREE_SEEDS), {"budget": "equal-compute", "epochs": 2, "label noise": 0.3}
@@ -178,8 +197,8 @@ def test_one_seed_claims_no_significance():
     comparison = compare([run("plain", 1, 0.80), run("gsam", 1, 0.83, gap=0.004)])
     _, rows = rendering.results_table(comparison)
     assert rows == [
-        ["plain", "0.8000", "1", "—", "—", "—", "—", "22.0 s", "100"],
-        ["gsam", "0.8300", "1", "—", "+0.0300", "—", "0.004", "22.0 s", "200"],
+        ["plain", "0.8000", "1", "—", "—", "—", "—", "22.0 s", "100", "—"],
+        ["gsam", "0.8300", "1", "—", "+0.0300", "—", "0.004", "22.0 s", "200", "100.0%"],
     ]
     assert rendering.significance_lines(comparison) == [
         "gsam vs plain: +0.0300 on one seed (seed 1); no significance can be claimed from a "

@@ -56,6 +56,19 @@ def test_the_reuse_coefficient_reaches_the_lookahead_methods_only():
     assert configs[("plain", 1)].reuse_scale is None
 
 
+def test_auto_methods_get_the_budget_and_pay_for_it_in_the_equal_compute_budget():
+    spec = ComparisonSpec(methods=("plain", "gsam", "gsam-auto"), seeds=1, budget="equal-compute")
+    configs = spec.training_configs(TrainingConfig(epochs=8, perturb_budget=0.25))
+    auto = configs[("gsam-auto", 1)]
+    assert (auto.perturb_every, auto.perturb_budget, auto.method) == ("auto", 0.25, "gsam-auto")
+    # 8 epochs of exact GSAM's 2 passes per step, at 1.25: 12.8, so 13 epochs.
+    assert [configs[(m, 1)].epochs for m in ("plain", "gsam", "gsam-auto")] == [16, 8, 13]
+    # Only the auto method carries the budget: the others' configs are unchanged.
+    assert configs[("gsam", 1)] == spec.training_configs(TrainingConfig(epochs=8))[("gsam", 1)]
+    with pytest.raises(ValueError, match="got plain-auto"):
+        ComparisonSpec(methods=("plain-auto", "gsam"))
+
+
 def test_equal_compute_without_plain_changes_nothing():
     configs = ComparisonSpec(methods=("sam", "gsam"), seeds=1, budget="equal-compute")
     assert {c.epochs for c in configs.training_configs(TrainingConfig(epochs=3)).values()} == {3}

@@ -40,6 +40,11 @@ BAD_VALUES = [
     ("perturb_every", -2, {}),
     ("perturb_every", 2.5, {}),
     ("perturb_every", 5, {"optimizer": "plain"}),
+    ("perturb_every", "sometimes", {}),
+    ("perturb_every", "auto", {"optimizer": "plain"}),
+    ("perturb_budget", 0.0, {"perturb_every": "auto"}),
+    ("perturb_budget", 1.5, {"perturb_every": "auto"}),
+    ("perturb_budget", "0.1", {"perturb_every": "auto"}),
     ("reuse_scale", -0.1, {"perturb_every": 5}),
     ("reuse_scale", math.nan, {"perturb_every": 5}),
     ("label_key", "", {}),
@@ -68,7 +73,14 @@ def test_every_field_is_validated():
 
 @pytest.mark.parametrize(
     "optimizer, perturb_every, passes",
-    [("plain", 1, 1.0), ("sam", 1, 2.0), ("gsam", 1, 2.0), ("gsam", 5, 1.2), ("sam", 2, 1.5)],
+    [
+        ("plain", 1, 1.0),
+        ("sam", 1, 2.0),
+        ("gsam", 1, 2.0),
+        ("gsam", 5, 1.2),
+        ("sam", 2, 1.5),
+        ("gsam", "auto", 1.1),
+    ],
 )
 def test_passes_per_step_counts_the_perturbed_pass_every_perturb_every_steps(
     optimizer, perturb_every, passes

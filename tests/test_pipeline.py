@@ -190,10 +190,22 @@ class TestCommandLine:
         assert probe.exec_properties["max_top_eigenvalue"] == 100.0
         assert probe.exec_properties["max_sharpness_increase"] == 0.2
 
+    def test_auto_perturbation_flags_reach_the_trainer_config(self):
+        parser, args = self.parse("--perturb-every", "auto", "--perturb-budget", "0.2")
+        config = trainer_config(run_here.build_local(args, parser))
+        assert (config.perturb_every, config.perturb_budget, config.method) == (
+            "auto",
+            0.2,
+            "gsam-auto",
+        )
+        with pytest.raises(SystemExit):
+            self.parse("--perturb-every", "sometimes")
+
     @pytest.mark.parametrize(
         "argv, flag",
         [
             (["--rho-min", "0.5", "--rho-max", "0.1"], "--rho-max, --rho-min"),
+            (["--perturb-every", "auto", "--perturb-budget", "0"], "--perturb-budget"),
             (["--epochs", "0"], "--epochs"),
             (["--alpha", "-1"], "--alpha"),
             (["--perturb-every", "0"], "--perturb-every"),

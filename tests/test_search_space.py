@@ -98,6 +98,24 @@ def test_perturb_every_is_declared_for_sharpness_aware_methods_only():
     assert "perturb_every" not in values
 
 
+def test_the_auto_budget_is_searched_when_the_config_perturbs_on_its_own():
+    training = TrainingConfig(optimizer="gsam", perturb_every="auto")
+    space = SearchSpace(perturb_budget_range=(0.05, 0.2))
+    config, values = declared(space, training)
+    assert 0.05 <= values["perturb_budget"] <= 0.2
+    assert config.perturb_budget == values["perturb_budget"] and config.method == "gsam-auto"
+    # A fixed k, or plain training, has no budget to search.
+    _, values = declared(space, TrainingConfig(optimizer="gsam", perturb_every=5))
+    assert "perturb_budget" not in values
+    config, values = declared(
+        SearchSpace(method_choices=("plain", "gsam")), TrainingConfig(perturb_every="auto")
+    )
+    assert values["method"] == "plain" and "perturb_budget" not in values
+    assert (config.perturb_every, config.perturb_budget) == (1, None)
+    with pytest.raises(ValueError, match="perturb_budget_range high"):
+        SearchSpace(perturb_budget_range=(0.1, 1.5))
+
+
 def test_a_space_that_chooses_the_method_says_so():
     assert not SearchSpace().searches_the_method
     assert SearchSpace(method_choices=("sam",)).searches_the_method

@@ -86,6 +86,7 @@ class NeverRun:
         (["--tune", "--tune-algorithm", "grid"], "argument --tune-algorithm: invalid choice"),
         (["--tune", "--tune-methods", "adam"], "argument --tune-methods: invalid choice"),
         (["--tune", "--tune-perturb-every", "5", "0"], "(flag: --tune-perturb-every)"),
+        (["--tune", "--tune-perturb-budget", "0.1", "2"], "(flag: --tune-perturb-budget)"),
         (["--tune-trials", "3"], "--tune-trials needs --tune."),
         (["--tune-seed", "1", "--tune-epochs", "1"], "--tune-epochs, --tune-seed need --tune."),
     ],

@@ -25,6 +25,10 @@ LR_SCHEDULES = ("cosine", "constant", "plateau")
 AUGMENTATIONS = ("crop", "flip", "brightness")
 BALANCED = "balanced"
 DEFAULT_GSAM_ALPHA = 0.01
+# `perturb_every="auto"`: the perturbed pass decides by itself when to run (trainer.gsam.GSAM).
+AUTO = "auto"
+# GSAM's own default `perturb_budget` (checked by tests/test_config.py).
+DEFAULT_PERTURB_BUDGET = 0.1
 # The Trainer's custom_config holds the training config under this key, beside the keys that
 # other executors read (e.g. tfx.extensions.google_cloud_ai_platform's `ai_platform_*`).
 CUSTOM_CONFIG_KEY = "training"
@@ -77,7 +81,11 @@ class TrainingConfig:
         adaptive: scale the perturbation by |w| (the paper's adaptive variant).
         perturb_every: for sam/gsam, run the perturbed pass every `perturb_every` steps and
             reuse its flatness direction in between (LookSAM-style; see `trainer.gsam.GSAM`);
-            1 is exact SAM/GSAM. Must be 1 for plain.
+            1 is exact SAM/GSAM; `"auto"` lets GSAM decide at each step, within
+            `perturb_budget`. Must be 1 for plain.
+        perturb_budget: with `perturb_every="auto"`, the fraction of steps that run the
+            perturbed pass on average, in (0, 1]; `None` means GSAM's default (0.1). Unused
+            otherwise, so that a comparison can set it for its `gsam-auto` method alone.
         reuse_scale: with `perturb_every` > 1, the coefficient of the reused direction
             (`trainer.gsam.GSAM`'s `reuse_scale`); `None` means GSAM's default, the adaptive
             one (at the angle the last perturbed pass measured); a number is LookSAM's fixed
@@ -115,7 +123,8 @@ class TrainingConfig:
     rho_min: float = 0.02
     alpha: float | None = None
     adaptive: bool = False
-    perturb_every: int = 1
+    perturb_every: int | str = 1
+    perturb_budget: float | None = None
     reuse_scale: float | None = None
     label_key: str = "label"
     image_key: str = "image"
@@ -150,12 +159,20 @@ class TrainingConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_int("epochs", self.epochs, minimum=1)
         _check_int("batch_size", self.batch_size, minimum=1)
-        _check_int("perturb_every", self.perturb_every, minimum=1)
+        if self.perturb_every != AUTO:
+            if isinstance(self.perturb_every, str):
+                raise ValueError(
+                    f"perturb_every must be an integer >= 1 or {AUTO!r}, got "
+                    f"{self.perturb_every!r}."
+                )
+            _check_int("perturb_every", self.perturb_every, minimum=1)
         if self.optimizer == "plain" and self.perturb_every != 1:
             raise ValueError(
                 f"perturb_every must be 1 with optimizer='plain' (it has no perturbed pass), "
-                f"got {self.perturb_every}."
+                f"got {self.perturb_every!r}."
             )
+        if self.perturb_budget is not None:
+            _check_number("perturb_budget", self.perturb_budget, low=0, high=1, low_inclusive=False)
         if self.reuse_scale is not None:
             _check_number("reuse_scale", self.reuse_scale, low=0)
         if self.num_classes is not None:
@@ -283,23 +300,39 @@ class TrainingConfig:
     @property
     def method(self) -> str:
         """The training method's name, as comparisons and reports show it: the optimizer, with
-        `-kN` when the perturbed gradient is computed every N steps (e.g. `gsam-k5`)."""
+        `-kN` when the perturbed gradient is computed every N steps (e.g. `gsam-k5`), `-auto`
+        when GSAM decides (`gsam-auto`)."""
         if self.optimizer == "plain" or self.perturb_every == 1:
             return self.optimizer
+        if self.perturb_every == AUTO:
+            return f"{self.optimizer}-{AUTO}"
         return f"{self.optimizer}-k{self.perturb_every}"
 
     @property
+    def effective_perturb_budget(self) -> float | None:
+        """The budget GSAM trains with under `perturb_every="auto"`; `None` otherwise."""
+        if self.perturb_every != AUTO:
+            return None
+        return DEFAULT_PERTURB_BUDGET if self.perturb_budget is None else self.perturb_budget
+
+    @property
     def passes_per_step(self) -> float:
-        """Forward-backward passes per training step: 1 for plain, 1 + 1/perturb_every else."""
+        """Forward-backward passes per training step, planned: 1 for plain, 1 + 1/perturb_every
+        for sam/gsam, 1 + perturb_budget with `"auto"`."""
         if self.optimizer == "plain":
             return 1.0
+        if self.perturb_every == AUTO:
+            return 1.0 + self.effective_perturb_budget
         return 1.0 + 1.0 / self.perturb_every
 
     def forward_backward_passes(self, steps: int) -> int:
-        """Forward-backward passes of the first `steps` optimizer steps: the perturbed pass
-        runs at steps 0, perturb_every, 2 * perturb_every, ..."""
+        """Forward-backward passes of the first `steps` optimizer steps, planned: the perturbed
+        pass runs at steps 0, perturb_every, 2 * perturb_every, ..., or (`"auto"`) on
+        `perturb_budget` of the steps. The training history counts the steps that did."""
         if self.optimizer == "plain":
             return steps
+        if self.perturb_every == AUTO:
+            return steps + math.ceil(steps * self.effective_perturb_budget - 1e-9)
         return steps + math.ceil(steps / self.perturb_every)
 
     def to_dict(self) -> dict[str, Any]:

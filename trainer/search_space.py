@@ -16,6 +16,8 @@ over the training config; the Trainer lays the Tuner's best values over its own 
   training config's own;
 * `label_smoothing`: uniform in `label_smoothing_range`, and `weight_decay`: log-uniform in
   `weight_decay_range`, for every method; `None` (the default) leaves each unsearched.
+* `perturb_budget`: log-uniform in `perturb_budget_range`, for SAM and GSAM when the training
+  config's `perturb_every` is `"auto"` (the auto rule's one knob).
 
 A range whose low and high are equal fixes that value.
 
@@ -35,6 +37,7 @@ import dataclasses
 from typing import Any
 
 from trainer.config import (
+    AUTO,
     OPTIMIZERS,
     TrainingConfig,
     _check_choice,
@@ -61,9 +64,16 @@ HYPERPARAMETERS = (
     "perturb_every",
     "label_smoothing",
     "weight_decay",
+    "perturb_budget",
 )
 SHARPNESS_AWARE = ("sam", "gsam")
-RANGES = ("rho_max_range", "rho_min_fraction_range", "alpha_range", "learning_rate_range")
+RANGES = (
+    "rho_max_range",
+    "rho_min_fraction_range",
+    "alpha_range",
+    "learning_rate_range",
+    "perturb_budget_range",
+)
 # Ranges searched only when set: (low, high) checks of each.
 OPTIONAL_RANGES = {
     "label_smoothing_range": dict(low=0, high=0.99),
@@ -91,6 +101,8 @@ class SearchSpace:
             training config's own.
         weight_decay_range: (low, high) of the decoupled weight decay, sampled
             log-uniformly; low > 0; `None`: the training config's own.
+        perturb_budget_range: (low, high) of `perturb_budget`, within (0, 1], sampled
+            log-uniformly; searched only when the training config has `perturb_every="auto"`.
         algorithm: KerasTuner's `"random"` search, `"bayesian"` optimization or `"hyperband"`.
         max_trials: trials to run (Hyperband stops there too).
         epochs_per_trial: epochs each trial trains (Hyperband's largest budget).
@@ -106,6 +118,7 @@ class SearchSpace:
     perturb_every_choices: tuple[int, ...] = ()
     label_smoothing_range: tuple[float, float] | None = None
     weight_decay_range: tuple[float, float] | None = None
+    perturb_budget_range: tuple[float, float] = (0.05, 0.3)
     algorithm: str = "random"
     max_trials: int = 10
     epochs_per_trial: int = 2
@@ -117,6 +130,9 @@ class SearchSpace:
         _check_range("rho_min_fraction_range", self.rho_min_fraction_range, low=0, high=1)
         _check_range("alpha_range", self.alpha_range, low=0)
         _check_range("learning_rate_range", self.learning_rate_range, low=0, low_inclusive=False)
+        _check_range(
+            "perturb_budget_range", self.perturb_budget_range, low=0, high=1, low_inclusive=False
+        )
         for name, bounds in OPTIONAL_RANGES.items():
             if getattr(self, name) is not None:
                 _check_range(name, getattr(self, name), **bounds)
@@ -177,6 +193,8 @@ class SearchSpace:
                 hp.Fixed("perturb_every", self.perturb_every_choices[0])
             elif self.perturb_every_choices:
                 hp.Choice("perturb_every", list(self.perturb_every_choices))
+            if training.perturb_every == AUTO and not self.perturb_every_choices:
+                _declare(hp, "perturb_budget", self.perturb_budget_range, log=True)
         with hp.conditional_scope("method", ["gsam"]):
             _declare(hp, "alpha", self.alpha_range)
         if self.label_smoothing_range is not None:
@@ -259,6 +277,7 @@ def tuned_config(
         fields["alpha"] = None
     if optimizer == "plain":
         fields["perturb_every"] = 1
+        fields["perturb_budget"] = None
     return dataclasses.replace(training, **fields)
 
 

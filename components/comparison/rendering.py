@@ -76,6 +76,7 @@ def results_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
         "final surrogate gap",
         "training time",
         "forward-backward passes",
+        "perturbed steps",
     ]
     rows = []
     for summary in comparison.methods:
@@ -91,6 +92,7 @@ def results_table(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
                 MISSING if summary.surrogate_gap is None else f"{summary.surrogate_gap:.4g}",
                 f"{summary.training_seconds:.1f} s",
                 f"{summary.passes:,.0f}",
+                _percent(summary.perturbed_fraction),
             ]
         )
     return header, rows
@@ -373,7 +375,8 @@ def report_blocks(comparison: Comparison, settings: dict[str, Any]) -> list[tupl
             f"with a two-sided paired t-test. Final surrogate gap: last epoch, mean over seeds "
             f"({MISSING} for plain training, which has none). Training time: wall seconds of "
             f"the training epochs and forward-backward passes: whole training, both mean over "
-            f"seeds.",
+            f"seeds. Perturbed steps: the share of training steps that ran the perturbed pass "
+            f"(below 100% with perturb_every > 1 or auto; {MISSING} for plain training).",
         ),
         ("list", significance_lines(comparison)),
         ("h3", POWER_TITLE),
@@ -511,6 +514,10 @@ def _signed(difference: float) -> str:
 def _points(fraction: float) -> str:
     """An accuracy difference in points, e.g. 0.0155 as 1.55."""
     return f"{fraction * 100:.2f}"
+
+
+def _percent(fraction: float | None) -> str:
+    return MISSING if fraction is None else f"{100 * fraction:.1f}%"
 
 
 def _p_value(p_value: float) -> str:

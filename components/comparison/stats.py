@@ -119,6 +119,15 @@ class RunResult:
         """Forward-backward passes over the whole training (the history counts them)."""
         return self.epochs[-1]["passes"]
 
+    @property
+    def perturbed_fraction(self) -> float | None:
+        """The share of training steps that ran the perturbed pass (1 for exact SAM and GSAM);
+        `None` for plain training (one pass per step), or a history without step counts."""
+        last = self.epochs[-1]
+        if not last.get("steps") or last["passes"] == last["steps"]:
+            return None
+        return (last["passes"] - last["steps"]) / last["steps"]
+
     def to_dict(self) -> dict[str, Any]:
         """The run's numbers, without its history, as results.json lists them."""
         return {
@@ -129,6 +138,7 @@ class RunResult:
             "final_surrogate_gap": self.final_surrogate_gap,
             "training_seconds": self.training_seconds,
             "passes": self.passes,
+            "perturbed_fraction": self.perturbed_fraction,
             "extra_metrics": self.extra_metrics,
         }
 
@@ -229,6 +239,7 @@ class MethodSummary:
     surrogate_gap: float | None
     training_seconds: float
     passes: float
+    perturbed_fraction: float | None
     per_class_accuracy: dict[str, float]
     extra_metrics: dict[str, Estimate]
 
@@ -250,6 +261,7 @@ class MethodSummary:
             "final_surrogate_gap": self.surrogate_gap,
             "training_seconds": self.training_seconds,
             "passes": self.passes,
+            "perturbed_fraction": self.perturbed_fraction,
             "per_class_accuracy": self.per_class_accuracy,
             "extra_metrics": {name: e.to_dict() for name, e in self.extra_metrics.items()},
             "best_seed": self.best_run.seed,
@@ -348,6 +360,7 @@ def compare(
 def _summarize(method, runs, reference_runs, target_difference) -> MethodSummary:
     runs = tuple(sorted(runs, key=lambda run: run.seed))
     gaps = [run.final_surrogate_gap for run in runs if run.final_surrogate_gap is not None]
+    fractions = [run.perturbed_fraction for run in runs if run.perturbed_fraction is not None]
     classes = {label: None for run in runs for label in run.per_class_accuracy}
     extra_names = {name: None for run in runs for name in run.extra_metrics}
     return MethodSummary(
@@ -362,6 +375,7 @@ def _summarize(method, runs, reference_runs, target_difference) -> MethodSummary
         surrogate_gap=_mean(gaps) if gaps else None,
         training_seconds=_mean([run.training_seconds for run in runs]),
         passes=_mean([run.passes for run in runs]),
+        perturbed_fraction=_mean(fractions) if fractions else None,
         per_class_accuracy={
             label: _mean(
                 [run.per_class_accuracy[label] for run in runs if label in run.per_class_accuracy]

@@ -14,11 +14,19 @@ from pipelines.flags.parsing import (
     image_shape,
     input_size,
     model_widths,
+    perturb_every,
 )
 from pipelines.flags.presets import PRESETS
 from pipelines.stages.comparison import BUDGETS, ComparisonSpec
 from pipelines.stages.data import DATA_FORMATS
-from trainer.config import AUGMENTATIONS, BASE_OPTIMIZERS, LR_SCHEDULES, MODELS, OPTIMIZERS
+from trainer.config import (
+    AUGMENTATIONS,
+    BASE_OPTIMIZERS,
+    DEFAULT_PERTURB_BUDGET,
+    LR_SCHEDULES,
+    MODELS,
+    OPTIMIZERS,
+)
 from trainer.models.builtin import MLP_UNITS, RESNET_WIDTHS
 from trainer.search_space import ALGORITHMS, OBJECTIVES, SearchSpace
 
@@ -175,10 +183,18 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--adaptive", action="store_true", help="|w|-scaled perturbation")
     group.add_argument(
         "--perturb-every",
-        type=int,
+        type=perturb_every,
         default=defaults.perturb_every,
+        metavar="{K,auto}",
         help="sam/gsam: run the perturbed pass every K steps and reuse its flatness direction "
-        "in between, LookSAM-style (default: %(default)s, exact)",
+        "in between, LookSAM-style; auto: GSAM decides when, within --perturb-budget "
+        "(default: %(default)s, exact)",
+    )
+    group.add_argument(
+        "--perturb-budget",
+        type=float,
+        help="with --perturb-every auto: the fraction of steps that run the perturbed pass, on "
+        f"average (default: {DEFAULT_PERTURB_BUDGET})",
     )
     group.add_argument(
         "--reuse-scale",
@@ -292,6 +308,7 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
         help="values of --perturb-every to choose from, for sam and gsam (default: "
         "--perturb-every's)",
     )
+    add_range("--tune-perturb-budget", "with --perturb-every auto: --perturb-budget, log-uniform")
     group.add_argument("--tune-algorithm", choices=ALGORITHMS, help=f"default: {space.algorithm}")
     group.add_argument("--tune-trials", type=int, help=f"default: {space.max_trials}")
     group.add_argument(
@@ -325,7 +342,8 @@ def add_comparison_arguments(parser: argparse.ArgumentParser) -> None:
         "--methods",
         default=",".join(defaults.methods),
         help=f"comma-separated, from {', '.join(OPTIMIZERS)}, or sam-kN / gsam-kN "
-        "(perturbed pass every N steps) (default: %(default)s)",
+        "(perturbed pass every N steps), sam-auto / gsam-auto (--perturb-every auto) "
+        "(default: %(default)s)",
     )
     group.add_argument(
         "--seeds", type=int, default=defaults.seeds, help="runs per method (default: %(default)s)"

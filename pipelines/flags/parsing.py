@@ -32,6 +32,7 @@ TRAINING_FLAGS = {
     "--rho-min": "rho_min",
     "--alpha": "alpha",
     "--perturb-every": "perturb_every",
+    "--perturb-budget": "perturb_budget",
     "--reuse-scale": "reuse_scale",
     "--train-steps-per-epoch": "train_steps_per_epoch",
     "--label-key": "label_key",
@@ -61,6 +62,7 @@ TUNING_FLAGS = {
     "--tune-perturb-every": "perturb_every_choices",
     "--tune-label-smoothing": "label_smoothing_range",
     "--tune-weight-decay": "weight_decay_range",
+    "--tune-perturb-budget": "perturb_budget_range",
     "--tune-algorithm": "algorithm",
     "--tune-trials": "max_trials",
     "--tune-epochs": "epochs_per_trial",
@@ -154,6 +156,15 @@ def input_size(text: str) -> tuple[int, ...]:
     if not re.fullmatch(r"\d+x\d+", text):
         raise argparse.ArgumentTypeError(f"must be HEIGHTxWIDTH, e.g. 14x14, got {text!r}")
     return tuple(int(size) for size in text.split("x"))
+
+
+def perturb_every(text: str) -> int | str:
+    """`--perturb-every` as an integer, or `"auto"`."""
+    if text == "auto":
+        return text
+    if not re.fullmatch(r"\d+", text):
+        raise argparse.ArgumentTypeError(f"must be an integer K >= 1 or auto, got {text!r}")
+    return int(text)
 
 
 def model_widths(text: str) -> tuple[int, ...]:

@@ -37,6 +37,7 @@ TRIAL_COLUMNS = {
     "alpha": "alpha",
     "learning_rate": "learning_rate",
     "perturb_every": "perturb_every",
+    "perturb_budget": "perturb_budget",
 }
 
 

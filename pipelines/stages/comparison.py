@@ -30,12 +30,13 @@ from components.sharpness.probe import ProbeSettings, probe_component
 from pipelines.stages.data import DataStage
 from pipelines.stages.release import eval_config, evaluator_component
 from pipelines.stages.training import TrainingInputs, trainer_component, tuner_component
-from trainer.config import OPTIMIZERS, TrainingConfig
+from trainer.config import AUTO, OPTIMIZERS, TrainingConfig
 from trainer.search_space import SearchSpace
 
 BUDGETS = ("equal-epochs", "equal-compute")
-# A method: an optimizer, and for sam/gsam optionally `-kN`, the perturbed pass every N steps.
-METHOD = re.compile(r"^(plain|sam|gsam)(?:-k([1-9][0-9]*))?$")
+# A method: an optimizer, and for sam/gsam optionally `-kN`, the perturbed pass every N steps,
+# or `-auto`, when GSAM decides.
+METHOD = re.compile(r"^(plain|sam|gsam)(?:-k([1-9][0-9]*)|-(auto))?$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +46,9 @@ class ComparisonSpec:
     Args:
         methods: training methods to compare, each one of `trainer.config.OPTIMIZERS`
             (`plain`, `sam`, `gsam`), or `sam-kN` / `gsam-kN` for the perturbed pass every N
-            steps (`perturb_every`); at least two, no repeats. The first is the reference that
+            steps (`perturb_every`), or `sam-auto` / `gsam-auto` for `perturb_every="auto"`
+            (within the base config's `perturb_budget`, which only these methods get); at least
+            two, no repeats. The first is the reference that
             gains are measured against when `plain` is absent.
         seeds: runs per method, seeded first_seed..first_seed + seeds - 1 (initialization and
             data order).
@@ -73,7 +76,8 @@ class ComparisonSpec:
         unknown = [m for m in methods if not isinstance(m, str) or not _parse_method(m)]
         if unknown:
             raise ValueError(
-                f"methods must each be one of {', '.join(OPTIMIZERS)}, or sam-kN / gsam-kN, got "
+                f"methods must each be one of {', '.join(OPTIMIZERS)}, or sam-kN / gsam-kN / "
+                f"sam-auto / gsam-auto, got "
                 f"{', '.join(map(str, unknown))}."
             )
         if len(methods) < 2 or len(set(methods)) != len(methods):
@@ -117,7 +121,8 @@ class ComparisonSpec:
             optimizer=optimizer,
             alpha=base.alpha if optimizer == "gsam" else None,
             perturb_every=perturb_every,
-            reuse_scale=base.reuse_scale if perturb_every > 1 else None,
+            perturb_budget=base.perturb_budget if perturb_every == AUTO else None,
+            reuse_scale=base.reuse_scale if perturb_every != 1 else None,
         )
 
 
@@ -159,12 +164,12 @@ def validation_line(inputs: TrainingInputs, training: TrainingConfig) -> str:
     )
 
 
-def _parse_method(method: str) -> tuple[str, int] | None:
+def _parse_method(method: str) -> tuple[str, int | str] | None:
     """(optimizer, perturb_every) of a method name, or None when it names none."""
     match = METHOD.match(method)
-    if match is None or (match.group(1) == "plain" and match.group(2)):
+    if match is None or (match.group(1) == "plain" and (match.group(2) or match.group(3))):
         return None
-    return match.group(1), int(match.group(2) or 1)
+    return match.group(1), match.group(3) or int(match.group(2) or 1)
 
 
 def run_name(method: str, seed: int) -> str:

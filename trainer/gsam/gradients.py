@@ -26,7 +26,7 @@ class SharpnessAwareGradients(
             "finite",
             "logs",
             "perturbed",
-            "flatness_updates",
+            "stored_updates",
         ],
     )
 ):
@@ -51,12 +51,15 @@ class SharpnessAwareGradients(
             and for this replica's batch. With a stored `flatness`, also
             `perturbed_step` (1 when the perturbed pass ran, else 0); on a
             step without it, `perturbed_loss` is the clean loss, the gap 0
-            and the cosine 1.
+            and the cosine 1. With a `reference`, also `reference_cosine`,
+            the cosine between `g` and the stored reference gradient
+            (averaged over replicas, so every replica holds the same value).
         perturbed: scalar bool (or Python `True`), whether the perturbed
             pass ran.
-        flatness_updates: `(variable, u)` pairs for the stored flatness
-            direction; `apply_sharpness_aware_gradients` assigns them only
-            after a finite step that ran the perturbed pass. Empty without
+        stored_updates: `(variable, value)` pairs for the stored flatness
+            direction `u` and, with a `reference`, the unit clean gradient;
+            `apply_sharpness_aware_gradients` assigns them only after a
+            finite step that ran the perturbed pass. Empty without
             `flatness`.
     """
 
@@ -77,6 +80,7 @@ def sharpness_aware_gradients(
     perturb=True,
     flatness=None,
     reuse_scale=None,
+    reference=None,
 ):
     """One GSAM gradient computation on a batch; changes no state.
 
@@ -102,7 +106,11 @@ def sharpness_aware_gradients(
     `formulas.reused_gsam_direction(g, u, alpha, reuse_scale)`. Under
     `sync_perturbation` the all-reduce of `g_p` runs on every step (a
     replica cannot skip a collective inside a `tf.cond`); its result is
-    unused on steps without the perturbed pass.
+    unused on steps without the perturbed pass. With `reference` (variables
+    holding the unit clean gradient of the last step that stored `u`), the
+    step also measures how far `g` has turned from it (`reference_cosine`)
+    and, when it perturbs, stores its own unit `g` there: the staleness
+    signal of `perturb_every="auto"` (`trainer.gsam.schedule`).
 
     Args:
         model: a compiled Keras model; its `compute_loss` and `optimizer`
@@ -124,6 +132,9 @@ def sharpness_aware_gradients(
         reuse_scale: `None` (adaptive) or LookSAM's fixed coefficient of the
             reused direction; see `formulas.reused_gsam_direction`. Only
             read with `flatness`.
+        reference: `None`, or one variable per `model.trainable_variables`
+            entry, of its shape, holding the unit clean gradient of the last
+            step that stored `u`. Only with `flatness`.
 
     Returns:
         A `SharpnessAwareGradients`.
@@ -149,17 +160,17 @@ def sharpness_aware_gradients(
         return strategy.reduce("MEAN", logs, axis=None)
     ```
     """
-    replica = _replica_context(model, perturb, flatness)
+    replica = _replica_context(model, perturb, flatness, reference)
     weights = [tf.convert_to_tensor(v) for v in model.trainable_variables]
 
-    loss, grads, y_pred, state_updates = _training_pass(model, weights, x, y, sample_weight)
+    loss, grads, y_pred, state_updates = training_pass(model, weights, x, y, sample_weight)
     if sync_perturbation:
         grads = _sum_over_replicas(replica, grads)
 
     def perturbed_pass():
         e = formulas.perturbation(grads, weights, rho, perturbation, eps=eps, asam_eta=asam_eta)
         perturbed_weights = [w if ei is None else w + ei for w, ei in zip(weights, e)]
-        perturbed_loss, perturbed_grads, _, _ = _training_pass(
+        perturbed_loss, perturbed_grads, _, _ = training_pass(
             model, perturbed_weights, x, y, sample_weight
         )
         return perturbed_loss, perturbed_grads
@@ -194,16 +205,22 @@ def sharpness_aware_gradients(
         inner=inner,
         eps=eps,
     )
-    flatness_updates = []
+    stored_updates = []
     if flatness is not None:
         logs["perturbed_step"] = ops.cast(perturb, "float32")
-        flatness_updates = [(v, u) for v, u in zip(flatness, new_flatness) if u is not None]
+        stored_updates = [(v, u) for v, u in zip(flatness, new_flatness) if u is not None]
+    if reference is not None:
+        cosine, unit_grads = _reference_cosine(
+            replica, sync_perturbation, grads, grad_norm, reference, eps
+        )
+        logs["reference_cosine"] = cosine
+        stored_updates += [(v, u) for v, u in zip(reference, unit_grads) if u is not None]
     return SharpnessAwareGradients(
-        directions, y_pred, state_updates, finite, logs, perturb, flatness_updates
+        directions, y_pred, state_updates, finite, logs, perturb, stored_updates
     )
 
 
-def _replica_context(model, perturb, flatness):
+def _replica_context(model, perturb, flatness, reference):
     """The replica context the step runs in, once the arguments are checked."""
     if getattr(model, "optimizer", None) is None:
         raise ValueError(
@@ -220,8 +237,14 @@ def _replica_context(model, perturb, flatness):
             "A step may skip the perturbed pass (`perturb` other than True) only with the "
             f"stored `flatness` direction to reuse. Received: perturb={perturb!r}, flatness=None"
         )
-    if flatness is not None:
-        _check_flatness(flatness, model.trainable_variables)
+    if reference is not None and flatness is None:
+        raise ValueError(
+            "`reference` measures how stale the stored `flatness` direction is, so it needs "
+            "one. Received: flatness=None"
+        )
+    for name, stored in (("flatness", flatness), ("reference", reference)):
+        if stored is not None:
+            _check_stored(name, stored, model.trainable_variables)
     return replica
 
 
@@ -247,6 +270,19 @@ def _reused_direction(grads, flatness, alpha, reuse_scale, minimize_fp, eps):
     stored = [None if g is None else tf.convert_to_tensor(v) for g, v in zip(grads, flatness)]
     grad_norm = formulas.global_norm(grads)
     return directions, stored, grad_norm, tf.square(grad_norm)
+
+
+def _reference_cosine(replica, sync_perturbation, grads, grad_norm, reference, eps):
+    """cos(g, reference), averaged over replicas unless `g` is already the global gradient,
+    and the unit `g` to store as the next reference."""
+    reference = [None if g is None else v for g, v in zip(grads, reference)]
+    cosine = formulas.inner_product(grads, reference) / (
+        (grad_norm + eps) * (formulas.global_norm(reference) + eps)
+    )
+    if replica.num_replicas_in_sync > 1 and not sync_perturbation:
+        cosine = replica.all_reduce(tf.distribute.ReduceOp.MEAN, cosine)
+    unit = 1.0 / (grad_norm + eps)
+    return cosine, [None if g is None else g * tf.cast(unit, g.dtype) for g in grads]
 
 
 def _finite_on_every_replica(replica, grad_norm, perturbed_norm):
@@ -312,22 +348,34 @@ def _cond(perturb, perturbed_fn, reused_fn):
     return tf.nest.pack_sequence_as(traced["output"], flat)
 
 
-def _check_flatness(flatness, variables):
+def _check_stored(name, stored, variables):
     shapes = [tuple(v.shape) for v in variables]
-    stored = [tuple(v.shape) for v in flatness]
-    if stored != shapes:
+    stored_shapes = [tuple(v.shape) for v in stored]
+    if stored_shapes != shapes:
         raise ValueError(
-            "`flatness` must hold one variable per trainable variable, of its shape; did the "
-            f"trainable variables change since it was made? Received shapes {stored} for "
-            f"trainable variables of shapes {shapes}"
+            f"`{name}` must hold one variable per trainable variable, of its shape; did the "
+            f"trainable variables change since it was made? Received shapes {stored_shapes} "
+            f"for trainable variables of shapes {shapes}"
         )
 
 
-def _training_pass(model, weights, x, y, sample_weight):
+def training_pass(model, weights, x, y, sample_weight):
     """Loss, loss-scaled gradients, predictions and state updates at `weights`.
 
     Runs in a `StatelessScope`: variables are read from `weights` (trainable)
-    or their current values (the rest), and nothing is assigned.
+    or their current values (the rest), and nothing is assigned. Both passes
+    of `sharpness_aware_gradients` are this function; a study of the two
+    gradients (bench/reuse_staleness.py) calls it directly.
+
+    Args:
+        model: a compiled Keras model (its `compute_loss` and optimizer's
+            loss scale are used).
+        weights: one tensor per `model.trainable_variables` entry.
+        x, y, sample_weight: the batch.
+
+    Returns:
+        `(loss, grads, y_pred, state_updates)`, `state_updates` as
+        `(variable, value)` pairs.
     """
     with tf.GradientTape() as tape:
         tape.watch(weights)
@@ -367,19 +415,19 @@ def apply_sharpness_aware_gradients(model, step):
     that it lowers its loss scale.
 
     After a finite step that ran the perturbed pass it also stores the new
-    flatness direction (`step.flatness_updates`).
+    flatness direction and reference gradient (`step.stored_updates`).
 
     Call it in the same replica context as `sharpness_aware_gradients`.
     """
     for variable, value in step.state_updates:
         variable.assign(ops.where(step.finite, value, variable))
-    if step.flatness_updates:
+    if step.stored_updates:
 
-        def store_flatness():
-            for variable, value in step.flatness_updates:
+        def store():
+            for variable, value in step.stored_updates:
                 variable.assign(value)
 
-        ops.cond(ops.logical_and(step.perturbed, step.finite), store_flatness, lambda: None)
+        ops.cond(ops.logical_and(step.perturbed, step.finite), store, lambda: None)
     optimizer = model.optimizer
     variables = model.trainable_variables
     directions = step.directions

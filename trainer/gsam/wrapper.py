@@ -17,11 +17,14 @@ import tensorflow as tf
 from keras import ops
 
 from trainer.gsam import rho as rho_lib
+from trainer.gsam import schedule
 from trainer.gsam.gradients import apply_sharpness_aware_gradients, sharpness_aware_gradients
 
-# Logs measured by the perturbed pass; with `perturb_every > 1`, averaged
-# over the steps that ran it.
+# Logs measured by the perturbed pass; with `perturb_every > 1` (or "auto"),
+# averaged over the steps that ran it.
 PERTURBED_PASS_LOGS = ("perturbed_loss", "surrogate_gap", "grad_cosine")
+# `perturb_every="auto"`: the perturbed pass runs when the stored direction looks stale.
+AUTO = "auto"
 
 
 class _LiveHyperparameter:
@@ -147,9 +150,29 @@ class GSAM(keras.Model):
     XLA (`jit_compile=True`) runs the perturbed pass's convolution gradients
     inside the conditional about 20x slower (TF 2.21); training warns.
     Logged:
-    `perturbed_step` (1 when this step ran the perturbed pass, else 0);
+    `perturbed_step` (1 when this step ran the perturbed pass, else 0),
+    `perturbed_fraction` (its mean over the epoch's steps) and
+    `perturbed_steps` (the total, saved with the model);
     `perturbed_loss`, `surrogate_gap` and `grad_cosine` are running means
     over the perturbing steps only (0 before an epoch's first one).
+
+    Deciding by itself (`perturb_every="auto"`): the perturbed pass runs when
+    the stored direction looks staler than usual, within a budget
+    (`trainer.gsam.schedule`). Staleness is `1 - cos(g, g_ref)`, the turn of
+    the clean gradient since the step that stored `u` (`g_ref` is kept as a
+    unit vector per weight, `reference_gradient`, like `u`); a step earns
+    `perturb_budget` credit and a perturbing step costs 1, so over a run
+    `perturb_budget` of the steps perturb (about `1 + perturb_budget`
+    passes per step) and no stored direction is older than about
+    `2 / perturb_budget` steps. The next step perturbs when the credit is at
+    least 1 and this step found the direction staler than the running mean
+    of its reusing steps, or when the credit reaches 2. The decision for the
+    next step is taken from scalars every replica holds alike (the cosine
+    averaged over replicas, the credit and mean in variables assigned from
+    the first replica), so all replicas decide alike; the credit and mean
+    (`perturb_credit`, `staleness_mean`) are saved with checkpoints and
+    `.keras` files, so a restored run continues with the same decisions.
+    Deciding costs one inner product and one norm per step.
 
     Args:
         model: the Keras model to train. Available as `gsam_model.model`,
@@ -179,12 +202,16 @@ class GSAM(keras.Model):
             all-reduces.
         eps: added to every norm before dividing, > 0.
         perturb_every: run the perturbed pass every `perturb_every` steps,
-            an integer >= 1; 1 (the default) is exact GSAM at every step.
+            an integer >= 1; 1 (the default) is exact GSAM at every step;
+            `"auto"` decides at each step, within `perturb_budget`.
         reuse_scale: `None` (the default) rebuilds the perturbed gradient
             at about the angle to `g` that the last perturbed pass
             measured; a number >= 0 is LookSAM's fixed coefficient instead
             (0.7 in its public ports; the paper tunes it). Only with
-            `perturb_every > 1`.
+            `perturb_every` other than 1.
+        perturb_budget: with `perturb_every="auto"`, the fraction of steps
+            that run the perturbed pass, in (0, 1]. Defaults to 0.1 (about
+            the cost of `perturb_every=10`). Unused otherwise.
         **kwargs: `name`, `trainable`, `dtype` as for any Keras model.
 
     Example, rho following a cosine learning rate from 0.04 down to 0.02:
@@ -207,6 +234,18 @@ class GSAM(keras.Model):
     history = gsam_model.fit(keras.random.normal((64, 8)),
                              keras.random.normal((64, 1)), batch_size=8, verbose=0)
     # history.history["perturbed_step"]: 1.0 if the last step perturbed.
+    ```
+
+    Example, the perturbed pass on about 1 step in 8, when the stored
+    direction is stalest:
+
+    ```python
+    gsam_model = GSAM(model, rho=0.05, alpha=0.01, perturb_every="auto",
+                      perturb_budget=0.125)
+    gsam_model.compile(optimizer="sgd", loss="mse")
+    history = gsam_model.fit(keras.random.normal((256, 8)),
+                             keras.random.normal((256, 1)), batch_size=8, verbose=0)
+    # history.history["perturbed_fraction"]: [0.125]
     ```
     """
 
@@ -233,6 +272,7 @@ class GSAM(keras.Model):
         eps=1e-12,
         perturb_every=1,
         reuse_scale=None,
+        perturb_budget=0.1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -253,7 +293,7 @@ class GSAM(keras.Model):
             )
         if not eps > 0:
             raise ValueError(f"`eps` must be > 0. Received: eps={eps}")
-        _check_reuse(perturb_every, reuse_scale)
+        _check_reuse(perturb_every, reuse_scale, perturb_budget)
 
         self.model = model
         self.lr_max = lr_max
@@ -264,27 +304,27 @@ class GSAM(keras.Model):
         self.minimize_fp = bool(minimize_fp)
         self.sync_perturbation = bool(sync_perturbation)
         self.eps = eps
-        self.perturb_every = int(perturb_every)
+        self.perturb_every = perturb_every if perturb_every == AUTO else int(perturb_every)
         self.reuse_scale = None if reuse_scale is None else float(reuse_scale)
+        self.perturb_budget = float(perturb_budget)
         self._rho = None if lr_tied else self._hyperparameter("rho", rho)
         self._rho_max = self._hyperparameter("rho_max", rho_max) if lr_tied else None
         self._rho_min = self._hyperparameter("rho_min", rho_min) if lr_tied else None
         self._alpha = self._hyperparameter("alpha", alpha)
         self.skipped_steps = self._counter("skipped_steps")
         self.flatness_direction = None
-        if self.perturb_every > 1:
+        self.reference_gradient = None
+        step_means = ["perturbed_loss", "surrogate_gap", "grad_norm", "grad_cosine"]
+        if self.reuses:
             self.steps_until_perturbation = self._counter("steps_until_perturbation")
+            self.perturbed_steps = self._counter("perturbed_steps")
+            step_means.append("perturbed_fraction")
+            if self.perturb_every == AUTO:
+                self.perturb_credit = self._state("perturb_credit", 1.0)
+                self.staleness_mean = self._state("staleness_mean", 0.0)
             if model.built:
-                self._build_flatness_direction()
-        self._step_means = {
-            name: keras.metrics.Mean(name=name)
-            for name in (
-                "perturbed_loss",
-                "surrogate_gap",
-                "grad_norm",
-                "grad_cosine",
-            )
-        }
+                self._build_stored_directions()
+        self._step_means = {name: keras.metrics.Mean(name=name) for name in step_means}
 
     def _hyperparameter(self, name, value):
         return self.add_weight(
@@ -296,26 +336,40 @@ class GSAM(keras.Model):
             name=name,
         )
 
+    @property
+    def reuses(self):
+        """Whether some steps skip the perturbed pass and reuse the stored direction."""
+        return self.perturb_every != 1
+
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
 
     def _counter(self, name):
+        return self._state(name, 0, dtype="int64")
+
+    def _state(self, name, initial, dtype="float32"):
         # Equal on every replica; assigned from the first.
         return self.add_weight(
             shape=(),
-            dtype="int64",
-            initializer="zeros",
+            dtype=dtype,
+            initializer=keras.initializers.Constant(initial),
             trainable=False,
+            autocast=False,
             aggregation="only_first_replica",
             name=name,
         )
 
-    def _build_flatness_direction(self):
+    def _build_stored_directions(self):
+        self.flatness_direction = self._per_weight_state("flatness_direction")
+        if self.perturb_every == AUTO:
+            self.reference_gradient = self._per_weight_state("reference_gradient")
+
+    def _per_weight_state(self, name):
         # Per replica (ON_READ): each replica reuses the direction of its own
         # shard, as each perturbs along its own gradient; reads outside a
         # replica, as in saving, give the mean.
         with keras.name_scope(self.name, caller=self):
-            directions = [
+            variables = [
                 keras.Variable(
                     keras.initializers.Zeros(),
                     shape=variable.shape,
@@ -324,21 +378,21 @@ class GSAM(keras.Model):
                     autocast=False,
                     aggregation="mean",
                     synchronization="on_read",
-                    name=f"flatness_direction_{i}",
+                    name=f"{name}_{i}",
                 )
                 for i, variable in enumerate(self.model.trainable_variables)
             ]
         # One attribute each: TensorFlow checkpoints follow attributes, not
         # Keras's tracked lists.
-        for i, direction in enumerate(directions):
-            setattr(self, f"_flatness_direction_{i}", direction)
-        self.flatness_direction = directions
+        for i, variable in enumerate(variables):
+            setattr(self, f"_{name}_{i}", variable)
+        return variables
 
     def build(self, input_shape):
         if not self.model.built:
             self.model.build(input_shape)
-        if self.perturb_every > 1 and self.flatness_direction is None:
-            self._build_flatness_direction()
+        if self.reuses and self.flatness_direction is None:
+            self._build_stored_directions()
 
     def current_rho(self):
         """rho for the next step: constant, or from the learning rate."""
@@ -362,11 +416,11 @@ class GSAM(keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         rho_t = self.current_rho()
         reuse = {}
-        if self.perturb_every > 1:
+        if self.reuses:
             if self.flatness_direction is None:
                 raise ValueError(
-                    "`perturb_every` > 1 stores a direction per weight, so the weights must "
-                    "exist before training: give `model` an `Input`, or call "
+                    "`perturb_every` other than 1 stores a direction per weight, so the weights "
+                    "must exist before training: give `model` an `Input`, or call "
                     "`gsam_model.build(input_shape)` first."
                 )
             self._warn_if_xla_on_cpu()
@@ -374,6 +428,7 @@ class GSAM(keras.Model):
                 perturb=ops.equal(self.steps_until_perturbation, 0),
                 flatness=self.flatness_direction,
                 reuse_scale=self.reuse_scale,
+                reference=self.reference_gradient,
             )
         step = sharpness_aware_gradients(
             self,
@@ -392,12 +447,7 @@ class GSAM(keras.Model):
         apply_sharpness_aware_gradients(self, step)
         self.skipped_steps.assign_add(ops.cast(ops.logical_not(step.finite), "int64"))
         if reuse:
-            # A non-finite perturbing step stored nothing: perturb again next step.
-            after_perturbing = ops.where(step.finite, self.perturb_every - 1, 0)
-            countdown = self.steps_until_perturbation
-            countdown.assign(
-                ops.cast(ops.where(step.perturbed, after_perturbing, countdown - 1), "int64")
-            )
+            self._schedule_next_step(step)
 
         batch_size = ops.shape(keras.tree.flatten(x)[0])[0]
         self._loss_tracker.update_state(step.logs["loss"], sample_weight=batch_size)
@@ -405,13 +455,38 @@ class GSAM(keras.Model):
             weight = batch_size if name.endswith(("loss", "gap")) else 1
             if reuse and name in PERTURBED_PASS_LOGS:
                 weight = ops.cast(weight, "float32") * step.logs["perturbed_step"]
-            mean.update_state(step.logs[name], sample_weight=weight)
+            value = step.logs["perturbed_step" if name == "perturbed_fraction" else name]
+            mean.update_state(value, sample_weight=weight)
         logs = self.compute_metrics(x, y, step.y_pred, sample_weight)
         logs["rho"] = rho_t
         logs["skipped_steps"] = ops.convert_to_tensor(self.skipped_steps)
         if reuse:
             logs["perturbed_step"] = step.logs["perturbed_step"]
+            logs["perturbed_steps"] = ops.convert_to_tensor(self.perturbed_steps)
         return logs
+
+    def _schedule_next_step(self, step):
+        """Counts the perturbed pass and decides whether the next step runs it."""
+        self.perturbed_steps.assign_add(ops.cast(step.perturbed, "int64"))
+        countdown = self.steps_until_perturbation
+        if self.perturb_every == AUTO:
+            perturb_next, credit, staleness_mean = schedule.next_decision(
+                step.perturbed,
+                step.finite,
+                step.logs["reference_cosine"],
+                self.perturb_credit,
+                self.staleness_mean,
+                self.perturb_budget,
+            )
+            self.perturb_credit.assign(credit)
+            self.staleness_mean.assign(staleness_mean)
+            countdown.assign(ops.cast(ops.where(perturb_next, 0, 1), "int64"))
+            return
+        # A non-finite perturbing step stored nothing: perturb again next step.
+        after_perturbing = ops.where(step.finite, self.perturb_every - 1, 0)
+        countdown.assign(
+            ops.cast(ops.where(step.perturbed, after_perturbing, countdown - 1), "int64")
+        )
 
     def _warn_if_xla_on_cpu(self):
         """Warns, once per trace, of XLA's slow perturbed pass on CPU."""
@@ -454,6 +529,7 @@ class GSAM(keras.Model):
                 "eps": self.eps,
                 "perturb_every": self.perturb_every,
                 "reuse_scale": self.reuse_scale,
+                "perturb_budget": self.perturb_budget,
             }
         )
         return config
@@ -518,15 +594,25 @@ def _check_constant_rho(rho, lr_max, lr_min):
             )
 
 
-def _check_reuse(perturb_every, reuse_scale):
-    if (
+def _check_reuse(perturb_every, reuse_scale, perturb_budget):
+    if perturb_every != AUTO and (
         isinstance(perturb_every, bool)
         or not isinstance(perturb_every, numbers.Integral)
         or perturb_every < 1
     ):
         raise ValueError(
-            "`perturb_every` must be an integer >= 1 (1 is exact GSAM). "
+            f"`perturb_every` must be an integer >= 1 (1 is exact GSAM) or {AUTO!r}. "
             f"Received: perturb_every={perturb_every!r}"
+        )
+    if (
+        isinstance(perturb_budget, bool)
+        or not isinstance(perturb_budget, numbers.Real)
+        or not 0 < perturb_budget <= 1
+    ):
+        raise ValueError(
+            "`perturb_budget` must be a number in (0, 1]: the fraction of steps that run the "
+            f"perturbed pass under perturb_every={AUTO!r}. Received: "
+            f"perturb_budget={perturb_budget!r}"
         )
     if reuse_scale is not None:
         if perturb_every == 1:

@@ -40,7 +40,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from trainer.config import BALANCED, CUSTOM_CONFIG_KEY, TrainingConfig
+from trainer.config import BALANCED, CUSTOM_CONFIG_KEY, DEFAULT_PERTURB_BUDGET, TrainingConfig
 from trainer.gsam import GSAM
 from trainer.inputs import data
 from trainer.models import export
@@ -271,7 +271,8 @@ def wrap_for_training(model, config: TrainingConfig, lr_max, lr_min, own_optimiz
         alpha=config.effective_alpha,
         adaptive=config.adaptive,
         perturb_every=config.perturb_every,
-        reuse_scale=config.reuse_scale if config.perturb_every > 1 else None,
+        reuse_scale=config.reuse_scale if config.perturb_every != 1 else None,
+        perturb_budget=config.effective_perturb_budget or DEFAULT_PERTURB_BUDGET,
         **lr_bounds,
     )
     if model.built:

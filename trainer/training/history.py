@@ -2,8 +2,10 @@
 
 `TrainingHistory` is a Keras callback. After every epoch it rewrites `history.json` (atomically,
 so a reader never sees half a file) with what the comparison report plots: the epoch's
-training and validation logs, GSAM's `perturbed_loss`, `surrogate_gap` and `rho`, the learning
-rate, wall seconds, and the cumulative optimizer steps and forward-backward passes. At the end
+training and validation logs, GSAM's `perturbed_loss`, `surrogate_gap` and `rho` (and, when
+steps may skip the perturbed pass, `perturbed_fraction`: the share of the epoch's steps that ran
+it), the learning rate, wall seconds, and the cumulative optimizer steps and forward-backward
+passes. At the end
 of training it writes a TensorBoard HParams summary (method, seed, rho_max, rho_min, alpha,
 learning rate -> final validation accuracy), so `tensorboard --logdir PIPELINE_ROOT` compares
 runs too.
@@ -90,9 +92,16 @@ class TrainingHistory(keras.callbacks.Callback):
         record.setdefault("learning_rate", _current_learning_rate(self.model.optimizer))
         record["seconds"] = time.perf_counter() - self._epoch_start
         record["steps"] = self._steps
-        record["passes"] = self.config.forward_backward_passes(self._steps)
+        record["passes"] = self._passes(record)
         self.epochs.append(record)
         write_history(self.path, self.config, self.epochs, self.notes)
+
+    def _passes(self, record: dict) -> int:
+        """Cumulative forward-backward passes: GSAM counts the steps that ran the perturbed pass
+        when some skip it (`perturbed_steps`); otherwise the config tells."""
+        if "perturbed_steps" in record:
+            return self._steps + round(record["perturbed_steps"])
+        return self.config.forward_backward_passes(self._steps)
 
     def on_train_end(self, logs=None):
         if self.hparams_dir is None or not self.epochs:
