@@ -52,7 +52,7 @@ def check_spec(
     assert set(spec.components) == COMPONENTS | set(extra_components)
     executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items() if "container" in e}
-    assert set(images.values()) == {IMAGE} and len(images) == 8 + len(extra_components)
+    assert set(images.values()) == {IMAGE} and len(images) == 9 + len(extra_components)
     assert executors["Trainer_executor"]["container"]["args"][1].endswith(executor_class)
     parameters = task_parameters(spec, "Trainer")
     assert parameters["run_fn"] == "trainer.task.run_fn"

@@ -115,7 +115,12 @@ def build(
                 beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
                 enable_cache=args.enable_cache,
             ),
-            DataSettings(args.data_root, data_format, schema_path=schema),
+            DataSettings(
+                args.data_root,
+                data_format,
+                schema_path=schema,
+                max_bad_records=args.max_bad_records,
+            ),
             settings.training_config(args, data_format),
             settings.release_settings(
                 args, parser, serving_model_dir, baseline="latest-blessed"

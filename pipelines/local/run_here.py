@@ -93,7 +93,9 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
                 beam_pipeline_args=args.beam_args or configs.BEAM_PIPELINE_ARGS,
                 enable_cache=args.enable_cache,
             ),
-            data.DataSettings(data_root, data_format, split_folders, schema),
+            data.DataSettings(
+                data_root, data_format, split_folders, schema, args.max_bad_records
+            ),
             settings.training_config(args, data_format),
             settings.release_settings(args, parser, layout.serving_model_dir),
             tuning=settings.search_space(args),
