@@ -1,8 +1,8 @@
 """How the whole pipeline's cost grows with the data, beside TFX's penguin example.
 
 For each train size (default 10,000, 30,000 and 60,000 Fashion-MNIST images, each root
-with the 10,000 test images as its eval split; bench/fashion_mnist_roots.py), and for each
-Beam mode of the data components:
+with the 10,000 test images as its eval split; 600,000 repeats the 60,000 ten times, shifted;
+bench/fashion_mnist_roots.py), and for each Beam mode of the data components:
 
 - `in_memory`: `--direct_running_mode=in_memory` (the runners' default);
 - `multi_processing`: `--direct_running_mode=multi_processing --direct_num_workers=2`;
@@ -11,8 +11,11 @@ runs the local pipeline (`python -m pipelines.local_runner`, the demo's model an
 settings, the curated schema) in a fresh output folder with the same training budget:
 one epoch of `--steps` steps, accuracy threshold 0 so the Pusher pushes. Each component's
 wall time comes from ML Metadata's execution records (`pipelines.local.summary`), the run's wall
-time from its process. Then, on that run's ExampleGen output, the Trainer's input pipeline
-against in-memory tensors (bench/input_throughput.py). Once per benchmark, TFX's penguin
+time and peak memory from its process. Then, on that run's ExampleGen output, the record check
+alone in each Beam mode (and, with `--record-check-before`, an earlier commit's one-process
+check), each in its own process, one after the other (bench/record_check_cost.py), and the
+Trainer's input pipeline against in-memory tensors (bench/input_throughput.py). With
+`--checkout`, the pipeline runs are another checkout's code. Once per benchmark, TFX's penguin
 example runs end to end with the default Beam mode (bench/penguin_reference.py): the
 reference for a run's fixed cost. Everything runs one at a time, in one benchmark run, so
 the ratios compare measurements under the same machine load; the load averages are in the
@@ -23,6 +26,8 @@ Usage:
 ```
 python -m bench.pipeline_scale                   # 10k, 30k, 60k; both Beam modes; penguin
 python -m bench.pipeline_scale --sizes 10000 --beam-modes in_memory --no-penguin
+python -m bench.pipeline_scale --sizes 60000,600000 --beam-modes in_memory --no-penguin \
+    --no-throughput --record-check-before ../before   # a clone at commit dce152e
 ```
 
 Prints the tables (bench/scale_table.py) and writes JSON to `--output`
@@ -253,7 +258,7 @@ def main(argv=None):
                 record_checks[size] = record_check_cost.measure(
                     examples.uri,
                     artifact_utils.decode_split_names(examples.split_names),
-                    {mode: list(BEAM_MODES[mode]) for mode in args.beam_modes},
+                    {mode: list(beam_args) for mode, beam_args in BEAM_MODES.items()},
                     args.record_check_before,
                 )
             if mode == args.beam_modes[0] and not args.no_throughput:
