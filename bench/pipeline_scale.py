@@ -45,6 +45,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tfx.types import artifact_utils  # noqa: E402
+
 from bench import (  # noqa: E402
     fashion_mnist_roots,
     input_throughput,
@@ -53,16 +55,11 @@ from bench import (  # noqa: E402
     report,
     scale_table,
 )
-from tfx.types import artifact_utils  # noqa: E402
-
 from pipelines import configs  # noqa: E402
 from pipelines.local import summary  # noqa: E402
 from pipelines.local.layout import output_layout  # noqa: E402
 
-BEAM_MODES = {
-    "in_memory": ("--direct_running_mode=in_memory",),
-    "multi_processing": ("--direct_running_mode=multi_processing", "--direct_num_workers=2"),
-}
+BEAM_MODES = record_check_cost.BEAM_MODES
 DEFAULT_SIZES = (10000, 30000, 60000)
 DEFAULT_OUTPUT = os.path.join("bench", "results", "pipeline_scale.json")
 LOG_TAIL_CHARS = 4000

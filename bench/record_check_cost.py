@@ -12,20 +12,34 @@ Each way runs in a process of its own, on the same Examples artifact, one after 
 `peak_rss_mib` the peak resident memory of its largest process, Beam's worker processes
 included, read from the kernel when the process ends (`os.wait4`).
 
+The ways take turns, `--rounds` times, and a way's ratio to `before` is the median of its
+per-round ratios: on a shared machine, each compares two runs made one after the other.
+
 Example:
 
-    from bench import record_check_cost
-    print(record_check_cost.measure("out/pipeline/ImportExampleGen/examples/1",
-                                    ["train", "eval"], {"in_memory": []}))
+```
+python -m bench.record_check_cost --examples OUT/pipeline/ImportExampleGen/examples/1 \
+    --before-checkout ../before --rounds 3
+```
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+
+from bench import report
+
+# The benchmark's Beam modes (bench/pipeline_scale.py's).
+BEAM_MODES = {
+    "in_memory": ("--direct_running_mode=in_memory",),
+    "multi_processing": ("--direct_running_mode=multi_processing", "--direct_num_workers=2"),
+}
 
 # Runs in the measured checkout (its own `components`), prints the check's seconds as JSON.
 DRIVER = """
@@ -72,18 +86,111 @@ def measure(
     splits: list[str],
     beam_modes: dict[str, list[str]],
     before_checkout: str | None = None,
+    rounds: int = 1,
 ) -> dict[str, dict]:
-    """Way -> its measurement, for the Examples at `uri` with `splits`: the Beam check in
-    each of `beam_modes` (mode -> Beam arguments), and `before` with `before_checkout`."""
+    """Way -> its measurements, for the Examples at `uri` with `splits`: the Beam check in
+    each of `beam_modes` (mode -> Beam arguments), and `before` with `before_checkout`.
+
+    The ways take turns, `rounds` times. Per way: `rounds` (each run's record), the medians
+    `seconds`, `wall_seconds` and `peak_rss_mib`, and with `before`, `ratio_to_before`: the
+    median of the rounds' seconds / before's seconds, so each ratio compares two runs made
+    one after the other.
+    """
     ways = {mode: (HERE, [list(args)]) for mode, args in beam_modes.items()}
     if before_checkout is not None:
         ways["before"] = (before_checkout, [])
+    runs = {way: [] for way in ways}
+    for _ in range(rounds):
+        for way, (checkout, extra) in ways.items():
+            load = os.getloadavg()
+            runs[way].append(
+                {
+                    **run_driver(checkout, uri, splits, extra),
+                    "load_average_at_start": load,
+                    "load_average_at_end": os.getloadavg(),
+                }
+            )
     measured = {}
-    for way, (checkout, extra) in ways.items():
-        load = os.getloadavg()
+    for way, records in runs.items():
         measured[way] = {
-            **run_driver(checkout, uri, splits, extra),
-            "load_average_at_start": load,
-            "load_average_at_end": os.getloadavg(),
+            key: statistics.median(record[key] for record in records)
+            for key in ("seconds", "wall_seconds", "peak_rss_mib")
         }
+        measured[way]["rounds"] = records
+        if "before" in runs and way != "before":
+            measured[way]["ratio_to_before"] = statistics.median(
+                mine["seconds"] / theirs["seconds"]
+                for mine, theirs in zip(records, runs["before"])
+            )
     return measured
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--examples", required=True,
+        help="an Examples artifact's folder (ExampleGen's output: Split-*/ of gzipped TFRecords)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--before-checkout", default=None,
+        help="also time the record check of this checkout (a clone at commit dce152e)",
+    )  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--beam-modes", default="in_memory,multi_processing",
+        help="comma-separated, from: in_memory, multi_processing (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--output", default=os.path.join("bench", "results", "record_check.json"))
+    args = parser.parse_args(argv)
+    splits = sorted(
+        name.removeprefix("Split-")
+        for name in os.listdir(args.examples)
+        if name.startswith("Split-")
+    )
+    if not splits:
+        parser.error(f"--examples {args.examples} holds no Split-* folder")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    modes = {}
+    for mode in args.beam_modes.split(","):
+        if mode not in BEAM_MODES:
+            parser.error(f"unknown Beam mode {mode!r}; choose from {', '.join(BEAM_MODES)}")
+        modes[mode] = list(BEAM_MODES[mode])
+    started = report.machine()
+    measured = measure(args.examples, splits, modes, args.before_checkout, args.rounds)
+    ways = list(measured)
+    print(
+        report.table(
+            ["way", "s (median)", "/ before", "peak MiB"],
+            [
+                [
+                    way,
+                    f"{measured[way]['seconds']:.1f}",
+                    f"{measured[way]['ratio_to_before']:.2f}"
+                    if "ratio_to_before" in measured[way]
+                    else "-",
+                    f"{measured[way]['peak_rss_mib']:.0f}",
+                ]
+                for way in ways
+            ],
+        )
+    )
+    report.write(
+        {
+            **started,
+            "load_average_at_end": os.getloadavg(),
+            "settings": {
+                "examples": args.examples,
+                "splits": splits,
+                "rounds": args.rounds,
+                "beam_modes": modes,
+                "before_checkout": args.before_checkout,
+            },
+            "record_check": measured,
+        },
+        args.output,
+    )
+
+
+if __name__ == "__main__":
+    main()
