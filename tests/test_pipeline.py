@@ -14,12 +14,13 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import path_utils, proto_utils
 
+from components.data_checks.artifact import RecordCheckReport
+from components.data_checks.record_check import RecordCheckExecutor
 from components.data_checks.validation_gate import (
     DataAnomaliesError,
     ValidationGate,
     find_anomalies,
 )
-from components.data_checks.record_check import RecordCheckExecutor, RecordCheckReport
 from components.release import atomic_pusher
 from components.sharpness.probe import ProbeSettings
 from pipelines import configs

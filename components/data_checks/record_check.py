@@ -16,7 +16,7 @@ processes with `--direct_running_mode=multi_processing`, on Dataflow's workers w
 
 Outputs:
 
-- `report` (a `RecordCheckReport`): `record_check.json` (records and bad records per split,
+- `report` (a `RecordCheckReport`, components/data_checks/artifact.py): `record_check.json` (records and bad records per split,
   and every problem, its first records named; `RecordCheckResult`), and as custom properties
   `records`, `bad_records`, `bad_records_by_split_and_kind` (JSON) and `named_bad_records`
   (JSON: one line per problem). The `ValidationGate` decides on it.
@@ -57,6 +57,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from tfx.utils import io_utils
 
+from components.data_checks.artifact import RecordCheckReport
 from components.data_checks.record_findings import (
     BadRecords,
     Findings,
@@ -73,13 +74,6 @@ GZIP_TFRECORDS = "tfrecords_gzip"
 # The clean examples' file names, as ExampleGen's (data_tfrecord-00000-of-00001.gz).
 CLEAN_FILE_PREFIX = "data_tfrecord"
 FINDINGS_TAG = "findings"
-
-
-class RecordCheckReport(types.Artifact):
-    """`record_check.json`: what the RecordCheck found; its counts as custom properties."""
-
-    # namespace.Name: Kubeflow V2 / Vertex compile custom types by this schema title.
-    TYPE_NAME = "gsam_tfx.RecordCheckReport"
 
 
 def split_files(examples: types.Artifact) -> dict[str, list[str]]:

@@ -36,8 +36,9 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components.data_checks.artifact import RecordCheckReport
 from components.data_checks.label_domain import with_label_domain
-from components.data_checks.record_check import REPORT_FILE, RecordCheckReport
+from components.data_checks.record_check import REPORT_FILE
 from components.data_checks.record_findings import DATASET, RecordCheckResult
 from trainer.inputs import data
 

@@ -19,7 +19,7 @@ from tfx import v1 as tfx
 from tfx.utils import io_utils
 
 from components.comparison.artifact import ComparisonReportArtifact
-from components.data_checks.record_check import RecordCheckReport
+from components.data_checks.artifact import RecordCheckReport
 from components.sharpness.probe import SharpnessReport, read_report
 from pipelines import configs
 from pipelines.local.layout import output_layout
