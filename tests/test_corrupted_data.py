@@ -386,8 +386,8 @@ def test_up_to_max_bad_records_are_left_out_of_training_and_evaluation(tmp_path)
     result = run_on(
         data,
         layout,
-        *("--max-bad-records", "5", "--epochs", "1", "--batch-size", "1"),
-        *("--model-widths", "4,4,4", "--accuracy-threshold", "0", "--max-accuracy-drop", "1"),
+        *("--max-bad-records", "5", "--epochs", "1", "--batch-size", "3"),
+        *("--accuracy-threshold", "0", "--max-accuracy-drop", "1"),
     )
 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -415,13 +415,13 @@ def test_up_to_max_bad_records_are_left_out_of_training_and_evaluation(tmp_path)
     assert json.loads(clean.get_string_custom_property("records_left_out_by_split_and_kind")) == {
         "train": {"image: hold bytes that do not decode as an image": 3}
     }
-    # Every step after the check reads those: the Trainer's epoch of batches of one was 117
-    # steps, 3 fewer than the 120 train records.
+    # Every step after the check reads those: the Trainer's epoch of batches of three was 39
+    # steps, 117 examples, 3 fewer than the 120 train records (40 steps).
     for node in ("StatisticsGen", "Trainer", "Evaluator"):
         assert [found.id for found in node_inputs(layout, node, "examples")] == [clean.id]
     [model_run] = node_outputs(layout, "Trainer", "model_run")
     epochs = history.read_history(os.path.join(model_run.uri, history.HISTORY_FILE))["epochs"]
-    assert epochs[-1]["steps"] == 117
+    assert epochs[-1]["steps"] == 39
     train = glob.glob(os.path.join(clean.uri, "Split-train", "*"))
     images = [
         tf.train.Example.FromString(record.numpy()).features.feature["image"].bytes_list.value[0]
