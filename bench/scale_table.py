@@ -9,10 +9,12 @@ Pure logic, no TFX: the measurements come in as plain records.
 - The penguin reference: the same, without `train_images` and `beam_mode`.
 - Throughput, per train size: `{"images_per_second": {"pipeline": ..., "in_memory": ...},
   "ratio": ..., "cpu_ratio": ...}` (bench/input_throughput.py).
+- The record check alone, per train size: way (`before`, a Beam mode) -> `{"seconds": ...,
+  "wall_seconds": ..., "peak_rss_mib": ...}` (bench/record_check_cost.py).
 
 A run's non-training time is its wall time less the Trainer's: the part that does not shrink
 with fewer training steps. The data components are those the Beam mode drives (ExampleGen,
-StatisticsGen, the schema and validation steps, Evaluator).
+StatisticsGen, the schema and validation steps, the RecordCheck, Evaluator).
 
 Targets (issue 14): the input pipeline at least `MIN_INPUT_RATIO` of the in-memory rate at
 every size; non-training time growing sub-linearly with the train images; and non-training
@@ -23,18 +25,29 @@ from __future__ import annotations
 
 from bench import report
 
-# Table column -> the component types (as ML Metadata names them) it adds up.
+# Table column -> the component types (as ML Metadata names them: the class name) it adds up.
 COLUMNS = {
-    "ExampleGen": ("ImportExampleGen", "CsvExampleGen"),
+    "ExampleGen": ("CheckedImportExampleGen", "ImportExampleGen", "CsvExampleGen"),
     "Statistics": ("StatisticsGen",),
-    "Schema+gate": ("ImportSchemaGen", "SchemaGen", "ExampleValidator", "ValidationGate"),
+    "Schema": ("ContentKeyedImportSchemaGen", "ImportSchemaGen", "SchemaGen"),
+    "Validator": ("ExampleValidator",),
+    "RecordCheck": ("RecordCheck",),
+    "Gate": ("ValidationGate",),
     "Transform": ("Transform",),
     "Trainer": ("Trainer",),
     "Evaluator": ("Evaluator",),
     "Pusher": ("AtomicPusher", "Pusher"),
 }
-OTHER = "other"  # every component type no column names: resolvers
-DATA_COLUMNS = ("ExampleGen", "Statistics", "Schema+gate", "Evaluator")
+OTHER = "other"  # every component type no column names: the baseline resolver
+DATA_COLUMNS = (
+    "ExampleGen",
+    "Statistics",
+    "Schema",
+    "Validator",
+    "RecordCheck",
+    "Gate",
+    "Evaluator",
+)
 MIN_INPUT_RATIO = 0.9
 FIXED_COST_IMAGES = 10000
 # The growth row leaves out columns under this many seconds: their ratios are timer noise.
@@ -117,10 +130,17 @@ def targets(runs: list[dict], penguin: dict | None, throughput: dict, beam_mode:
     }
 
 
-def format_tables(runs: list[dict], penguin: dict | None, throughput: dict, goals: dict) -> str:
+def format_tables(
+    runs: list[dict],
+    penguin: dict | None,
+    throughput: dict,
+    goals: dict,
+    record_checks: dict | None = None,
+) -> str:
     """The component table (runs, the penguin reference, the growth of the default mode),
-    the Beam modes side by side, the input throughput, and the targets."""
-    header = ["run", *COLUMNS, OTHER, "wall", "non-train"]
+    the Beam modes side by side, the input throughput, the record check alone, and the
+    targets."""
+    header = ["run", *COLUMNS, OTHER, "wall", "non-train", "peak MiB"]
     ordered = sorted(runs, key=lambda r: (r["train_images"], r["beam_mode"]))
     rows = [_run_row(f"{r['train_images']:,} {r['beam_mode']}", r) for r in ordered]
     if penguin:
@@ -135,11 +155,13 @@ def format_tables(runs: list[dict], penguin: dict | None, throughput: dict, goal
                 _factor(a, b) if (b or 0) >= MIN_GROWTH_SECONDS else "-"
                 for a, b in zip(_values(last), _values(first))
             ]
+            + [_factor(last.get("peak_rss_mib"), first.get("peak_rss_mib"))]
         )
     sections = [report.table(header, rows)]
     sections.append(
-        "Schema+gate: (Import)SchemaGen, ExampleValidator, ValidationGate; other: resolvers; "
-        "non-train: wall less Trainer"
+        "seconds; Schema: (Import)SchemaGen; Gate: ValidationGate (before the RecordCheck, "
+        "it also checked the records); other: the baseline resolver; non-train: wall less "
+        "Trainer; peak MiB: the runner process's peak resident memory"
     )
     sections.append(_beam_table(runs))
     if throughput:
@@ -158,12 +180,30 @@ def format_tables(runs: list[dict], penguin: dict | None, throughput: dict, goal
                 ],
             )
         )
+    if record_checks:
+        sections.append(_record_check_table(record_checks))
     sections.append(_targets_text(goals))
     return "\n\n".join(sections)
 
 
+def _record_check_table(record_checks: dict) -> str:
+    """Per train size, each way's seconds and peak memory of the record check alone."""
+    ways = sorted({way for measured in record_checks.values() for way in measured})
+    rows = []
+    for images, measured in sorted(record_checks.items(), key=lambda item: int(item[0])):
+        cells = [_seconds(measured.get(way, {}).get("seconds")) for way in ways]
+        cells += [_mib(measured.get(way, {}).get("peak_rss_mib")) for way in ways]
+        rows.append([f"{int(images):,}", *cells])
+    header = [
+        "record check alone",
+        *(f"s {way}" for way in ways),
+        *(f"peak MiB {way}" for way in ways),
+    ]
+    return report.table(header, rows)
+
+
 def _run_row(name: str, run: dict) -> list[str]:
-    return [name, *(_seconds(value) for value in _values(run))]
+    return [name, *(_seconds(value) for value in _values(run)), _mib(run.get("peak_rss_mib"))]
 
 
 def _values(run: dict) -> list[float | None]:
@@ -216,6 +256,10 @@ def _targets_text(goals: dict) -> str:
 
 def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _factor(numerator: float | None, denominator: float | None) -> str:

@@ -5,5 +5,6 @@ so the package exports them.
 """
 
 from components.comparison.artifact import ComparisonReportArtifact
+from components.data_checks.artifact import RecordCheckReport
 
-__all__ = ["ComparisonReportArtifact"]
+__all__ = ["ComparisonReportArtifact", "RecordCheckReport"]

@@ -1,14 +1,14 @@
 """The gsam-tfx pipeline DAG. It holds no configuration: see configs.py and the runners.
 
-ExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidator
--> ValidationGate -> [Transform] -> [Tuner] -> Trainer (GSAM) -> Evaluator (against the last
-blessed model) [-> SharpnessProbe] -> Pusher.
+ExampleGen -> RecordCheck -> StatisticsGen -> SchemaGen (or ImportSchemaGen)
+-> ExampleValidator -> ValidationGate -> [ValidationSplit] -> [Transform] -> [Tuner]
+-> Trainer (GSAM) -> Evaluator (against the last blessed model) [-> SharpnessProbe] -> Pusher.
 
 `create_pipeline` composes small builders, one per stage, in `pipelines/stages/`: `data_stage`
-(examples, statistics, schema and the validation gate), `tuner_component` (with `tuning`),
-`trainer_component` and `release_stage` (resolver, Evaluator, optionally the SharpnessProbe,
-Pusher). The pipeline variants (comparison, tuning, sharpness) compose the same builders;
-`comparison_stage` trains, evaluates and, with sharpness, probes every run.
+(examples, the record check, statistics, schema and the validation gate), `tuner_component`
+(with `tuning`), `trainer_component` and `release_stage` (resolver, Evaluator, optionally the
+SharpnessProbe, Pusher). The pipeline variants (comparison, tuning, sharpness) compose the same
+builders; `comparison_stage` trains, evaluates and, with sharpness, probes every run.
 
 Example:
 
@@ -93,7 +93,8 @@ def create_pipeline(
 
     Args:
         pipeline: its name, root, ML Metadata, Beam arguments and cache.
-        data: where the examples are, their format and the schema (`DataSettings`).
+        data: where the examples are, their format, the schema and how many bad records may
+            be left out (`DataSettings`).
         training: the Trainer's hyperparameters, passed as its `custom_config`.
         release: blessing and pushing: thresholds, the baseline, the SharpnessProbe, the push
             destination (`ReleaseSettings`).

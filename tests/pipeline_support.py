@@ -91,6 +91,7 @@ RING_TRAINING = dataclasses.replace(
 SMALL_PROBE = dict(max_examples=32, ascent_steps=1, power_iterations=3, hutchinson_samples=2)
 ALL_NODES = {
     "ImportExampleGen",
+    "RecordCheck",
     "StatisticsGen",
     "ImportSchemaGen",
     "ExampleValidator",
@@ -184,6 +185,15 @@ def executed_nodes(layout):
 
 def node_outputs(layout, node, key):
     """The artifacts that `node`'s last completed execution output under `key`."""
+    return _node_artifacts(layout, node, key, metadata_store_pb2.Event.OUTPUT)
+
+
+def node_inputs(layout, node, key):
+    """The artifacts that `node`'s last completed execution read under `key`."""
+    return _node_artifacts(layout, node, key, metadata_store_pb2.Event.INPUT)
+
+
+def _node_artifacts(layout, node, key, event_type):
     store = _store(layout)
     [context] = [c for c in store.get_contexts_by_type("node") if c.name.endswith(f".{node}")]
     last = max(
@@ -197,7 +207,7 @@ def node_outputs(layout, node, key):
     ids = [
         event.artifact_id
         for event in store.get_events_by_execution_ids([last.id])
-        if event.type == metadata_store_pb2.Event.OUTPUT and event.path.steps[0].key == key
+        if event.type == event_type and event.path.steps[0].key == key
     ]
     artifacts = store.get_artifacts_by_id(ids)
     types = {t.id: t for t in store.get_artifact_types_by_id({a.type_id for a in artifacts})}

@@ -6,7 +6,9 @@ import pytest
 import yaml
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.utils import import_utils
 
+from components.data_checks.artifact import RecordCheckReport
 from pipelines import kubeflow_runner, vertex_runner
 from pipelines.cloud import submit
 from tests.pipeline_support import ALL_NODES
@@ -52,7 +54,7 @@ def check_spec(
     assert set(spec.components) == COMPONENTS | set(extra_components)
     executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
     images = {name: e["container"]["image"] for name, e in executors.items() if "container" in e}
-    assert set(images.values()) == {IMAGE} and len(images) == 8 + len(extra_components)
+    assert set(images.values()) == {IMAGE} and len(images) == 9 + len(extra_components)
     assert executors["Trainer_executor"]["container"]["args"][1].endswith(executor_class)
     parameters = task_parameters(spec, "Trainer")
     assert parameters["run_fn"] == "trainer.task.run_fn"
@@ -77,6 +79,24 @@ def test_vertex_json_parses_strictly_and_holds_the_whole_pipeline(tmp_path):
     assert spec.pipeline_info.name == "gsam-tfx"
     assert job.runtime_config.gcs_output_directory == ROOT
     check_spec(spec)
+
+
+def test_the_record_checks_report_type_is_importable_where_it_runs(tmp_path):
+    """Vertex AI and Kubeflow import a custom artifact type by its schema title."""
+    output = tmp_path / "pipeline.json"
+    vertex_runner.main(["--output-file", str(output), *COMMON_FLAGS])
+    spec = json_format.ParseDict(
+        json.loads(output.read_text())["pipelineSpec"], pipeline_spec_pb2.PipelineSpec()
+    )
+    outputs = spec.components["RecordCheck"].output_definitions.artifacts
+    title = yaml.safe_load(outputs["report"].artifact_type.instance_schema)["title"]
+    assert import_utils.import_class_by_path(title) is RecordCheckReport
+    [gate_input] = [
+        name
+        for name, artifact in spec.root.dag.tasks["ValidationGate"].inputs.artifacts.items()
+        if artifact.task_output_artifact.producer_task == "RecordCheck"
+    ]
+    assert gate_input == "record_check"
 
 
 def test_vertex_json_with_sharpness_puts_the_probe_between_evaluator_and_pusher(tmp_path):

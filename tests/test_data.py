@@ -253,3 +253,17 @@ def test_make_sample_errors_name_the_file_and_the_short_class(tmp_path):
     labels = np.repeat(np.arange(4), 10)  # classes 4..9 have no examples
     with pytest.raises(ValueError, match="class 4 has 0 examples, 1 requested"):
         make_sample.stratified_indices(labels, 10, np.random.default_rng(0))
+
+
+def test_make_sample_repeats_are_shifted_copies_each_distinct():
+    make_sample = load_make_sample()
+    image = np.zeros((1, 28, 28), np.uint8)
+    image[0, 10, 12] = 255
+    moved = make_sample.shifted(image, (1, -2))
+    assert moved.shape == image.shape
+    assert moved[0, 11, 10] == 255 and int(moved.sum()) == 255
+    assert np.array_equal(make_sample.shifted(image, (0, 0)), image)
+    assert make_sample.SHIFTS[0] == (0, 0)
+    assert len(set(make_sample.SHIFTS)) == len(make_sample.SHIFTS)
+    with pytest.raises(ValueError, match="more than SHIFT_PAD"):
+        make_sample.shifted(image, (3, 0))

@@ -14,6 +14,8 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import path_utils, proto_utils
 
+from components.data_checks.artifact import RecordCheckReport
+from components.data_checks.record_check import RecordCheckExecutor
 from components.data_checks.validation_gate import (
     DataAnomaliesError,
     ValidationGate,
@@ -35,8 +37,10 @@ def test_the_dag_has_every_component_and_edge(tmp_path):
     nodes = {node.id: node for node in build(tmp_path).components}
     assert set(nodes) == ALL_NODES
     upstream = {name: {node.id for node in nodes[name].upstream_nodes} for name in nodes}
+    assert upstream["RecordCheck"] == {"ImportExampleGen"}
+    assert upstream["StatisticsGen"] == {"ImportExampleGen"}
     assert upstream["ValidationGate"] == {
-        "ImportExampleGen",
+        "RecordCheck",
         "ImportSchemaGen",
         "ExampleValidator",
         "StatisticsGen",
@@ -215,6 +219,7 @@ class TestCommandLine:
             (["--model-widths", "8,0"], "--model-widths"),
             (["--output-dir", "gs://bucket/out"], "--output-dir, --metadata-path"),
             (["--sharpness", "--max-sharpness-increase", "-1"], "--max-sharpness-increase"),
+            (["--max-bad-records", "-1"], "--max-bad-records"),
         ],
     )
     def test_bad_values_exit_naming_the_flag(self, argv, flag, capsys):
@@ -343,8 +348,8 @@ def clean_examples(tmp_path):
 
 
 def run_gate(tmp_path, anomalies, examples):
-    """Runs the ValidationGate's executor with the sample's schema, for 28x28x1 images in
-    `image`; returns the validated schema's folder.
+    """Runs the RecordCheck's executor on `examples` (28x28x1 images in `image`), then the
+    ValidationGate's with the sample's schema; returns the validated schema's folder.
 
     The statistics are never read: the sample's schema gives the label its classes.
     """
@@ -352,6 +357,13 @@ def run_gate(tmp_path, anomalies, examples):
         schema = trainer_examples.schema_artifact(str(tmp_path / "schema"), file.read())
     statistics = standard_artifacts.ExampleStatistics()
     statistics.uri = str(tmp_path / "statistics")
+    report = RecordCheckReport()
+    report.uri = str(tmp_path / "report")
+    RecordCheckExecutor().Do(
+        {"examples": [examples]},
+        {"report": [report]},
+        {"image_key": "image", "image_shape": "[28, 28, 1]"},
+    )
     validated = standard_artifacts.Schema()
     validated.uri = str(tmp_path / "validated")
     ValidationGate.EXECUTOR_SPEC.executor_class().Do(
@@ -359,10 +371,10 @@ def run_gate(tmp_path, anomalies, examples):
             "schema": [schema],
             "anomalies": [anomalies],
             "statistics": [statistics],
-            "examples": [examples],
+            "record_check": [report],
         },
         {"validated_schema": [validated]},
-        {"label_key": "label", "image_key": "image", "image_shape": "[28, 28, 1]"},
+        {"label_key": "label", "max_bad_records": 0},
     )
     return validated.uri
 

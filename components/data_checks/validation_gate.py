@@ -1,38 +1,48 @@
 """A gate that stops the pipeline on bad data: schema anomalies or unusable records.
 
 ExampleValidator only records anomalies; nothing downstream looks at them. `ValidationGate`
-reads them, and passes over every record (`components/data_checks/record_check.py`: images
-that do not decode to the model's shape, NaN or infinite floats, empty splits, which TFDV
-cannot see or cannot place), and fails its own execution when it finds any, so Trainer,
-Evaluator and Pusher never run on bad data. Its error lists every finding by split and feature, the records by
-file and index. On clean data it passes the schema on: Trainer consumes `validated_schema`,
-which makes the dependency real on every orchestrator. When the schema gives the label no
-class range (an inferred schema), the gate takes it from the statistics
+reads them and the RecordCheck's report (`components/data_checks/record_check.py`: images that
+do not decode to the model's shape, NaN or infinite floats, empty splits, which TFDV cannot see
+or cannot place), and fails its own execution when the data cannot be trained on, so Trainer,
+Evaluator and Pusher never run on bad data. Its error lists every finding by split and
+feature, the records by file and index. On good data it passes the schema on: Trainer consumes
+`validated_schema`, which makes the dependency real on every orchestrator. When the schema
+gives the label no class range (an inferred schema), the gate takes it from the statistics
 (`components/data_checks/label_domain.py`), so the Trainer knows the number of classes, and it
 records each numeric feature's mean and standard deviation over the training split
 (`components/data_checks/feature_moments.py`), which the built-in MLP standardizes with.
+
+`max_bad_records` (`--max-bad-records`) is the tolerance: with N > 0 the RecordCheck writes
+the examples again without their bad records, and the statistics, ExampleValidator and
+everything downstream read those (`pipelines/stages/data.py`); anomalies that only the left-out
+records caused are then gone, since TFDV never sees them. The gate lets up to N bad records
+(all splits together) go, and stops the run on more, on any anomaly of what is left, on a
+split with no records, or on a split left with none. The number left out is the
+`records_left_out` custom property of `validated_schema`.
 
 Example:
 
     gate = ValidationGate(schema=schema_gen.outputs["schema"],
                           anomalies=example_validator.outputs["anomalies"],
                           statistics=statistics_gen.outputs["statistics"],
-                          examples=example_gen.outputs["examples"],
-                          label_key="label", image_key="image", image_shape="[28, 28, 1]")
+                          record_check=record_check.outputs["report"],
+                          label_key="label", max_bad_records=0)
     trainer = tfx.components.Trainer(..., schema=gate.outputs["validated_schema"])
 """
 
-import json
 import os
 
+from absl import logging
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components.data_checks.artifact import RecordCheckReport
 from components.data_checks.feature_moments import with_numeric_statistics
 from components.data_checks.label_domain import with_label_domain
-from components.data_checks.record_check import BadRecords, find_bad_records
+from components.data_checks.record_check import REPORT_FILE
+from components.data_checks.record_findings import DATASET, RecordCheckResult
 from trainer.inputs import data
 
 ANOMALIES_FILE = "SchemaDiff.pb"
@@ -62,20 +72,57 @@ def find_anomalies(anomalies_artifact: tfx.dsl.Artifact) -> dict[str, list[str]]
     return found
 
 
-def gate_report(anomalies: dict[str, list[str]], bad_records: list[BadRecords]) -> str:
-    """The gate's error: the anomalies (`find_anomalies`), then the bad records."""
+def gate_report(
+    anomalies: dict[str, list[str]], result: RecordCheckResult, max_bad_records: int = 0
+) -> str | None:
+    """Why the run must stop (the anomalies of `find_anomalies`, then the record check's
+    findings), or `None` when it may go on, leaving out up to `max_bad_records` records."""
+    record_problems = [bad for bad in result.problems if bad.feature != DATASET]
+    split_problems = [bad for bad in result.problems if bad.feature == DATASET]
+    too_many = result.bad_record_count > max_bad_records
+    emptied = [
+        split
+        for split, records in result.records.items()
+        if records and records == result.bad[split] and not too_many
+    ]
+    if not (anomalies or split_problems or too_many or emptied):
+        return None
+    stopping = split_problems + record_problems if too_many else split_problems
     if anomalies:
         headline = "ExampleValidator found anomalies against the schema"
-    else:
+    elif too_many and max_bad_records:
+        headline = (
+            f"The record check found {result.bad_record_count} records that cannot be trained "
+            f"on, more than max_bad_records (--max-bad-records) allows: {max_bad_records}"
+        )
+    elif stopping:
         headline = "The record check found records that cannot be trained on"
+    else:
+        headline = "Leaving out the bad records would leave a split with no records"
     lines = [f"  [{split}] {line}" for split, found in anomalies.items() for line in found]
-    if anomalies and bad_records:
+    if anomalies and stopping:
         lines.append("The record check also found records that cannot be trained on:")
-    lines += [f"  {bad.line()}" for bad in bad_records]
+    lines += [f"  {bad.line()}" for bad in stopping]
+    lines += [
+        f"  [{split}] {DATASET}: every one of its {result.records[split]} records is bad"
+        for split in emptied
+    ]
+    if record_problems and not too_many:
+        lines.append(
+            f"The record check left out {result.bad_record_count} bad records "
+            f"(max_bad_records: {max_bad_records}):"
+        )
+        lines += [f"  {bad.line()}" for bad in record_problems]
     return (
         f"{headline}; the run stops before training.\n" + "\n".join(lines) + "\nFix the data, "
         "or update the schema (or --image-shape) if the change is intended."
     )
+
+
+def read_record_check(report: tfx.dsl.Artifact) -> RecordCheckResult:
+    """The RecordCheck's findings in its `report` artifact."""
+    text = io_utils.read_string_file(os.path.join(report.uri, REPORT_FILE))
+    return RecordCheckResult.from_json(text)
 
 
 @tfx.dsl.components.component
@@ -83,21 +130,23 @@ def ValidationGate(
     schema: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Schema],
     anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
     statistics: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleStatistics],
-    examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
+    record_check: tfx.dsl.components.InputArtifact[RecordCheckReport],
     validated_schema: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.Schema],
     label_key: tfx.dsl.components.Parameter[str],
-    image_key: tfx.dsl.components.Parameter[str],
-    image_shape: tfx.dsl.components.Parameter[str],
+    max_bad_records: tfx.dsl.components.Parameter[int] = 0,
 ) -> None:
-    """Fails on anomalies or bad records; else writes the schema, with the label's classes.
-
-    `image_key` is the PNG feature the model reads (`""`: none), `image_shape` the JSON list
-    [height, width, channels] each image must decode to.
-    """
-    found = find_anomalies(anomalies)
-    bad_records = find_bad_records(examples, image_key, json.loads(image_shape))
-    if found or bad_records:
-        raise DataAnomaliesError(gate_report(found, bad_records))
+    """Fails on anomalies, or on more bad records than `max_bad_records`; else writes the
+    schema, with the label's classes, and how many records were left out."""
+    result = read_record_check(record_check)
+    error = gate_report(find_anomalies(anomalies), result, max_bad_records)
+    if error is not None:
+        raise DataAnomaliesError(error)
+    if result.bad_record_count:
+        logging.warning(
+            "Left out of training and evaluation: %d bad records.\n%s",
+            result.bad_record_count,
+            "\n".join(bad.line() for bad in result.problems),
+        )
     schema_file = io_utils.get_only_uri_in_dir(schema.uri)
     io_utils.write_pbtxt_file(
         os.path.join(validated_schema.uri, os.path.basename(schema_file)),
@@ -105,3 +154,4 @@ def ValidationGate(
             with_label_domain(data.load_schema(schema_file), statistics, label_key), statistics
         ),
     )
+    validated_schema.set_int_custom_property("records_left_out", result.bad_record_count)

@@ -4,6 +4,11 @@ Each example has `image` (one PNG-encoded 28x28 grayscale image, bytes) and `lab
 0..9). The train split is drawn from the IDX train set, the eval split from the IDX test set,
 with equal counts per class (+-1) and a fixed seed, so a rebuild gives the same files.
 
+`--repeats R` writes the train draw R times, for benchmarks of more images than Fashion-MNIST
+has: repeat r shifted by `SHIFTS[r]` (a crop of the image padded with `SHIFT_PAD` black
+pixels; repeat 0 unshifted), so every record is distinct, each repeat in a shard of its own,
+`train/data-0000r-of-0000R.tfrecord`.
+
 Example (Debian/Ubuntu: `apt-get install dataset-fashion-mnist`):
 
     scripts/in-env python data/fashion_mnist/make_sample.py \
@@ -27,6 +32,9 @@ IDX_FILES = {
     "eval": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IDX_MAGIC = {3: 2051, 1: 2049}  # images (rank 3), labels (rank 1); dtype ubyte
+SHIFT_PAD = 2
+# (down, right) pixel shifts of the repeats; each crop keeps the 28x28 size.
+SHIFTS = [(dy, dx) for dy in (0, 1, -1, 2, -2) for dx in (0, 1, -1, 2, -2)]
 
 
 def read_idx(idx_dir: str, name: str, rank: int) -> np.ndarray:
@@ -58,6 +66,17 @@ def stratified_indices(labels: np.ndarray, size: int, rng: np.random.Generator) 
             raise ValueError(f"class {label} has {len(pool)} examples, {count} requested.")
         chosen.append(rng.choice(pool, size=count, replace=False))
     return rng.permutation(np.concatenate(chosen))
+
+
+def shifted(images: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
+    """`images` [n, height, width] moved `shift` (down, right) pixels, black filling in."""
+    dy, dx = shift
+    if max(abs(dy), abs(dx)) > SHIFT_PAD:
+        raise ValueError(f"shift {shift} is more than SHIFT_PAD {SHIFT_PAD} pixels.")
+    padded = np.pad(images, ((0, 0), (SHIFT_PAD, SHIFT_PAD), (SHIFT_PAD, SHIFT_PAD)))
+    height, width = images.shape[1:]
+    top, left = SHIFT_PAD - dy, SHIFT_PAD - dx
+    return padded[:, top : top + height, left : left + width]
 
 
 def write_split(path: str, images: np.ndarray, labels: np.ndarray) -> None:
@@ -96,7 +115,16 @@ def main(argv=None) -> None:
     parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--eval-size", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help=f"write the train draw this many times, each shifted differently, one shard each "
+        f"(1..{len(SHIFTS)}; default: %(default)s)",
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.repeats <= len(SHIFTS):
+        parser.error(f"--repeats must be in 1..{len(SHIFTS)}, got {args.repeats}")
 
     rng = np.random.default_rng(args.seed)
     for split, size in (("train", args.train_size), ("eval", args.eval_size)):
@@ -108,9 +136,15 @@ def main(argv=None) -> None:
                 f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels."
             )
         indices = stratified_indices(labels, size, rng)
-        path = os.path.join(args.output_dir, split, "data.tfrecord")
-        write_split(path, images[indices], labels[indices])
-        print(f"{path}: {len(indices)} examples, per class {np.bincount(labels[indices]).tolist()}")
+        repeats = args.repeats if split == "train" else 1
+        for repeat in range(repeats):
+            name = "data" if repeats == 1 else f"data-{repeat:05d}-of-{repeats:05d}"
+            path = os.path.join(args.output_dir, split, f"{name}.tfrecord")
+            write_split(path, shifted(images[indices], SHIFTS[repeat]), labels[indices])
+            print(
+                f"{path}: {len(indices)} examples, per class "
+                f"{np.bincount(labels[indices]).tolist()}"
+            )
 
 
 if __name__ == "__main__":

@@ -120,6 +120,7 @@ def build(
                 data_format,
                 schema_path=schema,
                 validation_fraction=args.validation_split,
+                max_bad_records=args.max_bad_records,
             ),
             settings.training_config(
                 args,

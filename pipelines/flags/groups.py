@@ -65,6 +65,16 @@ def add_data_arguments(
         "(val_loss, --early-stopping, --lr-schedule plateau), so the eval split the Evaluator "
         "scores stays unseen (default: %(default)s, validate on the eval split)",
     )
+    group.add_argument(
+        "--max-bad-records",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leave up to N records the record check finds bad (an image that does not "
+        "decode to --image-shape, a NaN float; all splits together) out of statistics, "
+        "training and evaluation, and go on; more stop the run before the Trainer "
+        "(default: %(default)s, any bad record stops it)",
+    )
     group.add_argument("--pipeline-name", default=configs.PIPELINE_NAME)
 
 

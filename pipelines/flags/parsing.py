@@ -75,6 +75,7 @@ OTHER_FLAGS = {
     "data_root": "--data-root",
     "schema_path": "--schema",
     "data_format": "--data-format",
+    "max_bad_records": "--max-bad-records",
     "output_dir": "--output-dir",
     "metadata_path": "--metadata-path",
     "accuracy_threshold": "--accuracy-threshold",

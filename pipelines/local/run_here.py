@@ -101,7 +101,12 @@ def build_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tf
                 enable_cache=args.enable_cache,
             ),
             data.DataSettings(
-                data_root, data_format, split_folders, schema, args.validation_split
+                data_root,
+                data_format,
+                split_folders,
+                schema,
+                validation_fraction=args.validation_split,
+                max_bad_records=args.max_bad_records,
             ),
             settings.training_config(
                 args, data_format, configs.CLASS_NAMES_PATH if sample else None

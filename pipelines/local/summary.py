@@ -19,6 +19,7 @@ from tfx import v1 as tfx
 from tfx.utils import io_utils
 
 from components.comparison.artifact import ComparisonReportArtifact
+from components.data_checks.artifact import RecordCheckReport
 from components.sharpness.probe import SharpnessReport, read_report
 from pipelines import configs
 from pipelines.local.layout import output_layout
@@ -72,6 +73,10 @@ class RunSummary:
     log_file: str | None = None
     # The SharpnessProbe's sharpness.json, when the run had one.
     sharpness: dict | None = None
+    # Bad records the gate let the run leave out (--max-bad-records), and the record check's
+    # line per problem, naming the first records.
+    records_left_out: int = 0
+    bad_record_lines: list[str] = dataclasses.field(default_factory=list)
 
     def render(self, example_file: str | None = None) -> str:
         lines = [f"Run {self.run_id}"]
@@ -99,6 +104,12 @@ class RunSummary:
                 + ("" if probe is None else f", sharpness {probe:.0f} s")
                 + f", other components {other:.0f} s"
             )
+        if self.records_left_out:
+            lines.append(
+                f"  left out:       {self.records_left_out} bad records, of training and "
+                "evaluation (--max-bad-records):"
+            )
+            lines += [f"    {line}" for line in self.bad_record_lines]
         for trials in self.tuner_trials:
             lines += _render_tuning(trials)
         if self.accuracy is None:
@@ -244,6 +255,13 @@ def latest_run(metadata_path: str, pipeline_name: str) -> RunSummary:
             summary.training_logs[node] = artifact.uri
         elif kind == SharpnessReport.TYPE_NAME:
             summary.sharpness = _read_sharpness(artifact.uri)
+        elif kind == RecordCheckReport.TYPE_NAME:
+            summary.bad_record_lines = json.loads(
+                artifact.custom_properties["named_bad_records"].string_value
+            )
+        elif kind == "Schema" and "records_left_out" in artifact.custom_properties:
+            # The gate's validated schema: it let the run go on without these records.
+            summary.records_left_out = artifact.custom_properties["records_left_out"].int_value
     if summary.sharpness is not None:
         # The Pusher took the probe's blessing: the Evaluator's and the sharpness gate's.
         gate = summary.sharpness["gate"]

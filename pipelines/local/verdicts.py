@@ -15,6 +15,7 @@ component gets its verdict with one entry:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Callable
 
@@ -87,11 +88,37 @@ def count_records(files: list[str]) -> int:
     return int(batches.reduce(tf.constant(0, tf.int64), lambda n, b: n + tf.size(b, tf.int64)))
 
 
+def record_check(execution: Execution) -> str:
+    """How many records were checked and found bad, by split and kind; with
+    --max-bad-records, how many were written for the later steps."""
+    report = execution.output("report")
+    records = report.get_int_custom_property("records")
+    bad = report.get_int_custom_property("bad_records")
+    if not bad:
+        return f"{records} records, none bad"
+    counts = json.loads(report.get_string_custom_property("bad_records_by_split_and_kind"))
+    kinds = "; ".join(
+        f"[{split}] {kind.replace(': ', f': {count} ', 1)}"
+        for split, by_kind in counts.items()
+        for kind, count in by_kind.items()
+    )
+    text = f"{bad} of {records} records bad ({kinds})"
+    if "clean_examples" in execution.outputs:
+        text += f"; {records - bad} written without them"
+    return text
+
+
 def validation_gate(execution: Execution) -> str:
     label_key = execution.properties["label_key"]
-    schema_file = io_utils.get_only_uri_in_dir(execution.output("validated_schema").uri)
+    validated = execution.output("validated_schema")
+    schema_file = io_utils.get_only_uri_in_dir(validated.uri)
     domain = data.label_int_domain(data.load_schema(schema_file), label_key)
-    return f"no anomalies; label {label_key!r} in 0..{domain.max}: {domain.max + 1} classes"
+    left_out = validated.get_int_custom_property("records_left_out")
+    return (
+        "no anomalies"
+        + (f"; {left_out} bad records left out" if left_out else "")
+        + f"; label {label_key!r} in 0..{domain.max}: {domain.max + 1} classes"
+    )
 
 
 def trainer(execution: Execution) -> str | None:
@@ -139,6 +166,7 @@ VERDICTS: dict[str, Callable[[Execution], str | None]] = {
     "ImportExampleGen": example_gen,
     "CheckedImportExampleGen": example_gen,
     "CsvExampleGen": example_gen,
+    "RecordCheck": record_check,
     "ValidationGate": validation_gate,
     "Trainer": trainer,
     "Resolver": resolver,

@@ -1,10 +1,9 @@
-"""The data stage: ExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) ->
-ExampleValidator -> ValidationGate, and the checks of a local data root."""
+"""The data stage: ExampleGen -> RecordCheck -> StatisticsGen -> SchemaGen (or ImportSchemaGen)
+-> ExampleValidator -> ValidationGate, and the checks of a local data root."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -13,6 +12,8 @@ from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 
 from components.data_checks.checked_import import CheckedImportExampleGen
+from components.data_checks.record_check import RecordCheck
+from components.data_checks.schema_import import ContentKeyedImportSchemaGen
 from components.data_checks.validation_gate import ValidationGate
 from trainer.config import TrainingConfig
 
@@ -35,6 +36,9 @@ class DataSettings:
             validation split (val_loss, early stopping, the learning rate plateau), in [0, 1);
             0 validates on the eval split, which the Evaluator scores
             (`components/comparison/validation_split.py`).
+        max_bad_records: how many records the record check may find bad (all splits
+            together) and leave out of statistics, training and evaluation; more stop the run
+            before the Trainer. 0: any bad record stops it.
     """
 
     data_root: str
@@ -42,6 +46,7 @@ class DataSettings:
     split_folders: bool = True
     schema_path: str | None = None
     validation_fraction: float = 0.0
+    max_bad_records: int = 0
 
     def __post_init__(self):
         if not isinstance(self.data_root, str) or not self.data_root:
@@ -55,6 +60,9 @@ class DataSettings:
             raise ValueError(f"validation_fraction must be a number, got {fraction!r}.")
         if not 0 <= fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {fraction}.")
+        limit = self.max_bad_records
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"max_bad_records must be an integer >= 0, got {limit!r}.")
 
     def check_training(self, training: TrainingConfig) -> None:
         """Whether `training` can train on these data."""
@@ -67,9 +75,11 @@ class DataSettings:
 
 @dataclasses.dataclass(frozen=True)
 class DataStage:
-    """ExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> ValidationGate."""
+    """ExampleGen -> RecordCheck -> StatisticsGen -> SchemaGen -> ExampleValidator ->
+    ValidationGate."""
 
     example_gen: Any
+    record_check: Any
     statistics_gen: Any
     schema_gen: Any
     example_validator: Any
@@ -77,7 +87,9 @@ class DataStage:
 
     @property
     def examples(self):
-        return self.example_gen.outputs["examples"]
+        """The examples every later step reads: without the bad records when
+        `max_bad_records` lets the RecordCheck leave them out, else ExampleGen's."""
+        return _checked_examples(self.example_gen, self.record_check)
 
     @property
     def schema(self):
@@ -88,6 +100,7 @@ class DataStage:
     def components(self) -> list:
         return [
             self.example_gen,
+            self.record_check,
             self.statistics_gen,
             self.schema_gen,
             self.example_validator,
@@ -96,18 +109,29 @@ class DataStage:
 
 
 def data_stage(settings: DataSettings, training: TrainingConfig) -> DataStage:
-    """Reads the examples, computes statistics, takes or infers the schema, and gates.
+    """Reads the examples, checks every record, computes statistics, takes or infers the
+    schema, and gates.
 
     TFRecords are imported by `CheckedImportExampleGen`, which names a file cut short or a
-    record that is not a tf.Example (components/data_checks/checked_import.py). For an image
-    model the statistics include TFDV's image statistics (semantic domains), which a schema's
-    `image_domain` constrains, and the gate decodes every image to the model's `image_shape`.
-    The gate also gives the label of an inferred schema its class range, from the statistics.
+    record that is not a tf.Example (components/data_checks/checked_import.py). The
+    RecordCheck, a Beam job, decodes every image to the model's `image_shape` and looks at
+    every float (components/data_checks/record_check.py); with `max_bad_records` it also
+    writes the examples without the bad records, and the statistics and everything after
+    read those. For an image model the statistics include TFDV's image statistics (semantic
+    domains), which a schema's `image_domain` constrains. A curated schema is imported with
+    its cache keyed by its content (components/data_checks/schema_import.py). The gate also
+    gives the label of an inferred schema its class range, from the statistics.
     """
     images = training.model == "resnet"
     example_gen = _example_gen(settings.data_root, settings.data_format, settings.split_folders)
-    statistics_gen = tfx.components.StatisticsGen(
+    record_check = RecordCheck(
         examples=example_gen.outputs["examples"],
+        image_key=training.image_key if images else "",
+        image_shape=tuple(training.image_shape) if images else None,
+        write_clean_examples=settings.max_bad_records > 0,
+    )
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=_checked_examples(example_gen, record_check),
         stats_options=tfdv.StatsOptions(enable_semantic_domain_stats=True) if images else None,
     )
     if settings.schema_path is None:
@@ -115,7 +139,9 @@ def data_stage(settings: DataSettings, training: TrainingConfig) -> DataStage:
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
         )
     else:
-        schema_gen = tfx.components.ImportSchemaGen(schema_file=settings.schema_path)
+        schema_gen = ContentKeyedImportSchemaGen(schema_file=settings.schema_path).with_id(
+            "ImportSchemaGen"
+        )
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
@@ -123,12 +149,13 @@ def data_stage(settings: DataSettings, training: TrainingConfig) -> DataStage:
         schema=schema_gen.outputs["schema"],
         anomalies=example_validator.outputs["anomalies"],
         statistics=statistics_gen.outputs["statistics"],
-        examples=example_gen.outputs["examples"],
+        record_check=record_check.outputs["report"],
         label_key=training.label_key,
-        image_key=training.image_key if images else "",
-        image_shape=json.dumps(list(training.image_shape) if images else None),
+        max_bad_records=settings.max_bad_records,
     )
-    return DataStage(example_gen, statistics_gen, schema_gen, example_validator, validation_gate)
+    return DataStage(
+        example_gen, record_check, statistics_gen, schema_gen, example_validator, validation_gate
+    )
 
 
 def inspect_local_data(
@@ -153,6 +180,12 @@ def inspect_local_data(
         data_format = "csv" if any(name.endswith(".csv") for name in files) else "tfrecord"
     split_folders = all(fileio.isdir(os.path.join(data_root, name)) for name in SPLIT_FOLDERS)
     return data_format, split_folders
+
+
+def _checked_examples(example_gen, record_check):
+    """ExampleGen's examples, or the RecordCheck's without the bad records when it writes
+    them."""
+    return record_check.outputs.get("clean_examples", example_gen.outputs["examples"])
 
 
 def _example_gen(data_root: str, data_format: str, split_folders: bool):
