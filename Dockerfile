@@ -55,5 +55,6 @@ WORKDIR /pipeline
 COPY . /pipeline
 USER 1000
 
-# No ENTRYPOINT: Vertex and Kubeflow pass the full command (python -m tfx...kubeflow_v2_run_executor ...).
+# No ENTRYPOINT: Vertex and Kubeflow pass the full command (python -m tfx...kubeflow_v2_run_executor
+# on Vertex, python -m pipelines.cloud.kfp_entrypoint on Kubeflow).
 CMD ["python", "-c", "import tfx, trainer.task; print('gsam-tfx image: TFX', tfx.__version__)"]

@@ -85,16 +85,29 @@ class AtomicPushExecutor(pusher_executor.Executor):
 
 def version_holding(model_path: str, base_directory: str) -> str | None:
     """The version folder under `base_directory` with `model_path`'s fingerprint, if any."""
-    fingerprint = os.path.join(model_path, FINGERPRINT_FILE)
-    if not fileio.exists(fingerprint) or not fileio.exists(base_directory):
+    own = fingerprint_of(model_path)
+    if own is None:
         return None
-    own = io_utils.read_bytes_file(fingerprint)
-    for name in sorted(fileio.listdir(base_directory)):
-        pushed = os.path.join(base_directory, name.rstrip("/"), FINGERPRINT_FILE)
-        if name.rstrip("/").isdigit() and fileio.exists(pushed):
-            if io_utils.read_bytes_file(pushed) == own:
-                return os.path.join(base_directory, name.rstrip("/"))
+    for version in pushed_versions(base_directory):
+        path = os.path.join(base_directory, version)
+        if fingerprint_of(path) == own:
+            return path
     return None
+
+
+def pushed_versions(base_directory: str) -> list[str]:
+    """The version folders under `base_directory` (numeric names), oldest first; staging
+    folders and other names are left out."""
+    if not fileio.exists(base_directory):
+        return []
+    names = (name.rstrip("/") for name in fileio.listdir(base_directory))
+    return sorted((name for name in names if name.isdigit()), key=int)
+
+
+def fingerprint_of(saved_model_dir: str) -> bytes | None:
+    """The SavedModel fingerprint (`fingerprint.pb`) in `saved_model_dir`, None without one."""
+    path = os.path.join(saved_model_dir, FINGERPRINT_FILE)
+    return io_utils.read_bytes_file(path) if fileio.exists(path) else None
 
 
 class AtomicPusher(tfx.components.Pusher):

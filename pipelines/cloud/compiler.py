@@ -11,6 +11,7 @@ import yaml
 from tfx import v1 as tfx
 
 from pipelines import configs, pipeline
+from pipelines.cloud import kubeflow_spec
 from pipelines.flags import groups, parsing, settings
 from pipelines.stages.data import DataSettings
 
@@ -84,13 +85,18 @@ def build(
     parser: argparse.ArgumentParser,
     vertex_training: dict | None = None,
     parallel_trials: int = 1,
+    baseline: str = "latest-blessed",
+    local_root: bool = False,
 ) -> tfx.dsl.Pipeline:
     """The pipeline with paths as the containers see them (gs:// or inside the image), passed
     on unchanged; `vertex_training` and `parallel_trials` as `pipeline.create_pipeline` takes
-    them."""
+    them, `baseline` as `ReleaseSettings` does. `local_root`: the pipeline root is an absolute
+    local path (kfp.local) rather than a bucket URI."""
     if args.trainer_retries < 0:
         parser.error(f"--trainer-retries must be 0 or more, got {args.trainer_retries}")
-    if not parsing.is_uri(args.pipeline_root):
+    if local_root and not os.path.isabs(args.pipeline_root):
+        parser.error(f"--pipeline-root must be an absolute local path, got {args.pipeline_root!r}")
+    if not local_root and not parsing.is_uri(args.pipeline_root):
         parser.error(
             f"--pipeline-root must be a bucket URI such as gs://BUCKET/root, "
             f"got {args.pipeline_root!r}"
@@ -128,7 +134,7 @@ def build(
                 configs.CLASS_NAMES_PATH if args.data_root == IMAGE_DATA_ROOT else None,
             ),
             settings.release_settings(
-                args, parser, serving_model_dir, baseline="latest-blessed"
+                args, parser, serving_model_dir, baseline=baseline
             ),
             tuning=settings.search_space(args),
             comparison=settings.comparison_spec(args),
@@ -142,19 +148,23 @@ def compile_pipeline(
     dag: tfx.dsl.Pipeline, image: str, output_file: str, trainer_retries: int = 0
 ) -> str:
     """Writes the pipeline: a PipelineJob JSON for Vertex AI, or (by the .yaml extension) a
-    PipelineSpec YAML package for Kubeflow Pipelines.
+    PipelineSpec YAML package for Kubeflow Pipelines, in pipeline spec schema 2.1 and adapted
+    to the open-source backend (`kubeflow_spec.adapt`, checked by `kubeflow_spec.check_accepted`).
 
     `trainer_retries` becomes the retry policy of every Trainer task: KubeflowV2DagRunner
     compiles none, so it is added to the compiled spec.
     """
     output_file = os.path.abspath(output_file)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)
+    kubeflow = output_file.endswith((".yaml", ".yml"))
     tfx.orchestration.experimental.KubeflowV2DagRunner(
-        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=image, use_pipeline_spec_2_1=kubeflow
+        ),
         output_dir=os.path.dirname(output_file),
         output_filename=os.path.basename(output_file),
     ).run(dag)
-    if output_file.endswith((".yaml", ".yml")):
+    if kubeflow:
         _edit_yaml_spec(output_file, dag.pipeline_info.pipeline_root, trainer_retries)
     elif trainer_retries:
         with open(output_file) as file:
@@ -175,12 +185,19 @@ def set_trainer_retries(spec: dict, retries: int) -> None:
 
 
 def _edit_yaml_spec(package_path: str, pipeline_root: str, trainer_retries: int) -> None:
-    """The JSON carries the root in its runtimeConfig; a YAML package keeps it in its spec."""
+    """The JSON carries the root in its runtimeConfig; a YAML package keeps it in its spec,
+    adapted to the open-source backend."""
     with open(package_path) as file:
         text = file.read()
     header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
     spec = yaml.safe_load(text)
     spec["defaultPipelineRoot"] = pipeline_root
     set_trainer_retries(spec, trainer_retries)
+    try:
+        spec = kubeflow_spec.adapt(spec)
+        kubeflow_spec.check_accepted(spec)
+    except ValueError:
+        os.remove(package_path)  # no package the backend would refuse is left behind
+        raise
     with open(package_path, "w") as file:
         file.write(header + yaml.safe_dump(spec, sort_keys=True))

@@ -12,14 +12,16 @@ from tfx import v1 as tfx
 
 from components.release.atomic_pusher import AtomicPusher
 from components.release.baseline_resolver import BaselineBeforeCandidateStrategy
+from components.release.pushed_baseline import PushedBaseline
 from components.sharpness.probe import ProbeSettings, probe_component
 from trainer.config import TrainingConfig
 from trainer.models import export
 
 # How the Evaluator's baseline is found: the latest model blessed before the candidate (local
-# and Beam runners), or TFX's LatestBlessedModelStrategy (the only resolver KubeflowV2DagRunner
-# compiles).
-BASELINES = ("before-candidate", "latest-blessed")
+# and Beam runners), TFX's LatestBlessedModelStrategy (the only resolver KubeflowV2DagRunner
+# compiles: Vertex AI), or the newest model in the push destination, found by a container
+# component (Kubeflow Pipelines, whose open-source backend runs no resolvers).
+BASELINES = ("before-candidate", "latest-blessed", "latest-pushed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,11 +54,25 @@ class ReleaseSettings:
             raise ValueError(
                 f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}."
             )
+        if (
+            self.baseline == "latest-pushed"
+            and self.sharpness is not None
+            and self.sharpness.max_sharpness_increase is not None
+        ):
+            raise ValueError(
+                "max_sharpness_increase compares with the baseline's Keras model, which the "
+                "latest-pushed baseline (Kubeflow Pipelines) does not have: a pushed version "
+                "is a SavedModel only."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
 class ReleaseStage:
-    """The candidate judged against the last blessed model, and pushed if blessed."""
+    """The candidate judged against the last blessed model, and pushed if blessed.
+
+    `model_resolver` is the node whose `model` output is the baseline: a Resolver, or on
+    Kubeflow the PushedBaseline component.
+    """
 
     model_resolver: Any
     evaluator: Any
@@ -79,21 +95,25 @@ def release_stage(
     With `baseline="before-candidate"` the baseline is the latest model blessed before the
     candidate was trained (components/release/baseline_resolver.py), so a cached rerun
     evaluates and pushes nothing new; `"latest-blessed"` uses TFX's LatestBlessedModelStrategy,
-    the one KubeflowV2DagRunner compiles.
+    the one KubeflowV2DagRunner compiles; `"latest-pushed"` is the PushedBaseline component
+    (components/release/pushed_baseline.py), which reads the push destination.
     """
     history = dict(
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     )
-    if settings.baseline == "latest-blessed":
+    if settings.baseline == "latest-pushed":
+        model_resolver = PushedBaseline(
+            candidate=model, serving_model_dir=settings.serving_model_dir
+        ).with_id("PushedBaseline")
+    elif settings.baseline == "latest-blessed":
         model_resolver = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, **history
-        )
+        ).with_id("latest_blessed_model_resolver")
     else:
         model_resolver = tfx.dsl.Resolver(
             strategy_class=BaselineBeforeCandidateStrategy, candidate=model, **history
-        )
-    model_resolver = model_resolver.with_id("latest_blessed_model_resolver")
+        ).with_id("latest_blessed_model_resolver")
     evaluator = evaluator_component(
         examples,
         model,
