@@ -35,10 +35,16 @@ from typing import Any
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components.vertex.experiments import ExperimentSettings
 from pipelines.stages.comparison import ComparisonSpec, comparison_stage
 from pipelines.stages.data import DataSettings, data_stage
 from pipelines.stages.release import ReleaseSettings, release_stage
-from pipelines.stages.training import check_tuning, trainer_component, tuner_component
+from pipelines.stages.training import (
+    check_tuning,
+    experiment_component,
+    trainer_component,
+    tuner_component,
+)
 from trainer.config import TrainingConfig
 from trainer.search_space import SearchSpace
 
@@ -78,6 +84,7 @@ def create_pipeline(
     comparison: ComparisonSpec | None = None,
     vertex_training: dict[str, Any] | None = None,
     parallel_trials: int = 1,
+    experiment: ExperimentSettings | None = None,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline; every value is checked here, before anything runs.
 
@@ -103,6 +110,9 @@ def create_pipeline(
             on the same machines.
         parallel_trials: trials the Tuner runs at once, one per machine; more than one needs
             `vertex_training`.
+        experiment: when set, an ExperimentLogger after the Trainer(s) logs each one's
+            hyperparameters and final metrics as a run of this Vertex AI experiment
+            (components/vertex/experiments.py).
     """
     for name, value, kind in (
         ("pipeline", pipeline, PipelineSettings),
@@ -114,6 +124,10 @@ def create_pipeline(
             raise ValueError(f"{name} must be a {kind.__name__}, got {type(value).__name__}.")
     data.check_training(training)
     check_tuning(tuning, training, vertex_training, parallel_trials)
+    if experiment is not None and not isinstance(experiment, ExperimentSettings):
+        raise ValueError(
+            f"experiment must be an ExperimentSettings, got {type(experiment).__name__}."
+        )
     if comparison is not None and not isinstance(comparison, ComparisonSpec):
         raise ValueError(f"comparison must be a ComparisonSpec, got {type(comparison).__name__}.")
     if comparison is not None and tuning is not None and tuning.searches_the_method:
@@ -145,14 +159,22 @@ def create_pipeline(
             hyperparameters=hyperparameters,
         )
         training_components.append(trainer)
-        candidate = trainer.outputs["model"]
+        candidate, candidate_run = trainer.outputs["model"], trainer.outputs["model_run"]
     else:
         stage = comparison_stage(
             data_components, training, comparison, vertex_training, tuning, parallel_trials, sharpness
         )
         training_components, candidate = stage.components, stage.best_model
+        candidate_run = stage.best_model_run
+    if experiment is not None:
+        training_components.append(experiment_component(training_components, experiment))
     release_components = release_stage(
-        data_components.examples, candidate, data_components.schema, training, release
+        data_components.examples,
+        candidate,
+        data_components.schema,
+        training,
+        release,
+        model_run=candidate_run,
     )
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline.pipeline_name,

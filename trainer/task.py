@@ -48,7 +48,7 @@ from trainer.gsam import GSAM
 from trainer.inputs import data
 from trainer.models import export
 from trainer.models.builtin import build_model, training_loss
-from trainer.training import history, multi_worker, resume
+from trainer.training import history, multi_worker, resume, tensorboard
 
 SGD_MOMENTUM = 0.9
 MULTI_WORKER_SHUFFLE_SEED = 20220420
@@ -206,7 +206,7 @@ def _fit(trained, fn_args, config, schema, steps_per_epoch):
         shuffle=False,  # The DataAccessor's dataset is shuffled already.
         verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch
         callbacks=[
-            keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+            keras.callbacks.TensorBoard(log_dir=tensorboard.log_dir(fn_args.model_run_dir)),
             training_history,
             resume.EpochBackup(
                 resume.backup_dir(fn_args), epochs=config.epochs, history=training_history

@@ -10,7 +10,10 @@ import os
 import yaml
 from tfx import v1 as tfx
 
+from components.vertex.experiments import ExperimentSettings
+from components.vertex.push import VertexPushSettings
 from pipelines import configs, pipeline
+from pipelines.cloud.report_views import add_report_views
 from pipelines.flags import groups, parsing, settings
 from pipelines.stages.data import DataSettings
 
@@ -84,10 +87,12 @@ def build(
     parser: argparse.ArgumentParser,
     vertex_training: dict | None = None,
     parallel_trials: int = 1,
+    push: VertexPushSettings | None = None,
+    experiment: ExperimentSettings | None = None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline with paths as the containers see them (gs:// or inside the image), passed
-    on unchanged; `vertex_training` and `parallel_trials` as `pipeline.create_pipeline` takes
-    them."""
+    on unchanged; `vertex_training`, `parallel_trials` and `experiment` as
+    `pipeline.create_pipeline` takes them, `push` as `ReleaseSettings` does."""
     if args.trainer_retries < 0:
         parser.error(f"--trainer-retries must be 0 or more, got {args.trainer_retries}")
     if not parsing.is_uri(args.pipeline_root):
@@ -118,12 +123,13 @@ def build(
             DataSettings(args.data_root, data_format, schema_path=schema),
             settings.training_config(args, data_format),
             settings.release_settings(
-                args, parser, serving_model_dir, baseline="latest-blessed"
+                args, parser, serving_model_dir, baseline="latest-blessed", push=push
             ),
             tuning=settings.search_space(args),
             comparison=settings.comparison_spec(args),
             vertex_training=vertex_training,
             parallel_trials=parallel_trials,
+            experiment=experiment,
         )
 
 
@@ -134,7 +140,8 @@ def compile_pipeline(
     PipelineSpec YAML package for Kubeflow Pipelines.
 
     `trainer_retries` becomes the retry policy of every Trainer task: KubeflowV2DagRunner
-    compiles none, so it is added to the compiled spec.
+    compiles none, so it is added to the compiled spec. So are the tasks that show the
+    comparison report and the sharpness summary in the console (`report_views`).
     """
     output_file = os.path.abspath(output_file)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)
@@ -144,11 +151,12 @@ def compile_pipeline(
         output_filename=os.path.basename(output_file),
     ).run(dag)
     if output_file.endswith((".yaml", ".yml")):
-        _edit_yaml_spec(output_file, dag.pipeline_info.pipeline_root, trainer_retries)
-    elif trainer_retries:
+        _edit_yaml_spec(output_file, dag.pipeline_info.pipeline_root, trainer_retries, image)
+    else:
         with open(output_file) as file:
             document = json.load(file)
         set_trainer_retries(document["pipelineSpec"], trainer_retries)
+        add_report_views(document["pipelineSpec"], image)
         with open(output_file, "w") as file:
             json.dump(document, file, indent=2, sort_keys=True)
     return output_file
@@ -163,7 +171,9 @@ def set_trainer_retries(spec: dict, retries: int) -> None:
             task["retryPolicy"] = {"maxRetryCount": retries}
 
 
-def _edit_yaml_spec(package_path: str, pipeline_root: str, trainer_retries: int) -> None:
+def _edit_yaml_spec(
+    package_path: str, pipeline_root: str, trainer_retries: int, image: str
+) -> None:
     """The JSON carries the root in its runtimeConfig; a YAML package keeps it in its spec."""
     with open(package_path) as file:
         text = file.read()
@@ -171,5 +181,6 @@ def _edit_yaml_spec(package_path: str, pipeline_root: str, trainer_retries: int)
     spec = yaml.safe_load(text)
     spec["defaultPipelineRoot"] = pipeline_root
     set_trainer_retries(spec, trainer_retries)
+    add_report_views(spec, image)
     with open(package_path, "w") as file:
         file.write(header + yaml.safe_dump(spec, sort_keys=True))

@@ -123,10 +123,12 @@ def run_name(method: str, seed: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ComparisonStage:
-    """Label noise (optional), a Trainer and an Evaluator per run, and the report."""
+    """Label noise (optional), a Trainer and an Evaluator per run, and the report: the
+    winner's model and its run's `history.json` (`best_model_run`)."""
 
     components: list
     best_model: Any
+    best_model_run: Any
 
 
 def comparison_stage(
@@ -214,5 +216,7 @@ def comparison_stage(
         settings["sharpness"] = {"split": run_probe.split, **run_probe.measure_arguments()}
     report = comparison_report(runs, settings=settings, label_key=training.label_key)
     return ComparisonStage(
-        components=[*components, report], best_model=report.outputs["best_model"]
+        components=[*components, report],
+        best_model=report.outputs["best_model"],
+        best_model_run=report.outputs["best_model_run"],
     )
