@@ -110,7 +110,7 @@ class Endpoint:
         self.fake, self.display_name = fake, display_name
         self.resource_name = f"{fake.location}/endpoints/{number}"
         self.deployed: list[types.SimpleNamespace] = []
-        self._traffic: dict[str, int] = {}
+        self.traffic: dict[str, int] = {}
 
     def add(self, model: ModelVersion, traffic_percentage: int = 100) -> str:
         deployed_id = str(1000 + sum(len(e.deployed) for e in self.fake.endpoints) + 1)
@@ -122,9 +122,12 @@ class Endpoint:
                 display_name=f"{model.model_id}-{model.aliases[0]}",
             )
         )
+        # As the SDK's Endpoint._allocate_traffic: the others share what is left, pro rata.
         rest = 100 - traffic_percentage
-        self._traffic = {key: value * rest // 100 for key, value in self._traffic.items()}
-        self._traffic[deployed_id] = traffic_percentage
+        self.traffic = {
+            key: value * rest // 100 for key, value in self.traffic.items() if rest
+        }
+        self.traffic[deployed_id] = traffic_percentage
         return deployed_id
 
     def list_models(self):
@@ -134,14 +137,15 @@ class Endpoint:
     @property
     def traffic_split(self):
         self.fake.record("Endpoint.traffic_split", endpoint=self.display_name)
-        return dict(self._traffic)
+        return dict(self.traffic)
 
     def undeploy(self, deployed_model_id, sync=True):
         self.fake.record("Endpoint.undeploy", deployed_model_id=deployed_model_id, sync=sync)
-        if self._traffic.get(deployed_model_id, 0) and len(self.deployed) > 1:
-            raise exceptions.FailedPrecondition("undeploying a model that takes traffic")
+        # As the SDK's Endpoint.undeploy, which refuses to leave the other models no traffic.
+        if len(self.traffic) > 1 and self.traffic.get(deployed_model_id) == 100:
+            raise ValueError(f"Undeploying {deployed_model_id} would leave 0% traffic.")
         self.deployed = [d for d in self.deployed if d.id != deployed_model_id]
-        self._traffic.pop(deployed_model_id, None)
+        self.traffic.pop(deployed_model_id, None)
 
 
 class _Endpoints:

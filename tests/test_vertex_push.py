@@ -214,7 +214,7 @@ def test_upload_then_deploy_then_undeploy_the_previous_version(endpoint_job, clo
     assert calls_named(cloud, "Endpoint.undeploy") == [{"deployed_model_id": old, "sync": True}]
     [endpoint] = cloud.endpoints
     [serving] = endpoint.deployed
-    assert serving.model_version_id == "2" and endpoint._traffic == {serving.id: 100}
+    assert serving.model_version_id == "2" and endpoint.traffic == {serving.id: 100}
     assert metadata["pushed"] == 1
     assert metadata["pushed_destination"].endswith("/models/gsam-tfx@2")
     assert metadata["deployed_model_id"] == serving.id
@@ -231,7 +231,7 @@ def test_a_failed_deploy_leaves_the_old_version_serving_and_a_rerun_finishes(
         run_pusher(endpoint_job, inputs, tmp_path)
     [endpoint] = cloud.endpoints
     assert [deployed.id for deployed in endpoint.deployed] == [old]
-    assert endpoint._traffic == {old: 100}
+    assert endpoint.traffic == {old: 100}
     assert calls_named(cloud, "Endpoint.undeploy") == []
 
     # The rerun finds the uploaded version by its alias, deploys it, then undeploys the old.
