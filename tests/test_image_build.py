@@ -4,8 +4,8 @@
 and holds a Docker daemon for these tests. The local runner runs the whole pipeline in the
 image; then the Trainer task of the compiled Vertex AI pipeline runs in the image, with the
 executor input Vertex would send it on that run's Examples and Schema, and the model it
-writes must serve; so does the task that shows the sharpness summary in the console. Without
-Docker they skip, saying exactly what is missing.
+writes must serve. The task that shows the sharpness summary in the console runs there too.
+Without Docker they skip, saying exactly what is missing.
 """
 
 import json
