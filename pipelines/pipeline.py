@@ -35,11 +35,13 @@ from typing import Any
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from components.vertex.experiments import ExperimentSettings
 from pipelines.stages.comparison import ComparisonSpec, comparison_stage
 from pipelines.stages.data import DataSettings, data_stage
 from pipelines.stages.release import ReleaseSettings, release_stage
 from pipelines.stages.training import (
     check_tuning,
+    experiment_component,
     trainer_component,
     training_inputs,
     tuner_component,
@@ -85,6 +87,7 @@ def create_pipeline(
     vertex_training: dict[str, Any] | None = None,
     parallel_trials: int = 1,
     module_file: ModuleFile | None = None,
+    experiment: ExperimentSettings | None = None,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline; every value is checked here, before anything runs.
 
@@ -114,6 +117,9 @@ def create_pipeline(
         module_file: the user's module file (`trainer.user_module`): with `preprocessing_fn`,
             TFX's Transform runs before the Trainers, which train on its output; with
             `build_model`, the Trainers train the model it builds.
+        experiment: when set, an ExperimentLogger after the Trainer(s) logs each one's
+            hyperparameters and final metrics as a run of this Vertex AI experiment
+            (components/vertex/experiments.py).
     """
     for name, value, kind in (
         ("pipeline", pipeline, PipelineSettings),
@@ -125,6 +131,10 @@ def create_pipeline(
             raise ValueError(f"{name} must be a {kind.__name__}, got {type(value).__name__}.")
     data.check_training(training)
     check_tuning(tuning, training, vertex_training, parallel_trials)
+    if experiment is not None and not isinstance(experiment, ExperimentSettings):
+        raise ValueError(
+            f"experiment must be an ExperimentSettings, got {type(experiment).__name__}."
+        )
     if comparison is not None and not isinstance(comparison, ComparisonSpec):
         raise ValueError(f"comparison must be a ComparisonSpec, got {type(comparison).__name__}.")
     if comparison is not None and tuning is not None and tuning.searches_the_method:
@@ -147,7 +157,7 @@ def create_pipeline(
             inputs, training, vertex_training, hyperparameters=hyperparameters
         )
         training_components.append(trainer)
-        candidate = trainer.outputs["model"]
+        candidate, candidate_run = trainer.outputs["model"], trainer.outputs["model_run"]
     else:
         stage = comparison_stage(
             data_components,
@@ -160,8 +170,12 @@ def create_pipeline(
             release.sharpness,
         )
         training_components = [*inputs.components, *stage.components]
-        candidate = stage.best_model
-    release_components = release_stage(data_components.examples, candidate, training, release)
+        candidate, candidate_run = stage.best_model, stage.best_model_run
+    if experiment is not None:
+        training_components.append(experiment_component(training_components, experiment))
+    release_components = release_stage(
+        data_components.examples, candidate, training, release, model_run=candidate_run
+    )
     return tfx.dsl.Pipeline(
         pipeline_name=pipeline.pipeline_name,
         pipeline_root=pipeline.pipeline_root,

@@ -8,60 +8,31 @@
 Compiling needs no network. --vertex-training also runs the Trainer as a Vertex AI Training
 job (GPUs, several workers), and with --tune the Tuner too (--parallel-trials machines); it
 needs --project even to compile, since the compiled pipeline names the project that job runs in.
+--push-to, --experiment, --schedule and --tensorboard are production on Vertex AI (README,
+"Production on Vertex AI").
 """
 
 import sys
 
 from pipelines.cloud import compiler, submit
-from pipelines.flags import parsing
-from pipelines.stages.vertex_training import vertex_training_config
+from pipelines.flags import parsing, vertex
 
 
 def main(argv=None) -> int:
     parser = compiler.parser(__doc__.split("\n\n")[0], "pipeline.json")
-    vertex = parser.add_argument_group("Vertex AI")
-    vertex.add_argument("--project", help="Google Cloud project ID")
-    vertex.add_argument("--region", default="us-central1")
-    vertex.add_argument("--service-account", help="the service account the job runs as")
-    vertex.add_argument(
-        "--vertex-training", action="store_true", help="run the Trainer on Vertex AI Training"
-    )
-    vertex.add_argument("--machine-type", default="n1-standard-8")
-    vertex.add_argument("--accelerator-type", help="e.g. NVIDIA_TESLA_T4, NVIDIA_L4")
-    vertex.add_argument("--accelerator-count", type=int, default=0)
-    vertex.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="several workers train with the multi-worker GSAM loop",
-    )
-    vertex.add_argument(
-        "--parallel-trials",
-        type=int,
-        default=1,
-        help="with --tune --vertex-training: trials run at once, one machine each "
-        "(default: %(default)s)",
-    )
+    vertex.add_vertex_arguments(parser)
+    vertex.add_production_arguments(parser)
     args = parser.parse_args(parsing.command_line(argv))
-
-    vertex_training = None
-    if args.vertex_training:
-        if not args.project:
-            parser.error(
-                "--vertex-training needs --project, even to compile: the compiled pipeline "
-                "names the project the Trainer's Vertex AI Training job runs in"
-            )
-        with parsing.flag_errors(parser):
-            vertex_training = vertex_training_config(
-                project=args.project,
-                region=args.region,
-                image=args.image,
-                machine_type=args.machine_type,
-                accelerator_type=args.accelerator_type,
-                accelerator_count=args.accelerator_count,
-                workers=args.workers,
-            )
-    dag = compiler.build(args, parser, vertex_training, args.parallel_trials)
+    vertex.check_combinations(args, parser)
+    schedule = vertex.schedule_settings(args, parser)
+    dag = compiler.build(
+        args,
+        parser,
+        vertex.vertex_training(args, parser),
+        args.parallel_trials,
+        push=vertex.push_settings(args, parser),
+        experiment=vertex.experiment_settings(args, parser),
+    )
     path = compiler.compile_pipeline(dag, args.image, args.output_file, args.trainer_retries)
     print(f"compiled {path}")
     if args.submit:
@@ -74,6 +45,9 @@ def main(argv=None) -> int:
                 display_name=args.pipeline_name,
                 service_account=args.service_account,
                 parameter_values=submit.parse_parameters(args.parameter),
+                enable_caching=args.enable_cache,
+                experiment=args.experiment,
+                schedule=schedule,
                 wait=args.wait,
             )
     return 0

@@ -13,3 +13,15 @@ def sample(tmp_path_factory):
     from tests.pipeline_support import write_split_sample
 
     return write_split_sample(tmp_path_factory.mktemp("sample"), train=96, eval=64)
+
+
+@pytest.fixture
+def cloud(monkeypatch):
+    """The recording fake of google.cloud.aiplatform (tests/fake_aiplatform.py), installed
+    where every Vertex AI call goes (components/vertex/client.py)."""
+    from components.vertex import client
+    from tests.fake_aiplatform import FakeAiplatform
+
+    fake = FakeAiplatform()
+    monkeypatch.setattr(client, "load_aiplatform", lambda: fake)
+    return fake

@@ -117,7 +117,8 @@ def test_vertex_json_with_sharpness_puts_the_probe_between_evaluator_and_pusher(
     document = json.loads(output.read_text())
     json_format.ParseDict(document, pipeline_spec_pb2.PipelineJob())
     spec = json_format.ParseDict(document["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
-    check_spec(spec, extra_components=["SharpnessProbe"])
+    # The probe, and the task that shows its summary in the console (report_views.py).
+    check_spec(spec, extra_components=["SharpnessProbe", "SharpnessProbe.view"])
     probe = spec.root.dag.tasks["SharpnessProbe"]
     producers = {
         name: artifact.task_output_artifact.producer_task

@@ -177,9 +177,10 @@ def test_the_executor_writes_the_report_and_copies_the_winners_best_model(fake_r
     }
     report = artifact(ComparisonReportArtifact, str(tmp_path / "report"))
     best_model = artifact(standard_artifacts.Model, str(tmp_path / "best_model"))
+    best_model_run = artifact(standard_artifacts.ModelRun, str(tmp_path / "best_model_run"))
     ComparisonReportExecutor().Do(
         input_dict,
-        {"report": [report], "best_model": [best_model]},
+        {"report": [report], "best_model": [best_model], "best_model_run": [best_model_run]},
         {
             "runs": json.dumps([list(run) for run in ACCURACIES]),
             "settings": json.dumps({"budget": "equal-epochs"}),
@@ -198,7 +199,9 @@ def test_the_executor_writes_the_report_and_copies_the_winners_best_model(fake_r
     assert (tmp_path / "best_model" / "Format-Serving" / "saved_model.pb").read_text() == (
         "model of gsam seed 2"
     )
-    for output in (report, best_model):
+    best_history = json.loads((tmp_path / "best_model_run" / HISTORY_FILE).read_text())
+    assert best_history["config"]["optimizer"] == "gsam" and best_history["config"]["seed"] == 2
+    for output in (report, best_model, best_model_run):
         assert output.get_string_custom_property("winner_method") == "gsam"
         assert output.get_int_custom_property("winner_seed") == 2
         assert output.get_float_custom_property("winner_eval_accuracy") == 0.86
@@ -219,6 +222,9 @@ def test_the_report_shows_each_methods_sharpness_mean_and_std(fake_runs, tmp_pat
         {
             "report": [report],
             "best_model": [artifact(standard_artifacts.Model, str(tmp_path / "best_model"))],
+            "best_model_run": [
+                artifact(standard_artifacts.ModelRun, str(tmp_path / "best_model_run"))
+            ],
         },
         {
             "runs": json.dumps([list(run) for run in ACCURACIES]),
@@ -354,7 +360,7 @@ def test_the_factory_names_the_component_and_one_input_per_run_and_kind():
     assert set(component.inputs) == {
         input_key(kind, method, 1) for method in ("plain", "gsam") for kind in RUN_TYPES
     }
-    assert set(component.outputs) == {"report", "best_model"}
+    assert set(component.outputs) == {"report", "best_model", "best_model_run"}
     assert json.loads(component.exec_properties["runs"]) == [["plain", 1], ["gsam", 1]]
     assert component.exec_properties["target_difference"] == 0.01
 

@@ -4,7 +4,8 @@
 and holds a Docker daemon for these tests. The local runner runs the whole pipeline in the
 image; then the Trainer task of the compiled Vertex AI pipeline runs in the image, with the
 executor input Vertex would send it on that run's Examples and Schema, and the model it
-writes must serve. Without Docker they skip, saying exactly what is missing.
+writes must serve. The task that shows the sharpness summary in the console runs there too.
+Without Docker they skip, saying exactly what is missing.
 """
 
 import json
@@ -150,3 +151,34 @@ def test_the_compiled_vertex_trainer_task_runs_in_the_image(image, local_run, wo
     assert model["uri"] == os.path.join(output_dir, "model")
     assert os.listdir(os.path.join(output_dir, "model_run")), "no TensorBoard logs"
     assert_serves(os.path.join(model["uri"], "Format-Serving"), eval_examples(workdir))
+
+
+def test_the_compiled_report_view_task_runs_in_the_image(image, workdir):
+    """The task that shows the sharpness summary in the Vertex AI console, as kfp fills its
+    path placeholders: the report under the input's path, the Markdown at the output's."""
+    pipeline_file = workdir / "sharpness.json"
+    vertex_runner.main(
+        [
+            "--output-file", str(pipeline_file), "--image", image.tag,
+            "--pipeline-root", "gs://gsam-tfx-test/root", "--sharpness",
+        ]
+    )  # fmt: skip
+    job = json.loads(pipeline_file.read_text())
+    container = task_container(job, "SharpnessProbe.view")
+    assert container["image"] == image.tag
+    probe = workdir / "probe"
+    probe.mkdir()
+    (probe / "summary.md").write_text("# Sharpness\n\n| measure | candidate |\n")
+    markdown = workdir / "views" / "SharpnessProbe.view_1" / "markdown"
+    paths = {
+        "{{$.inputs.artifacts['source'].path}}": str(probe),
+        "{{$.outputs.artifacts['markdown'].path}}": str(markdown),
+    }
+    result = image.run(
+        *container["command"][1:],
+        *[paths.get(arg, arg) for arg in container["args"]],
+        entrypoint=container["command"][0],
+        mounts=[workdir],
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert markdown.read_text() == (probe / "summary.md").read_text()

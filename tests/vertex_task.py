@@ -1,8 +1,10 @@
 """A task of a compiled Vertex AI pipeline as Vertex AI runs it: its container, and the
-executor input that takes the place of `{{$}}` in its arguments.
+executor input that takes the place of `{{$}}` in its arguments; or, for a TFX task, the same
+command run in this process (where tests can swap the cloud client for a fake).
 
     container = task_container(job, "Trainer")
     argv = task_command(container, executor_input(job, "Trainer", inputs, "/out/Trainer_1"))
+    executor_output = run_in_process(job, "Pusher", inputs, "/out/Pusher_2")
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import json
 import os
 
 from google.protobuf import json_format
-from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
+from tfx.orchestration.kubeflow.v2.container import (
+    kubeflow_v2_entrypoint_utils,
+    kubeflow_v2_run_executor,
+)
 from tfx.types.artifact import Artifact
 
 # Vertex AI names artifacts by their resource in its ML Metadata store.
@@ -96,3 +101,18 @@ def task_command(container: dict, invocation: dict) -> list[str]:
     if unfilled:
         raise ValueError(f"placeholders this helper does not fill: {unfilled}")
     return container["command"] + args
+
+
+def run_in_process(
+    pipeline_job: dict, task: str, inputs: dict[str, Artifact], output_dir: str
+) -> dict:
+    """Runs a TFX task's container command (TFX's Kubeflow V2 entry point) in this process
+    and returns the executor output it wrote."""
+    command = task_command(
+        task_container(pipeline_job, task), executor_input(pipeline_job, task, inputs, output_dir)
+    )
+    if command[:3] != ["python", "-m", kubeflow_v2_run_executor.__name__]:
+        raise ValueError(f"{task} does not run TFX's Kubeflow V2 entry point: {command[:3]}")
+    kubeflow_v2_run_executor.main(kubeflow_v2_run_executor._parse_flags(command[3:]))
+    with open(os.path.join(output_dir, "executor_output.json")) as file:
+        return json.load(file)

@@ -13,9 +13,11 @@ Outputs:
 * `report` (`ComparisonReportArtifact`): report.md, report.html (self-contained), the PNG
   figures and results.json (see `comparison_rendering`);
 * `best_model` (Model): a copy of the winning method's best seed's model, for an Evaluator
-  against the last blessed model and a Pusher.
+  against the last blessed model and a Pusher;
+* `best_model_run` (ModelRun): that run's `history.json`, which says how it trained (the
+  VertexPusher labels the registry version with it).
 
-Both carry the winner as custom properties `winner_method`, `winner_seed` and
+All three carry the winner as custom properties `winner_method`, `winner_seed` and
 `winner_eval_accuracy` (that seed's).
 
 The executor reads each run's `history.json` from its ModelRun (`trainer/training/history.py`), its
@@ -141,6 +143,7 @@ def comparison_report(
             "OUTPUTS": {
                 "report": ChannelParameter(type=ComparisonReportArtifact),
                 "best_model": ChannelParameter(type=standard_artifacts.Model),
+                "best_model_run": ChannelParameter(type=standard_artifacts.ModelRun),
             },
         },
     )
@@ -160,6 +163,7 @@ def comparison_report(
         target_difference=target_difference,
         report=types.Channel(type=ComparisonReportArtifact),
         best_model=types.Channel(type=standard_artifacts.Model),
+        best_model_run=types.Channel(type=standard_artifacts.ModelRun),
         **inputs,
     )
     return component_class(spec=spec)
@@ -196,7 +200,13 @@ class ComparisonReportExecutor(base_executor.BaseExecutor):
         best = comparison.winner.best_run
         best_model = artifact_utils.get_single_instance(output_dict["best_model"])
         io_utils.copy_dir(uris[input_key("model", best.method, best.seed)], best_model.uri)
-        for artifact in (report, best_model):
+        best_model_run = artifact_utils.get_single_instance(output_dict["best_model_run"])
+        best_run = uris[input_key("model_run", best.method, best.seed)]
+        io_utils.copy_file(
+            os.path.join(best_run, history.HISTORY_FILE),
+            os.path.join(best_model_run.uri, history.HISTORY_FILE),
+        )
+        for artifact in (report, best_model, best_model_run):
             artifact.set_string_custom_property("winner_method", best.method)
             artifact.set_int_custom_property("winner_seed", best.seed)
             artifact.set_float_custom_property("winner_eval_accuracy", best.eval_accuracy)

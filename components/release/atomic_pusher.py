@@ -57,30 +57,36 @@ class AtomicPushExecutor(pusher_executor.Executor):
             self._MarkNotPushed(model_push)
             return
         model_path = self.GetModelPath(input_dict)
-        base_directory = destination.filesystem.base_directory
-        pushed_before = version_holding(model_path, base_directory)
-        if pushed_before is not None:
-            logging.info("Model already pushed as %s; not pushed again.", pushed_before)
-            self._MarkPushed(
-                model_push,
-                pushed_destination=pushed_before,
-                pushed_version=os.path.basename(pushed_before),
-            )
-            return
-        version = int(time.time())
-        while fileio.exists(os.path.join(base_directory, str(version))):
-            version += 1  # another push took this second: never overwrite or reuse it
-        serving_path = os.path.join(base_directory, str(version))
-        staging = os.path.join(base_directory, f".{version}.{uuid.uuid4().hex}.incomplete")
-        try:
-            io_utils.copy_dir(model_path, staging)
-            fileio.rename(staging, serving_path)
-        finally:
-            if fileio.exists(staging):
-                fileio.rmtree(staging)
-        logging.info("Model written to serving path %s.", serving_path)
+        serving_path = push_to_directory(model_path, destination.filesystem.base_directory)
         io_utils.copy_dir(model_path, model_push.uri)
-        self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))
+        self._MarkPushed(
+            model_push,
+            pushed_destination=serving_path,
+            pushed_version=os.path.basename(serving_path),
+        )
+
+
+def push_to_directory(model_path: str, base_directory: str) -> str:
+    """Copies the SavedModel at `model_path` into a new numbered version folder under
+    `base_directory`, all or nothing, and returns that folder; if a version there holds the
+    same model (its fingerprint), returns that one instead and copies nothing."""
+    pushed_before = version_holding(model_path, base_directory)
+    if pushed_before is not None:
+        logging.info("Model already pushed as %s; not pushed again.", pushed_before)
+        return pushed_before
+    version = int(time.time())
+    while fileio.exists(os.path.join(base_directory, str(version))):
+        version += 1  # another push took this second: never overwrite or reuse it
+    serving_path = os.path.join(base_directory, str(version))
+    staging = os.path.join(base_directory, f".{version}.{uuid.uuid4().hex}.incomplete")
+    try:
+        io_utils.copy_dir(model_path, staging)
+        fileio.rename(staging, serving_path)
+    finally:
+        if fileio.exists(staging):
+            fileio.rmtree(staging)
+    logging.info("Model written to serving path %s.", serving_path)
+    return serving_path
 
 
 def version_holding(model_path: str, base_directory: str) -> str | None:

@@ -59,8 +59,9 @@ DEFAULT_MAX_EXAMPLES = 128
 class SharpnessReport(tfx.dsl.Artifact):
     """`sharpness.json` and `summary.md` written by a SharpnessProbe."""
 
-    # namespace.Name: Kubeflow V2 / Vertex compile custom types by this schema title.
-    TYPE_NAME = "gsam_tfx.SharpnessReport"
+    # Kubeflow V2 / Vertex compile a custom type to this schema title and their container
+    # imports it as a class path, so it names the class as the `components` package exports it.
+    TYPE_NAME = "components.SharpnessReport"
 
 
 @dataclasses.dataclass(frozen=True)

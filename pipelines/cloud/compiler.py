@@ -10,8 +10,11 @@ import os
 import yaml
 from tfx import v1 as tfx
 
+from components.vertex.experiments import ExperimentSettings
+from components.vertex.push import VertexPushSettings
 from pipelines import configs, pipeline
 from pipelines.cloud import kubeflow_spec
+from pipelines.cloud.report_views import add_report_views
 from pipelines.flags import groups, parsing, settings
 from pipelines.stages.data import DataSettings
 
@@ -87,11 +90,14 @@ def build(
     parallel_trials: int = 1,
     baseline: str = "latest-blessed",
     local_root: bool = False,
+    push: VertexPushSettings | None = None,
+    experiment: ExperimentSettings | None = None,
 ) -> tfx.dsl.Pipeline:
     """The pipeline with paths as the containers see them (gs:// or inside the image), passed
-    on unchanged; `vertex_training` and `parallel_trials` as `pipeline.create_pipeline` takes
-    them, `baseline` as `ReleaseSettings` does. `local_root`: the pipeline root is an absolute
-    local path (kfp.local) rather than a bucket URI."""
+    on unchanged; `vertex_training`, `parallel_trials` and `experiment` as
+    `pipeline.create_pipeline` takes them, `baseline` and `push` as `ReleaseSettings` do.
+    `local_root`: the pipeline root is an absolute local path (kfp.local) rather than a bucket
+    URI."""
     if args.trainer_retries < 0:
         parser.error(f"--trainer-retries must be 0 or more, got {args.trainer_retries}")
     if local_root and not os.path.isabs(args.pipeline_root):
@@ -134,13 +140,14 @@ def build(
                 configs.CLASS_NAMES_PATH if args.data_root == IMAGE_DATA_ROOT else None,
             ),
             settings.release_settings(
-                args, parser, serving_model_dir, baseline=baseline
+                args, parser, serving_model_dir, baseline=baseline, push=push
             ),
             tuning=settings.search_space(args),
             comparison=settings.comparison_spec(args),
             vertex_training=vertex_training,
             parallel_trials=parallel_trials,
             module_file=settings.module_file(args),
+            experiment=experiment,
         )
 
 
@@ -152,7 +159,8 @@ def compile_pipeline(
     to the open-source backend (`kubeflow_spec.adapt`, checked by `kubeflow_spec.check_accepted`).
 
     `trainer_retries` becomes the retry policy of every Trainer task: KubeflowV2DagRunner
-    compiles none, so it is added to the compiled spec.
+    compiles none, so it is added to the compiled spec. So are the tasks that show the
+    comparison report and the sharpness summary in the console (`report_views`).
     """
     output_file = os.path.abspath(output_file)
     os.makedirs(os.path.dirname(output_file), exist_ok=True)
@@ -165,11 +173,12 @@ def compile_pipeline(
         output_filename=os.path.basename(output_file),
     ).run(dag)
     if kubeflow:
-        _edit_yaml_spec(output_file, dag.pipeline_info.pipeline_root, trainer_retries)
-    elif trainer_retries:
+        _edit_yaml_spec(output_file, dag.pipeline_info.pipeline_root, trainer_retries, image)
+    else:
         with open(output_file) as file:
             document = json.load(file)
         set_trainer_retries(document["pipelineSpec"], trainer_retries)
+        add_report_views(document["pipelineSpec"], image)
         with open(output_file, "w") as file:
             json.dump(document, file, indent=2, sort_keys=True)
     return output_file
@@ -184,7 +193,9 @@ def set_trainer_retries(spec: dict, retries: int) -> None:
             task["retryPolicy"] = {"maxRetryCount": retries}
 
 
-def _edit_yaml_spec(package_path: str, pipeline_root: str, trainer_retries: int) -> None:
+def _edit_yaml_spec(
+    package_path: str, pipeline_root: str, trainer_retries: int, image: str
+) -> None:
     """The JSON carries the root in its runtimeConfig; a YAML package keeps it in its spec,
     adapted to the open-source backend."""
     with open(package_path) as file:
@@ -193,6 +204,7 @@ def _edit_yaml_spec(package_path: str, pipeline_root: str, trainer_retries: int)
     spec = yaml.safe_load(text)
     spec["defaultPipelineRoot"] = pipeline_root
     set_trainer_retries(spec, trainer_retries)
+    add_report_views(spec, image)
     try:
         spec = kubeflow_spec.adapt(spec)
         kubeflow_spec.check_accepted(spec)

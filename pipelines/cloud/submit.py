@@ -1,7 +1,9 @@
-"""Submits a compiled pipeline: to Vertex AI Pipelines, or to a Kubeflow Pipelines v2 host.
+"""Submits a compiled pipeline: to Vertex AI Pipelines (one run, or a schedule), or to a
+Kubeflow Pipelines v2 host.
 
 Everything is checked before the first call to the cloud client, so a typo never starts a job.
-The client modules are arguments, so tests can record what would be sent.
+Vertex AI is reached through `components.vertex.client.VertexClient`; the client modules are
+arguments, so tests can record what would be sent.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any, Callable
 
 import yaml
 
-PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]")
-REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
+from components.vertex.client import VertexClient, check_project, check_region
+from pipelines.cloud.schedule import ScheduleSettings
+
 HOST = re.compile(r"https?://[^\s/]+(/\S*)?")
 VERTEX_DONE = {"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"}
 
@@ -61,35 +64,51 @@ def submit_to_vertex(
     display_name: str,
     service_account: str | None = None,
     parameter_values: dict[str, Any] | None = None,
+    enable_caching: bool = False,
+    experiment: str | None = None,
+    schedule: ScheduleSettings | None = None,
     wait: bool = False,
     poll_seconds: float = 30,
     aiplatform=None,
     log: Callable = print,
 ):
-    """Creates a Vertex AI PipelineJob from the compiled JSON and submits it."""
-    if not PROJECT_ID.fullmatch(project or ""):
-        raise ValueError(
-            f"--project must be a Google Cloud project ID (6-30 lowercase letters, "
-            f"digits, hyphens), got {project!r}."
-        )
-    if not REGION.fullmatch(region or ""):
-        raise ValueError(
-            f"--region must be a Vertex AI region such as us-central1, got {region!r}."
-        )
+    """Submits the compiled JSON as a Vertex AI PipelineJob, or with `schedule` creates a
+    PipelineJobSchedule that starts one at every cron time.
+
+    `enable_caching` is the job's cache setting, which overrides the compiled one; a run is
+    attached to the Vertex AI `experiment` when given (a schedule's runs are not: the schedule
+    API takes no experiment; their ExperimentLogger runs still are). Returns the job or the
+    schedule.
+    """
+    check_project(project)
+    check_region(region)
     if service_account is not None and "@" not in service_account:
         raise ValueError(f"--service-account must be an email address, got {service_account!r}.")
+    if schedule is not None and not isinstance(schedule, ScheduleSettings):
+        raise ValueError(f"schedule must be a ScheduleSettings, got {type(schedule).__name__}.")
+    if schedule is not None and wait:
+        raise ValueError("--wait waits for one run; a --schedule starts many: drop --wait.")
     parameter_values = dict(parameter_values or {})
     check_parameters(template_path, parameter_values)
-    aiplatform = aiplatform or importlib.import_module("google.cloud.aiplatform")
-    aiplatform.init(project=project, location=region)
-    job = aiplatform.PipelineJob(
-        display_name=display_name,
+    vertex = VertexClient(project, region, aiplatform=aiplatform)
+    job = vertex.pipeline_job(
         template_path=template_path,
+        display_name=display_name,
         pipeline_root=pipeline_root,
         parameter_values=parameter_values,
-        enable_caching=False,
+        enable_caching=enable_caching,
     )
-    job.submit(service_account=service_account)
+    if schedule is not None:
+        created = vertex.create_schedule(
+            job,
+            cron=schedule.cron,
+            display_name=display_name,
+            max_run_count=schedule.max_runs,
+            service_account=service_account,
+        )
+        log(f"created schedule {created.resource_name} ({schedule.cron})")
+        return created
+    vertex.submit(job, service_account=service_account, experiment=experiment)
     log(f"submitted {job.resource_name}")
     if wait:
         state = None

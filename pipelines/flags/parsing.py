@@ -74,6 +74,7 @@ TUNING_FLAGS = {
 OTHER_FLAGS = {
     "data_root": "--data-root",
     "schema_path": "--schema",
+    "serving_model_dir": "--serving-model-dir",
     "data_format": "--data-format",
     "max_bad_records": "--max-bad-records",
     "output_dir": "--output-dir",
@@ -128,17 +129,20 @@ def flag_value(args: argparse.Namespace, flag: str):
 
 
 @contextlib.contextmanager
-def flag_errors(parser: argparse.ArgumentParser):
-    """Turns a ValueError from building the pipeline into a usage error naming the flags."""
+def flag_errors(parser: argparse.ArgumentParser, fields: dict[str, str] | None = None):
+    """Turns a ValueError from building the pipeline into a usage error naming the flags;
+    `fields` (field -> flag) names those of the settings built inside instead."""
     try:
         yield
     except ValueError as error:
-        parser.error(name_flags(str(error)))
+        parser.error(name_flags(str(error), fields))
 
 
-def name_flags(message: str) -> str:
-    flags = {field: flag for flag, field in {**TRAINING_FLAGS, **TUNING_FLAGS}.items()}
-    flags |= OTHER_FLAGS
+def name_flags(message: str, fields: dict[str, str] | None = None) -> str:
+    flags = fields
+    if flags is None:
+        flags = {field: flag for flag, field in {**TRAINING_FLAGS, **TUNING_FLAGS}.items()}
+        flags |= OTHER_FLAGS
     named = [flag for field, flag in flags.items() if re.search(rf"\b{field}\b", message)]
     return f"{message} (flag: {', '.join(named)})" if named else message
 

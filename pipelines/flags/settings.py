@@ -8,6 +8,7 @@ import dataclasses
 from tfx.dsl.io import fileio
 
 from components.sharpness.probe import ProbeSettings
+from components.vertex.push import VertexPushSettings
 from pipelines import configs
 from pipelines.flags.parsing import (
     OTHER_FLAGS,
@@ -101,12 +102,15 @@ def release_settings(
     parser: argparse.ArgumentParser,
     serving_model_dir: str,
     baseline: str = "before-candidate",
+    push: VertexPushSettings | None = None,
 ) -> ReleaseSettings:
-    """Blessing and pushing, from the blessing and sharpness flags."""
+    """Blessing and pushing, from the blessing and sharpness flags; `push` as the Vertex AI
+    runner's --push-to flags say (`pipelines.flags.vertex.push_settings`)."""
     return ReleaseSettings(
         serving_model_dir=serving_model_dir,
         accuracy_threshold=args.accuracy_threshold,
         max_accuracy_drop=args.max_accuracy_drop,
         sharpness=sharpness_settings(args, parser),
         baseline=baseline,
+        push=push,
     )

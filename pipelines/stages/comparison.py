@@ -179,10 +179,12 @@ def run_name(method: str, seed: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ComparisonStage:
-    """Label noise (optional), a Trainer and an Evaluator per run, and the report."""
+    """Label noise (optional), a Trainer and an Evaluator per run, and the report: the
+    winner's model and its run's `history.json` (`best_model_run`)."""
 
     components: list
     best_model: Any
+    best_model_run: Any
 
 
 def comparison_stage(
@@ -279,5 +281,7 @@ def comparison_stage(
         target_difference=spec.target_difference,
     )
     return ComparisonStage(
-        components=[*components, report], best_model=report.outputs["best_model"]
+        components=[*components, report],
+        best_model=report.outputs["best_model"],
+        best_model_run=report.outputs["best_model_run"],
     )

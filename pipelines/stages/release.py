@@ -1,5 +1,5 @@
 """The release stage: the baseline resolver, the Evaluator against it, the optional
-SharpnessProbe, and the all-or-nothing Pusher."""
+SharpnessProbe, and the Pusher: the all-or-nothing filesystem Pusher, or the VertexPusher."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from components.release.atomic_pusher import AtomicPusher
 from components.release.baseline_resolver import BaselineBeforeCandidateStrategy
 from components.release.pushed_baseline import PushedBaseline
 from components.sharpness.probe import ProbeSettings, probe_component
+from components.vertex.push import VertexPusher, VertexPushSettings
 from trainer.config import TrainingConfig
 from trainer.models import export
 
@@ -35,6 +36,10 @@ class ReleaseSettings:
         sharpness: when set, a SharpnessProbe measures the candidate (and the baseline) after
             the Evaluator, and the Pusher takes its blessing (components/sharpness/probe.py).
         baseline: one of `BASELINES`.
+        push: when set, the blessed model also goes to Vertex AI Model Registry (and an
+            endpoint) as these settings say (components/vertex/push.py); the numbered copy
+            under `serving_model_dir`, which must then be on gs://, is what the registry
+            version points at.
     """
 
     serving_model_dir: str
@@ -42,6 +47,7 @@ class ReleaseSettings:
     max_accuracy_drop: float
     sharpness: ProbeSettings | None = None
     baseline: str = "before-candidate"
+    push: VertexPushSettings | None = None
 
     def __post_init__(self):
         _check_fraction("accuracy_threshold", self.accuracy_threshold)
@@ -64,6 +70,16 @@ class ReleaseSettings:
                 "latest-pushed baseline (Kubeflow Pipelines) does not have: a pushed version "
                 "is a SavedModel only."
             )
+        if self.push is not None:
+            if not isinstance(self.push, VertexPushSettings):
+                raise ValueError(
+                    f"push must be a VertexPushSettings, got {type(self.push).__name__}."
+                )
+            if not self.serving_model_dir.startswith("gs://"):
+                raise ValueError(
+                    f"serving_model_dir must be on gs:// to push to {self.push.push_to}: the "
+                    f"registry version points at its copy there, got {self.serving_model_dir!r}."
+                )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,11 +102,13 @@ class ReleaseStage:
 
 
 def release_stage(
-    examples, model, training: TrainingConfig, settings: ReleaseSettings
+    examples, model, training: TrainingConfig, settings: ReleaseSettings, model_run=None
 ) -> ReleaseStage:
     """Baseline resolver -> Evaluator (candidate vs baseline) [-> SharpnessProbe]
-    -> AtomicPusher. With `settings.sharpness`, the Pusher takes the probe's blessing, which
-    requires the Evaluator's.
+    -> Pusher. With `settings.sharpness`, the Pusher takes the probe's blessing, which
+    requires the Evaluator's. With `settings.push`, the Pusher is the VertexPusher, which
+    labels the registry version from the candidate's `model_run` (its Trainer's), the
+    evaluation and the probe's report.
 
     With `baseline="before-candidate"` the baseline is the latest model blessed before the
     candidate was trained (components/release/baseline_resolver.py), so a cached rerun
@@ -132,15 +150,29 @@ def release_stage(
             evaluator_blessing=blessing,
         )
         blessing = probe.outputs["blessing"]
-    pusher = AtomicPusher(
-        model=model,
-        model_blessing=blessing,
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=settings.serving_model_dir
-            )
-        ),
-    ).with_id("Pusher")
+    if settings.push is None:
+        pusher = AtomicPusher(
+            model=model,
+            model_blessing=blessing,
+            push_destination=tfx.proto.PushDestination(
+                filesystem=tfx.proto.PushDestination.Filesystem(
+                    base_directory=settings.serving_model_dir
+                )
+            ),
+        )
+    else:
+        if model_run is None:
+            raise ValueError("release_stage needs the candidate's model_run to push to Vertex AI.")
+        pusher = VertexPusher(
+            model=model,
+            model_blessing=blessing,
+            model_run=model_run,
+            evaluation=evaluator.outputs["evaluation"],
+            sharpness=None if probe is None else probe.outputs["sharpness"],
+            settings=settings.push,
+            serving_model_dir=settings.serving_model_dir,
+        )
+    pusher = pusher.with_id("Pusher")
     return ReleaseStage(model_resolver, evaluator, pusher, probe)
 
 

@@ -17,7 +17,9 @@ from typing import Any
 from tfx import v1 as tfx
 
 from components.comparison.validation_split import VALIDATION, ValidationSplit
-from pipelines.stages.vertex_training import vertex_tuning_config
+from components.vertex.experiments import ExperimentSettings, experiment_logger
+from components.vertex.training import VertexTensorBoardTrainer
+from pipelines.stages.vertex_training import uses_tensorboard, vertex_tuning_config
 from trainer.config import TrainingConfig
 from trainer.search_space import SearchSpace
 from trainer.user_module import PREPROCESSING_FN, ModuleFile
@@ -177,7 +179,8 @@ def trainer_component(
 ):
     """The Trainer running `trainer.task.run_fn` with `training` (and the module file) as its
     custom_config, and the tuned values of `hyperparameters` (a Tuner's
-    `best_hyperparameters`) laid over it."""
+    `best_hyperparameters`) laid over it; its Vertex AI Training job logs to Vertex
+    TensorBoard when `vertex_training` names one."""
     trainer_args = dict(
         run_fn=RUN_FN,
         **inputs.channels(),
@@ -189,5 +192,21 @@ def trainer_component(
         trainer = tfx.components.Trainer(**trainer_args)
     else:
         trainer_args["custom_config"] = {**trainer_args["custom_config"], **vertex_training}
-        trainer = tfx.extensions.google_cloud_ai_platform.Trainer(**trainer_args)
-    return trainer if component_id == "Trainer" else trainer.with_id(component_id)
+        trainer_class = (
+            VertexTensorBoardTrainer
+            if uses_tensorboard(vertex_training)
+            else tfx.extensions.google_cloud_ai_platform.Trainer
+        )
+        trainer = trainer_class(**trainer_args)
+    # with_id even for "Trainer": a Trainer subclass's id is its class name.
+    return trainer.with_id(component_id)
+
+
+def experiment_component(components: list, settings: ExperimentSettings):
+    """An ExperimentLogger over the `model_run` of every Trainer among `components`."""
+    model_runs = {
+        component.id: component.outputs["model_run"]
+        for component in components
+        if isinstance(component, tfx.components.Trainer)
+    }
+    return experiment_logger(model_runs, settings)

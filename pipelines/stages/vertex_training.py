@@ -17,9 +17,12 @@ Example:
 
 from __future__ import annotations
 
+import re
+
 from tfx import v1 as tfx
 
 AI_PLATFORM = tfx.extensions.google_cloud_ai_platform
+TENSORBOARD = re.compile(r"projects/[^/]+/locations/[a-z0-9-]+/tensorboards/[^/]+")
 
 
 def vertex_training_config(
@@ -31,8 +34,15 @@ def vertex_training_config(
     accelerator_type: str | None = None,
     accelerator_count: int = 0,
     workers: int = 1,
+    tensorboard: str | None = None,
+    service_account: str | None = None,
 ) -> dict:
-    """The `custom_config` entries that send the Trainer to Vertex AI Training."""
+    """The `custom_config` entries that send the Trainer to Vertex AI Training.
+
+    With `tensorboard` (`projects/P/locations/R/tensorboards/ID`), the job uploads its logs
+    there; Vertex AI needs the job to run as a `service_account` for that (one that may write
+    to the TensorBoard and the pipeline root). `uses_tensorboard` tells such settings apart.
+    """
     if not machine_type:
         raise ValueError("machine_type must be a Vertex machine type, e.g. n1-standard-8.")
     if (
@@ -48,18 +58,39 @@ def vertex_training_config(
         )
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}.")
+    if tensorboard is not None and not TENSORBOARD.fullmatch(tensorboard):
+        raise ValueError(
+            f"tensorboard must be a Vertex TensorBoard resource name, "
+            f"projects/PROJECT/locations/REGION/tensorboards/ID, got {tensorboard!r}."
+        )
+    if tensorboard is not None and not service_account:
+        raise ValueError(
+            "tensorboard needs a service_account: Vertex AI uploads a job's TensorBoard logs "
+            "only for a job that runs as a service account."
+        )
+    if service_account is not None and "@" not in service_account:
+        raise ValueError(f"service_account must be an email address, got {service_account!r}.")
     machine_spec = {"machine_type": machine_type}
     if accelerator_count:
         machine_spec.update(accelerator_type=accelerator_type, accelerator_count=accelerator_count)
     pool = {"machine_spec": machine_spec, "container_spec": {"image_uri": image}}
+    job = {"project": project, "worker_pool_specs": _worker_pools(pool, workers)}
+    if service_account is not None:
+        job["service_account"] = service_account
+    if tensorboard is not None:
+        job["tensorboard"] = tensorboard
     return {
         AI_PLATFORM.ENABLE_VERTEX_KEY: True,
         AI_PLATFORM.VERTEX_REGION_KEY: region,
-        AI_PLATFORM.TRAINING_ARGS_KEY: {
-            "project": project,
-            "worker_pool_specs": _worker_pools(pool, workers),
-        },
+        AI_PLATFORM.TRAINING_ARGS_KEY: job,
     }
+
+
+def uses_tensorboard(training_settings: dict | None) -> bool:
+    """Whether `vertex_training_config` settings name a Vertex TensorBoard."""
+    if not training_settings:
+        return False
+    return bool(training_settings[AI_PLATFORM.TRAINING_ARGS_KEY].get("tensorboard"))
 
 
 def vertex_tuning_config(training_settings: dict, parallel_trials: int) -> dict:

@@ -45,7 +45,7 @@ from trainer.gsam import GSAM
 from trainer.inputs import data
 from trainer.models import export
 from trainer.models.builtin import training_loss
-from trainer.training import history, multi_worker, resume
+from trainer.training import history, multi_worker, resume, tensorboard
 from trainer.training.callbacks import BestWeightsEarlyStopping, PlateauSchedule
 
 SGD_MOMENTUM = 0.9
@@ -113,7 +113,7 @@ def train(
         shuffle=False,  # A TFX DataAccessor's dataset is shuffled already.
         verbose=1 if sys.stdout.isatty() else 2,  # a progress bar, or a line per epoch
         callbacks=[
-            keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir),
+            keras.callbacks.TensorBoard(log_dir=tensorboard.log_dir(fn_args.model_run_dir)),
             training_history,
             # Before the backup, which saves and restores their state (see EpochBackup).
             *practice,
