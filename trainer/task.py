@@ -33,6 +33,7 @@ trainer = tfx.components.Trainer(
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -113,7 +114,7 @@ def tuned_config(fn_args, user: UserModule | None = None) -> TrainingConfig:
     values a user's `build_model` declared stay its own."""
     config = TrainingConfig.from_custom_config(fn_args.custom_config)
     if fn_args.hyperparameters:
-        tuned = keras_tuner.HyperParameters.from_config(fn_args.hyperparameters).values
+        tuned = _hyperparameters(fn_args).values
         own = user is not None and user.takes_hyperparameters
         config = search_space.tuned_config(config, tuned, model_hyperparameters=own)
         logging.info("Training with the tuned hyperparameters %s.", tuned)
@@ -216,9 +217,11 @@ def eval_batches(fn_args, config: TrainingConfig, inputs: ModelInputs) -> int:
 
 
 def _hyperparameters(fn_args) -> keras_tuner.HyperParameters | None:
+    """The Tuner's best hyperparameters. Read from a copy: `from_config` replaces the
+    conditions in the config it reads with objects, so the same config cannot be read twice."""
     if not fn_args.hyperparameters:
         return None
-    return keras_tuner.HyperParameters.from_config(fn_args.hyperparameters)
+    return keras_tuner.HyperParameters.from_config(copy.deepcopy(fn_args.hyperparameters))
 
 
 def _fit_multi_worker(model, fn_args, config, inputs: ModelInputs, strategy, steps_per_epoch):
