@@ -228,6 +228,16 @@ class TestCommandLine:
             run_here.build_local(args, parser)
         assert f"(flag: {flag})" in capsys.readouterr().err
 
+    def test_without_the_embedded_sample_the_error_asks_for_data_root(
+        self, monkeypatch, tmp_path, capsys
+    ):
+        # A pip-installed package has no data/ folder: the default data root does not exist.
+        monkeypatch.setattr(configs, "DATA_ROOT", str(tmp_path / "site-packages" / "data"))
+        parser, args = self.parse()
+        with pytest.raises(SystemExit):
+            run_here.build_local(args, parser)
+        assert "give your data's folder with --data-root" in capsys.readouterr().err
+
     def test_image_flags_reach_the_trainer_config(self):
         parser, args = self.parse(
             "--image-key", "pixels", "--image-shape", "32x32x3", "--input-size", "16x16"

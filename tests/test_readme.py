@@ -1,6 +1,7 @@
 """The README's examples run as written: every block tagged `sh runnable` or `python runnable`
 is executed, from a folder outside the checkout laid out like its root."""
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -90,3 +91,36 @@ def test_the_test_count_the_readme_states_is_the_suites():
     count = re.search(r"(\d+) tests? collected", collected.stdout)
     assert count, collected.stdout[-2000:]
     assert {int(n.replace(",", "")) for n in stated} == {int(count.group(1))}
+
+
+def test_the_steps_the_opening_names_are_the_pipelines_components(tmp_path):
+    """The opening's DAG line names every component of the default pipeline and of one with
+    every option (CSV, an inferred schema, a validation split, Transform, the Tuner, the
+    SharpnessProbe), and nothing else; the comparison's runs are named as one step."""
+    from components.sharpness.probe import ProbeSettings
+    from pipelines import configs
+    from tests.pipeline_support import build_pipeline
+    from trainer.search_space import SearchSpace
+    from trainer.user_module import ModuleFile
+
+    [dag_line] = [item for item in OPENING.split("\n- ") if item.startswith("`pipelines/`")]
+    steps = dag_line.split("; and runners")[0]
+    named = set(re.findall(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)*\b", steps))
+    plain = build_pipeline(tmp_path / "plain")
+    every_option = build_pipeline(
+        tmp_path / "options",
+        data_format="csv",
+        schema_path=None,
+        validation_fraction=0.1,
+        training=dataclasses.replace(configs.TRAINING, model="mlp"),
+        module_file=ModuleFile.read(str(REPO / "examples" / "tabular_module.py")),
+        tuning=SearchSpace(max_trials=1),
+        sharpness=ProbeSettings(),
+    )
+    built = {
+        component.id
+        for dag in (plain, every_option)
+        for component in dag.components
+        if not component.id.endswith("resolver")
+    }
+    assert named == built
