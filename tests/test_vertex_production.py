@@ -195,6 +195,14 @@ def test_cron_expressions_that_vertex_takes(cron):
             ["--serving-machine-type", "n1-standard-8"],
             "--serving-machine-type needs --push-to vertex-endpoint",
         ),
+        (
+            ["--serving-image", "europe-docker.pkg.dev/p/r/serving:1"],
+            "--serving-image needs --push-to vertex-model or vertex-endpoint",
+        ),
+        (
+            ["--project", "my-project", "--push-to", "vertex-model", "--serving-image", "tf"],
+            "serving_image must be a container image",
+        ),
         (["--experiment", "sweep"], "--experiment needs --project"),
         (
             ["--project", "my-project", "--experiment", "Sweep_1"],

@@ -94,6 +94,13 @@ def test_a_serving_gpu_picks_the_gpu_image_and_a_named_endpoint(tmp_path):
     assert (settings["accelerator_type"], settings["accelerator_count"]) == ("NVIDIA_TESLA_T4", 1)
 
 
+def test_a_serving_image_given_replaces_the_prebuilt_one(tmp_path):
+    image = "europe-docker.pkg.dev/my-project/serving/tf-serving:2.21"
+    job = compile_job(tmp_path, "--push-to", "vertex-model", "--serving-image", image)
+    settings = json.loads(task_parameter(job, "Pusher", "push_settings"))
+    assert settings["serving_image"] == image
+
+
 def test_a_comparison_pushes_the_winner_with_its_own_training_record(tmp_path):
     job = compile_job(
         tmp_path, "--compare", "--methods", "plain,gsam", "--seeds", "1", "--sharpness",
