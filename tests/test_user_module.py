@@ -166,3 +166,16 @@ def test_run_fn_trains_the_modules_model_with_gsam_and_serves_raw_examples(tmp_p
     np.testing.assert_allclose(served, expected, atol=1e-5)
     history = open(os.path.join(run_dir, "history.json")).read()
     assert '"rho"' in history and '"surrogate_gap"' in history
+
+
+def test_train_refuses_a_keras_2_model_and_says_why():
+    import tf_keras
+
+    from trainer.training import fit
+
+    model = tf_keras.Sequential([tf_keras.layers.Dense(2, input_shape=(3,))])
+    with pytest.raises(ValueError, match=r"Keras 3 model \(keras.Model\), got tf_keras.*"):
+        fit.train(model, None, None, None, config=TrainingConfig())
+    with pytest.raises(ValueError, match="TF_USE_LEGACY_KERAS=1"):
+        fit.check_keras_3(model)
+    fit.check_keras_3(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))

@@ -85,6 +85,7 @@ def train(
         callbacks: more Keras callbacks.
         class_names: the label's class names, recorded with the serving model.
     """
+    check_keras_3(model)
     config = config or _config_of(fn_args)
     steps_per_epoch = steps_per_epoch or steps_from_args(fn_args, config, train_dataset)
     strategy = getattr(model, "distribute_strategy", tf.distribute.get_strategy())
@@ -207,6 +208,18 @@ def export_trained(model, fn_args, signatures=None, class_names=None) -> None:
     model_uri = os.path.dirname(fn_args.serving_model_dir.rstrip("/"))
     export.export_keras_model(model, export.keras_model_path(model_uri))
     resume.remove_backup(resume.backup_dir(fn_args))
+
+
+def check_keras_3(model) -> None:
+    """GSAM wraps Keras 3 models. `tf.keras` is Keras 2 (tf_keras) in a process where
+    tensorflow_transform was imported first: it sets `TF_USE_LEGACY_KERAS=1`."""
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"model must be a Keras 3 model (keras.Model), got {type(model).__module__}."
+            f"{type(model).__name__}. Build it with `import keras`, not `tf.keras`: where "
+            f"tensorflow_transform is imported (as in a Trainer with Transform), it sets "
+            f"TF_USE_LEGACY_KERAS=1 and `tf.keras` becomes Keras 2."
+        )
 
 
 def compile_for_training(model: keras.Model, config: TrainingConfig, steps_per_epoch: int):
