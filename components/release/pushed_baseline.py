@@ -11,8 +11,9 @@ the Evaluator looks for a Model artifact's SavedModel. A version holding the can
 (the same SavedModel fingerprint: a cached Trainer's model, pushed before) is passed over, so a
 candidate is never its own baseline. With no other version (the first run), the output is
 marked with `NO_MODEL_PROPERTY` (`no_model.py`), and the image's entrypoint
-(`pipelines/cloud/kfp_entrypoint.py`) hands the Evaluator no baseline, as a resolver that found nothing would: TFX then applies the
-accuracy threshold alone, without the change threshold.
+(`pipelines/cloud/kfp_entrypoint.py`) hands the Evaluator no baseline, as a resolver that
+found nothing would: TFX then applies the accuracy threshold alone, without the change
+threshold.
 
 The copy is the SavedModel only: a pushed version has no `Format-Keras/`, so a SharpnessProbe
 measures no baseline on Kubeflow.

@@ -29,7 +29,8 @@ SharpnessProbe then get no baseline, as from a resolver that found nothing.
 Once TFX has written the executor output (its last step), the process ends with `os._exit(0)`,
 as kfp-operator's patch 8 does (there against a crash in the C++ destructors at interpreter
 shutdown): the shutdown of a process that loaded TensorFlow, TFX and Beam took 15 s per task
-here (2 shared cores at load average 15; 1.4 s with `os._exit`). Everything else is TFX's entrypoint, unchanged.
+here (2 shared cores at load average 15; 1.4 s with `os._exit`). Everything else is TFX's
+entrypoint, unchanged.
 """
 
 from __future__ import annotations
