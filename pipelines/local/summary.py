@@ -37,6 +37,8 @@ TRIAL_COLUMNS = {
     "alpha": "alpha",
     "learning_rate": "learning_rate",
     "perturb_every": "perturb_every",
+    "label_smoothing": "label_smoothing",
+    "weight_decay": "weight_decay",
 }
 
 
