@@ -125,3 +125,23 @@ def test_a_small_preset_comparison_runs_locally(sample, tmp_path, capsys):
     report = open(os.path.join(os.path.dirname(run.comparison.report_path), "report.md")).read()
     assert "on 'validation', 25% of the train split held out" in report
     assert "every method stops early after 10 epochs without a lower val_loss" in report
+
+
+def test_the_training_practice_flags_compile_for_vertex_into_the_trainers_config(tmp_path):
+    output = tmp_path / "pipeline.json"
+    practice = [
+        "--augment", "crop,flip,brightness", "--early-stopping", "4", "--lr-schedule", "plateau",
+        "--class-weights", "balanced", "--label-smoothing", "0.1", "--weight-decay", "0.0001",
+    ]  # fmt: skip
+    vertex_runner.main(
+        ["--output-file", str(output), "--image", IMAGE, "--pipeline-root", ROOT, *practice]
+    )
+    trainer = compiled_tasks(output)["Trainer"]
+    config = TrainingConfig.from_custom_config(json.loads(constant(trainer, "custom_config")))
+    assert config.augment == ("crop", "flip", "brightness")
+    assert (config.early_stopping, config.lr_schedule) == (4, "plateau")
+    assert (config.class_weights, config.label_smoothing, config.weight_decay) == (
+        "balanced",
+        0.1,
+        0.0001,
+    )
