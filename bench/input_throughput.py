@@ -5,14 +5,17 @@ Keras's `fit` on
 
 - `pipeline`: the Trainer's own input, `trainer.inputs.data.make_dataset` through TFX's
   DataAccessor on ExampleGen's output (gzipped TFRecords, PNG decode, shuffle, batches);
-- `in_memory`: a few of those batches, decoded once and held as tensors, repeated;
+- `augmented`: the same with every training augmentation (`--augment crop,flip,brightness`,
+  `trainer.inputs.augment`);
+- `in_memory`: a few of the `pipeline` batches, decoded once and held as tensors, repeated;
 
-in interleaved rounds, the same compiled model for both. A round times `steps` steps after
+in interleaved rounds, the same compiled model for all. A round times `steps` steps after
 `warmup_steps` untimed ones (the iterator's start, tracing). The ratio pipeline / in-memory
 is the median of the per-round ratios: near 1, the input keeps up; below, the model waits.
-`cpu_ratio` is the same for images per process CPU second (decoding included, on tf.data's
-threads): what the input pipeline costs the process, which other processes' load on a shared
-machine barely moves.
+`augment_ratio` is augmented / pipeline: what augmentation costs the training steps.
+`cpu_ratio` and `augment_cpu_ratio` are the same for images per process CPU second (decoding
+and augmenting included, on tf.data's threads): what the input pipeline costs the process,
+which other processes' load on a shared machine barely moves.
 
 Example:
 
@@ -33,7 +36,9 @@ from tfx.types import standard_component_specs as specs
 
 from pipelines import configs
 from pipelines.local import summary
+from trainer.config import AUGMENTATIONS
 from trainer.inputs import data
+from trainer.inputs.augment import ImageAugmentation
 from trainer.models import builtin
 from trainer.training import fit
 
@@ -101,11 +106,13 @@ def measure(
     rounds: int = 3,
     warmup_steps: int = 5,
 ) -> dict:
-    """Images/s of the demo model on the pipeline's input and on in-memory batches.
+    """Images/s of the demo model on the pipeline's input, augmented or not, and on in-memory
+    batches.
 
     Returns the per-round images per wall and per CPU second of each (`pipeline`,
-    `in_memory`), the wall medians, and `ratio` and `cpu_ratio`, the medians of the per-round
-    ratios pipeline / in-memory.
+    `augmented`, `in_memory`), the wall medians, `ratio` and `cpu_ratio`, the medians of the
+    per-round ratios pipeline / in-memory, and `augment_ratio` and `augment_cpu_ratio`, those
+    of augmented / pipeline.
     """
     for name, value in (("steps", steps), ("rounds", rounds), ("warmup_steps", warmup_steps)):
         if value < 1:
@@ -115,11 +122,21 @@ def measure(
         {specs.EXAMPLES_KEY: [examples]}, {specs.TRAIN_ARGS_KEY: "{}", specs.EVAL_ARGS_KEY: "{}"}
     )
     schema = data.load_schema(configs.SCHEMA_PATH)
-    pipeline_input = data.make_dataset(
-        fn_args.train_files, fn_args.data_accessor, schema, config, training=True, shuffle_seed=0
+    pipeline_input, augmented_input = (
+        data.make_dataset(
+            fn_args.train_files,
+            fn_args.data_accessor,
+            schema,
+            config,
+            training=True,
+            shuffle_seed=0,
+            augment=augment,
+        )
+        for augment in (None, ImageAugmentation(AUGMENTATIONS, seed=0))
     )
     inputs = {
         "pipeline": pipeline_input,
+        "augmented": augmented_input,
         "in_memory": in_memory_dataset(pipeline_input, IN_MEMORY_BATCHES),
     }
     model = builtin.build_model(
@@ -141,8 +158,10 @@ def measure(
         "images_per_second_rounds": rates,
         "images_per_cpu_second_rounds": cpu_rates,
         "images_per_second": {name: statistics.median(values) for name, values in rates.items()},
-        "ratio": _median_ratio(rates),
-        "cpu_ratio": _median_ratio(cpu_rates),
+        "ratio": _median_ratio(rates, "pipeline", "in_memory"),
+        "cpu_ratio": _median_ratio(cpu_rates, "pipeline", "in_memory"),
+        "augment_ratio": _median_ratio(rates, "augmented", "pipeline"),
+        "augment_cpu_ratio": _median_ratio(cpu_rates, "augmented", "pipeline"),
         "settings": {
             "model": config.model,
             "optimizer": config.optimizer,
@@ -151,11 +170,12 @@ def measure(
             "warmup_steps": warmup_steps,
             "rounds": rounds,
             "in_memory_batches": IN_MEMORY_BATCHES,
+            "augmentations": list(AUGMENTATIONS),
         },
     }
 
 
-def _median_ratio(rates: dict[str, list[float]]) -> float:
+def _median_ratio(rates: dict[str, list[float]], numerator: str, denominator: str) -> float:
     return statistics.median(
-        pipeline / memory for pipeline, memory in zip(rates["pipeline"], rates["in_memory"])
+        top / bottom for top, bottom in zip(rates[numerator], rates[denominator])
     )

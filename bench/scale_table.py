@@ -8,7 +8,8 @@ Pure logic, no TFX: the measurements come in as plain records.
   time the whole runner process's.
 - The penguin reference: the same, without `train_images` and `beam_mode`.
 - Throughput, per train size: `{"images_per_second": {"pipeline": ..., "in_memory": ...},
-  "ratio": ..., "cpu_ratio": ...}` (bench/input_throughput.py).
+  "ratio": ..., "cpu_ratio": ..., "augment_ratio": ..., "augment_cpu_ratio": ...}`
+  (bench/input_throughput.py; the augment ratios: with every augmentation / without).
 - The record check alone, per train size: way (`before`, a Beam mode) -> `{"seconds": ...,
   "wall_seconds": ..., "peak_rss_mib": ...}` (bench/record_check_cost.py).
 
@@ -167,7 +168,15 @@ def format_tables(
     if throughput:
         sections.append(
             report.table(
-                ["train images", "pipeline img/s", "in-memory img/s", "ratio", "CPU ratio"],
+                [
+                    "train images",
+                    "pipeline img/s",
+                    "in-memory img/s",
+                    "ratio",
+                    "CPU ratio",
+                    "augmented / not",
+                    "CPU augmented / not",
+                ],
                 [
                     [
                         f"{images:,}",
@@ -175,6 +184,8 @@ def format_tables(
                         f"{measured['images_per_second']['in_memory']:.0f}",
                         f"{measured['ratio']:.3f}",
                         f"{measured['cpu_ratio']:.3f}",
+                        _optional_ratio(measured, "augment_ratio"),
+                        _optional_ratio(measured, "augment_cpu_ratio"),
                     ]
                     for images, measured in sorted(throughput.items())
                 ],
@@ -270,3 +281,8 @@ def _factor(numerator: float | None, denominator: float | None) -> str:
 
 def _verdict(met: bool | None) -> str:
     return {True: "met", False: "missed", None: "n/a"}[met]
+
+
+def _optional_ratio(measured: dict, name: str) -> str:
+    """A ratio that measurements from before it existed lack."""
+    return "-" if measured.get(name) is None else f"{measured[name]:.3f}"

@@ -1,6 +1,7 @@
 """Small slices of the embedded sample, and running and inspecting pipelines, for tests."""
 
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -10,6 +11,9 @@ from typing import Callable
 
 import numpy as np
 import tensorflow as tf
+import yaml
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
@@ -234,3 +238,15 @@ def run_local_runner(*flags: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=1200,
     )
+
+
+def compiled_tasks(output: Path):
+    """The root DAG's tasks of a compiled pipeline: a Vertex AI job (`.json`, checked as a
+    `PipelineJob`) or a Kubeflow pipeline spec (`.yaml`)."""
+    if output.suffix == ".json":
+        document = json.loads(output.read_text())
+        json_format.ParseDict(document, pipeline_spec_pb2.PipelineJob())
+        document = document["pipelineSpec"]
+    else:
+        [document] = yaml.safe_load_all(output.read_text())
+    return json_format.ParseDict(document, pipeline_spec_pb2.PipelineSpec()).root.dag.tasks

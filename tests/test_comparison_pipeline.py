@@ -26,6 +26,7 @@ from tests.pipeline_support import (
     SMALL_PROBE,
     TRAINING,
     build_pipeline,
+    compiled_tasks,
     executed_nodes,
     versions,
 )
@@ -118,13 +119,7 @@ def test_with_sharpness_the_probes_compile_and_feed_the_report(runner, output_fi
     output = tmp_path / output_file
     flags = ["--image", IMAGE, "--pipeline-root", ROOT, "--compare", "--seeds", "1"]
     runner.main(["--output-file", str(output), *flags, "--methods", "plain,gsam", "--sharpness"])
-    if output_file.endswith(".json"):
-        document = json.loads(output.read_text())
-        json_format.ParseDict(document, pipeline_spec_pb2.PipelineJob())
-        document = document["pipelineSpec"]
-    else:
-        [document] = yaml.safe_load_all(output.read_text())
-    tasks = json_format.ParseDict(document, pipeline_spec_pb2.PipelineSpec()).root.dag.tasks
+    tasks = compiled_tasks(output)
     # The report, not the task that shows it in the console (ComparisonReport.view).
     [report] = [n for n in tasks if n.startswith("ComparisonReport") and not n.endswith(".view")]
     artifacts = tasks[report].inputs.artifacts

@@ -309,3 +309,44 @@ def test_a_model_compiled_with_its_own_loss_refuses_the_loss_settings(tmp_path):
     for values in (dict(label_smoothing=0.1), dict(weight_decay=1e-4)):
         with pytest.raises(ValueError, match="compiled with its own"):
             fit.compile_for_training(model, TrainingConfig(**values), steps_per_epoch=4)
+
+
+def test_the_plateau_warms_up_linearly_from_its_floor_first(tmp_path):
+    config = TrainingConfig(
+        **{**STALLING.to_dict(), "warmup_epochs": 1.0, "epochs": 2, "early_stopping": None}
+    )
+    rates = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: rates.append(
+            float(record.model.optimizer.learning_rate)
+        )
+    )
+    train_dataset, validation = datasets()
+    fit.train(mlp(), fn_args(tmp_path, config), train_dataset, validation, config=config,
+              callbacks=[record], steps_per_epoch=STEPS)  # fmt: skip
+    floor, peak = config.plateau_floor, config.learning_rate
+    ramp = [floor + (peak - floor) * step / STEPS for step in range(STEPS)]
+    assert rates == pytest.approx([*ramp, peak, peak, peak, peak], rel=1e-6)
+
+
+def test_balanced_class_weights_are_counted_from_the_training_split(tmp_path):
+    from tests import trainer_examples
+
+    rng = np.random.default_rng(5)
+    labels = [0] * 40 + [1] * 10 + [2] * 10
+    splits = {
+        "train": [
+            trainer_examples.tabular_example(rng.normal(size=2).tolist(), 1, b"x", label)
+            for label in labels
+        ],
+        "eval": trainer_examples.random_tabular_examples(rng, 8),
+    }
+    config = TrainingConfig(
+        model="mlp", optimizer="sam", alpha=None, epochs=1, batch_size=16, min_train_steps=0,
+        class_weights="balanced",
+    )  # fmt: skip
+    _, run_dir = trainer_examples.run_trainer(
+        tmp_path, config, splits, trainer_examples.TABULAR_SCHEMA
+    )
+    document = history.read_history(os.path.join(run_dir, history.HISTORY_FILE))
+    assert document["class_weights"] == pytest.approx([60 / 120, 60 / 30, 60 / 30])

@@ -55,6 +55,8 @@ THROUGHPUT = {
         "images_per_second": {"pipeline": 850.0, "in_memory": 1000.0},
         "ratio": 0.85,
         "cpu_ratio": 0.96,
+        "augment_ratio": 0.912,
+        "augment_cpu_ratio": 0.874,
     },
 }
 
@@ -115,6 +117,12 @@ def test_tables_show_every_run_the_reference_the_growth_and_the_verdicts():
     [beam] = [line for line in beam_table.splitlines() if line.startswith("10,000")]
     assert beam.split()[1:] == ["34.0", "54.0", "1.59"]
     assert "lowest 0.850 (missed)" in text
+    [before, after] = [
+        line.split()[-2:] for line in lines if line.startswith(("10,000 ", "60,000 ")) and
+        line.split()[-3] in ("0.970", "0.960")
+    ]  # fmt: skip
+    assert before == ["-", "-"], "a measurement from before augmentation has no augment ratio"
+    assert after == ["0.912", "0.874"]
     assert "x1.83 for x6.0 the images (sub-linear: met)" in text
     assert "60 s <= penguin end to end 90 s (met)" in text
 

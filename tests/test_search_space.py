@@ -144,3 +144,21 @@ def test_tuned_values_replace_their_fields_only():
         0.1,
     )
     assert (config.learning_rate, config.seed) == (training.learning_rate, 5)
+
+
+def test_label_smoothing_and_weight_decay_are_searched_only_when_given():
+    training = TrainingConfig(optimizer="plain", epochs=9)
+    space = SearchSpace(label_smoothing_range=(0.0, 0.2), weight_decay_range=(1e-5, 1e-3))
+    assert SearchSpace.from_custom_config(space.to_custom_config()) == space
+    config, values = declared(space, training)
+    assert {"label_smoothing", "weight_decay"} <= set(values)
+    assert 0 <= config.label_smoothing <= 0.2 and 1e-5 <= config.weight_decay <= 1e-3
+    assert (config.label_smoothing, config.weight_decay) == (
+        values["label_smoothing"],
+        values["weight_decay"],
+    )
+    assert not {"label_smoothing", "weight_decay"} & set(declared(SearchSpace(), training)[1])
+    with pytest.raises(ValueError, match="weight_decay_range low must be > 0"):
+        SearchSpace(weight_decay_range=(0.0, 1e-3))
+    with pytest.raises(ValueError, match="label_smoothing_range high must be <= 0.99"):
+        SearchSpace(label_smoothing_range=(0.0, 1.0))

@@ -118,10 +118,15 @@ def check_noise_settings(noise_rate: float, seed: int, label_key: str) -> None:
         or not 0 <= noise_rate < 1
     ):
         raise ValueError(f"noise_rate must be a number in [0, 1), got {noise_rate!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
+    check_seed(seed)
     if not isinstance(label_key, str) or not label_key:
         raise ValueError(f"label_key must be a non-empty string, got {label_key!r}.")
+
+
+def check_seed(seed: int) -> None:
+    """A content hash's seed: an integer >= 0."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
 
 
 def check_num_classes(num_classes: int) -> None:

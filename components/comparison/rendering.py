@@ -35,7 +35,10 @@ MISSING = "—"
 MEASURES_TITLE = "Measures of the trained models (mean ± std over seeds)"
 POWER_TITLE = "What the seeds can tell apart"
 FIGURE_CAPTIONS = {
-    "eval_accuracy.png": "Eval accuracy per epoch (the Trainer's validation on the eval split)",
+    "eval_accuracy.png": (
+        "Validation accuracy per epoch (the Trainers' val_accuracy: on the eval split, or on the "
+        "validation split held out of the training examples with --validation-split)"
+    ),
     "training_loss.png": "Training loss per epoch",
     "surrogate_gap.png": "Surrogate gap per epoch (SAM and GSAM)",
     "rho_and_learning_rate.png": "rho and learning rate over training",

@@ -40,6 +40,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 from components.comparison.label_noise import (
     GZIP_TFRECORDS,
     check_format,
+    check_seed,
     content_digest,
     copy_splits,
     read_counts,
@@ -81,8 +82,7 @@ def check_split_settings(fraction: float, seed: int) -> None:
     """The parameter checks of `ValidationSplit`, made when it is built and when it runs."""
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise ValueError(f"validation_fraction must be a number in (0, 1), got {fraction!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}.")
+    check_seed(seed)
 
 
 class ValidationSplitExecutor(base_beam_executor.BaseBeamExecutor):

@@ -39,6 +39,8 @@ TRIAL_COLUMNS = {
     "learning_rate": "learning_rate",
     "perturb_every": "perturb_every",
     "perturb_budget": "perturb_budget",
+    "label_smoothing": "label_smoothing",
+    "weight_decay": "weight_decay",
 }
 
 

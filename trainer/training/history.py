@@ -133,7 +133,9 @@ def write_history(
 
 
 def write_json(path: str, document) -> None:
-    """Writes `document` as JSON atomically: a temporary sibling renamed into place."""
+    """Writes `document` as JSON atomically: a temporary sibling renamed into place (its
+    folder made if missing: a note can come before any epoch or TensorBoard log)."""
+    tf.io.gfile.makedirs(os.path.dirname(path) or ".")
     temp_path = f"{path}.tmp-{uuid.uuid4().hex}"
     with tf.io.gfile.GFile(temp_path, "w") as file:
         json.dump(document, file, indent=1)
