@@ -164,7 +164,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--sizes", default=",".join(map(str, DEFAULT_SIZES)),
-        help="comma-separated train sizes, each 10..60000 (default: %(default)s)",
+        help="comma-separated train sizes, each 10..60000 or a multiple of 60000 up to "
+        f"{fashion_mnist_roots.MAX_REPEATS * fashion_mnist_roots.TRAIN_IMAGES} "
+        "(default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
         "--beam-modes", default=",".join(BEAM_MODES),

@@ -11,6 +11,7 @@ import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import v1 as tfx
+from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import path_utils, proto_utils
 
@@ -369,7 +370,12 @@ def run_gate(tmp_path, anomalies, examples):
     statistics.uri = str(tmp_path / "statistics")
     report = RecordCheckReport()
     report.uri = str(tmp_path / "report")
-    RecordCheckExecutor().Do(
+    context = base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=["--direct_running_mode=in_memory"],
+        tmp_dir=str(tmp_path / "tmp"),
+        unique_id="1",
+    )
+    RecordCheckExecutor(context).Do(
         {"examples": [examples]},
         {"report": [report]},
         {"image_key": "image", "image_shape": "[28, 28, 1]"},

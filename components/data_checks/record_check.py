@@ -1,25 +1,26 @@
 """RecordCheck: a Beam pass over every record of ExampleGen's output, for what TFDV cannot see.
 
-Each file of each split is read in Beam tasks of its own, in chunks of `CHUNK_RECORDS`
-records whose problems `record_problems.chunk_problems` finds: images that do not decode to
-`image_shape`, a missing or malformed image feature, NaN or infinite floats. A gzipped
-TFRecord file cannot be split, so under a DirectRunner with N workers each file is checked in
-N parts: every part reads the whole file, and parses and decodes every Nth chunk (reading is
-cheap beside decoding). ExampleGen writes one file per split there, so this is what spreads the
-check over the workers; elsewhere (Dataflow) one task per file, over ExampleGen's many shards. What a task finds
-(`record_findings.Findings`) is combined across tasks in memory that does not grow with the
-records: per kind of problem, its count per file and the first `NAMED_RECORDS` records named.
-A split without records is a problem of its own. The pass runs with the pipeline's Beam
+Each file of each split is read in Beam tasks of its own, in chunks of `CHUNK_RECORDS` records
+whose problems `record_problems.chunk_problems` finds: images that do not decode to
+`image_shape`, a missing or malformed image feature, NaN or infinite floats. A gzipped TFRecord
+file cannot be split, so under a DirectRunner with N workers each file is checked in N parts:
+every part reads the whole file, and parses and decodes every Nth chunk (reading is cheap beside
+decoding). ExampleGen writes one file per split there, so this is what spreads the check over
+the workers; elsewhere (Dataflow) one task per file, over ExampleGen's many shards. What a task
+finds (`record_findings.Findings`) is combined across tasks in memory that does not grow with
+the records: per kind of problem, its count per file and the first `NAMED_RECORDS` records
+named. A split without records is a problem of its own. The pass runs with the pipeline's Beam
 arguments: in the runner's process by default (`configs.BEAM_PIPELINE_ARGS`), in worker
 processes with `--direct_running_mode=multi_processing`, on Dataflow's workers with
 `--runner=DataflowRunner`. No step gathers the records: memory does not grow with them.
 
 Outputs:
 
-- `report` (a `RecordCheckReport`, components/data_checks/artifact.py): `record_check.json` (records and bad records per split,
-  and every problem, its first records named; `RecordCheckResult`), and as custom properties
-  `records`, `bad_records`, `bad_records_by_split_and_kind` (JSON) and `named_bad_records`
-  (JSON: one line per problem). The `ValidationGate` decides on it.
+- `report` (a `RecordCheckReport`, components/data_checks/artifact.py): `record_check.json`
+  (records and bad records per split, and every problem, its first records named;
+  `RecordCheckResult`), and as custom properties `records`, `bad_records`,
+  `bad_records_by_split_and_kind` (JSON) and `named_bad_records` (JSON: one line per problem).
+  The `ValidationGate` decides on it.
 - `clean_examples`, only with `write_clean_examples`: the same splits with every bad record left
   out (gzipped TFRecords, as ExampleGen writes), with custom properties `records_left_out` and
   `records_left_out_by_split_and_kind` (JSON). StatisticsGen and everything downstream then
