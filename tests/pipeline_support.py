@@ -250,3 +250,12 @@ def compiled_tasks(output: Path):
     else:
         [document] = yaml.safe_load_all(output.read_text())
     return json_format.ParseDict(document, pipeline_spec_pb2.PipelineSpec()).root.dag.tasks
+
+
+def constant(parameter):
+    """A compiled task's constant input, as Python: pipeline spec 2.1's `constant` (the
+    Kubeflow YAML), or `constant_value` before it (the Vertex AI job)."""
+    value = parameter.runtime_value
+    if value.HasField("constant"):
+        return json_format.MessageToDict(value.constant)
+    return getattr(value.constant_value, value.constant_value.WhichOneof("value"))

@@ -127,7 +127,6 @@ def test_vertex_json_with_sharpness_puts_the_probe_between_evaluator_and_pusher(
     assert producers == {
         "model": "Trainer",
         "examples": "ImportExampleGen",
-        "schema": "ValidationGate",
         "baseline_model": f"{RESOLVER}-model-resolver",
         "evaluator_blessing": "Evaluator",
     }

@@ -32,6 +32,7 @@ from components.comparison.report import (
 )
 from components.sharpness.probe import REPORT_FILE, SharpnessReport
 from pipelines.cloud import compiler, kubeflow_spec
+from tests.pipeline_support import constant
 from trainer.config import TrainingConfig
 from trainer.training.history import HISTORY_FILE, write_history
 
@@ -340,8 +341,7 @@ def test_the_component_compiles_for_vertex_and_kubeflow(fake_runs, tmp_path, out
         for name, artifact_input in task.inputs.artifacts.items()
     } == expected
     assert set(task.dependent_tasks) == set(expected.values())
-    target = task.inputs.parameters["target_difference"].runtime_value.constant_value
-    assert target.double_value == 0.005
+    assert constant(task.inputs.parameters["target_difference"]) == 0.005
     component = spec.components[task.component_ref.name]
     # What the Vertex / Kubeflow container does to rebuild the output's Python type.
     report_type = component.output_definitions.artifacts["report"].artifact_type

@@ -58,6 +58,19 @@ BAD_VALUES = [
     ("train_steps_per_epoch", 0, {}),
     ("eval_steps", 1.5, {}),
     ("seed", -1, {}),
+    ("min_train_steps", -1, {}),
+    ("class_names", ("only",), {}),
+    ("plateau_factor", 1.0, {"lr_schedule": "plateau"}),
+    ("plateau_factor", 0.25, {}),
+    ("plateau_patience", 0, {"lr_schedule": "plateau"}),
+    ("min_learning_rate", 1.0, {"lr_schedule": "plateau"}),
+    ("early_stopping", 0, {}),
+    ("augment", ("rotate",), {}),
+    ("augment", "crop", {}),
+    ("class_weights", (1.0,), {}),
+    ("class_weights", "balance", {}),
+    ("label_smoothing", 1.0, {}),
+    ("weight_decay", -0.1, {}),
 ]
 
 

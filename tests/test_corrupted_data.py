@@ -387,6 +387,7 @@ def test_up_to_max_bad_records_are_left_out_of_training_and_evaluation(tmp_path)
         data,
         layout,
         *("--max-bad-records", "5", "--epochs", "1", "--batch-size", "3"),
+        *("--min-train-steps", "0"),
         *("--accuracy-threshold", "0", "--max-accuracy-drop", "1"),
     )
 

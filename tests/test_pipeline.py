@@ -64,7 +64,6 @@ def test_the_sharpness_probe_sits_between_the_evaluator_and_the_pusher(tmp_path)
     upstream = {name: {node.id for node in nodes[name].upstream_nodes} for name in nodes}
     assert upstream["SharpnessProbe"] == {
         "ImportExampleGen",
-        "ValidationGate",
         "Trainer",
         "latest_blessed_model_resolver",
         "Evaluator",
@@ -170,7 +169,7 @@ class TestCommandLine:
     def test_flags_reach_the_trainer_config(self):
         parser, args = self.parse(
             "--optimizer", "sam", "--epochs", "2", "--rho-max", "0.1", "--rho-min", "0.05",
-            "--perturb-every", "5", "--model-widths", "8,16,32",
+            "--perturb-every", "5", "--model-widths", "8,16,32", "--min-train-steps", "0",
         )  # fmt: skip
         dag = run_here.build_local(args, parser)
         config = trainer_config(dag)
@@ -183,6 +182,7 @@ class TestCommandLine:
         assert config.effective_alpha == 0.0
         assert config.perturb_every == 5
         assert config.model_widths == (8, 16, 32)
+        assert config.min_train_steps == 0
         assert dag.pipeline_info.pipeline_root == "/tmp/out/pipeline"
         assert "SharpnessProbe" not in [node.id for node in dag.components]
 

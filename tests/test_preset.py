@@ -11,6 +11,7 @@ from pipelines import configs, kubeflow_runner, vertex_runner
 from pipelines.flags import settings
 from pipelines.local import run_here, summary
 from pipelines.local.layout import OutputLayout
+from tests import pipeline_support
 from tests.pipeline_support import compiled_tasks, executed_nodes, node_outputs
 from trainer.config import TrainingConfig
 from trainer.training import history
@@ -65,7 +66,7 @@ def test_an_unknown_preset_or_bad_value_names_the_flag(capsys, tmp_path):
 
 
 def constant(task, name):
-    return task.inputs.parameters[name].runtime_value.constant_value.string_value
+    return pipeline_support.constant(task.inputs.parameters[name])
 
 
 @pytest.mark.parametrize(

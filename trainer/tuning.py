@@ -93,12 +93,13 @@ class TrialModel(keras_tuner.HyperModel):
 
     def __init__(self, build, steps_per_epoch: int):
         super().__init__()
-        self._build = build
+        # Not `_build`: HyperModel keeps the subclass's own `build` there.
+        self._build_trial = build
         self.steps_per_epoch = steps_per_epoch
         self._config = None
 
     def build(self, hp) -> keras.Model:
-        model, self._config = self._build(hp)
+        model, self._config = self._build_trial(hp)
         return model
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):

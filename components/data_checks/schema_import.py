@@ -85,6 +85,8 @@ class ContentKeyedImportSchemaExecutor(base_executor.BaseExecutor):
                 f"The schema file {path} is not a text Schema proto: {error}"
             ) from None
         output = artifact_utils.get_single_uri(output_dict[standard_component_specs.SCHEMA_KEY])
+        # The output folder exists under TFX's own launchers, not under KFP's (kfp.local).
+        fileio.makedirs(output)
         with fileio.open(os.path.join(output, schema_gen_executor.DEFAULT_FILE_NAME), "wb") as file:
             file.write(content)
 

@@ -219,6 +219,15 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="cap the steps of an epoch (default: one pass over the data)",
     )
     group.add_argument(
+        "--min-train-steps",
+        type=int,
+        default=defaults.min_train_steps,
+        metavar="N",
+        help="without --train-steps-per-epoch, an epoch is one pass over the data but at least "
+        "N / epochs steps, so that small data trains long enough; 0 for one pass "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
         "--label-key",
         default=defaults.label_key,
         help="the integer class label feature (default: %(default)s)",

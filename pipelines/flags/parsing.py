@@ -35,6 +35,7 @@ TRAINING_FLAGS = {
     "--perturb-budget": "perturb_budget",
     "--reuse-scale": "reuse_scale",
     "--train-steps-per-epoch": "train_steps_per_epoch",
+    "--min-train-steps": "min_train_steps",
     "--label-key": "label_key",
     "--num-classes": "num_classes",
     "--image-key": "image_key",
