@@ -179,7 +179,7 @@ def test_compiles_for_kubeflow_with_independent_trainers(tmp_path):
     check_independent_trainers(spec)
     report = spec.root.dag.tasks["ComparisonReport"].inputs.parameters
     assert constant(report["target_difference"]) == 0.005
-    assert json.loads(report["settings"].runtime_value.constant_value.string_value)[
+    assert json.loads(constant(report["settings"]))[
         "target_difference"
     ] == 0.005
 
